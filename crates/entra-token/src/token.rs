@@ -1,0 +1,169 @@
+//! [`AccessToken`]: a bearer token that never shows its secret.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// An Entra ID access token: the secret (a JWT), when it expires and, optionally, when the issuer advises
+/// refreshing it.
+///
+/// Cloning is cheap (a reference count). The secret is zeroized when the last clone drops, and neither
+/// `Debug` nor `Display` ever shows it: they print a [`fingerprint`](Self::fingerprint) instead.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use entra_token::AccessToken;
+///
+/// let token = AccessToken::new("eyJ0eXAi.secret.part", SystemTime::now() + Duration::from_secs(3600));
+/// assert_eq!(token.secret(), "eyJ0eXAi.secret.part");
+/// assert!(!format!("{token:?}").contains("secret.part"));
+/// ```
+#[derive(Clone)]
+pub struct AccessToken(Arc<Inner>);
+
+struct Inner {
+    secret: SecretString,
+    expires_on: SystemTime,
+    refresh_on: Option<SystemTime>,
+    fingerprint: Fingerprint,
+}
+
+impl AccessToken {
+    /// A token with its secret and expiry.
+    pub fn new(secret: impl Into<String>, expires_on: SystemTime) -> Self {
+        Self::with_refresh_on(secret, expires_on, None)
+    }
+
+    /// A token with the issuer's advice of when to refresh it (`refresh_in` / `refresh_on`).
+    pub fn with_refresh_on(
+        secret: impl Into<String>,
+        expires_on: SystemTime,
+        refresh_on: Option<SystemTime>,
+    ) -> Self {
+        let secret: String = secret.into();
+        let fingerprint = Fingerprint::of(&secret);
+        AccessToken(Arc::new(Inner {
+            secret: SecretString::from(secret),
+            expires_on,
+            refresh_on,
+            fingerprint,
+        }))
+    }
+
+    /// The secret itself, to send as a password or bearer token. Never log it: log
+    /// [`fingerprint`](Self::fingerprint).
+    pub fn secret(&self) -> &str {
+        self.0.secret.expose_secret()
+    }
+
+    /// When the token stops being accepted.
+    pub fn expires_on(&self) -> SystemTime {
+        self.0.expires_on
+    }
+
+    /// When the issuer advises refreshing, if it said so.
+    pub fn refresh_on(&self) -> Option<SystemTime> {
+        self.0.refresh_on
+    }
+
+    /// Time left before expiry, measured with the wall clock; zero once expired.
+    pub fn expires_in(&self) -> Duration {
+        self.0
+            .expires_on
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO)
+    }
+
+    /// A short identifier that is safe to log: the secret's length and the last four hex digits of its
+    /// SHA-256.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.0.fingerprint
+    }
+
+    /// Whether two handles hold the very same token (the same fetch), not merely an equal secret.
+    pub fn same_as(&self, other: &AccessToken) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("fingerprint", &self.0.fingerprint)
+            .field("expires_in", &self.expires_in())
+            .field("refresh_on", &self.0.refresh_on.is_some())
+            .finish()
+    }
+}
+
+impl fmt::Display for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "token {}", self.0.fingerprint)
+    }
+}
+
+/// A safe-to-log summary of a secret: its length and the last 4 hex digits of its SHA-256.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint {
+    len: usize,
+    tail: [u8; 2],
+}
+
+impl Fingerprint {
+    /// The fingerprint of any secret text.
+    pub fn of(secret: &str) -> Self {
+        let digest = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
+        let bytes = digest.as_ref();
+        Fingerprint {
+            len: secret.len(),
+            tail: [bytes[30], bytes[31]],
+        }
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "len={} sha256=…{:02x}{:02x}",
+            self.len, self.tail[0], self.tail[1]
+        )
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_display_never_show_the_secret() {
+        let t = AccessToken::new("abc.def.ghi-secret", SystemTime::now());
+        for s in [
+            format!("{t:?}"),
+            format!("{t}"),
+            format!("{:?}", t.fingerprint()),
+        ] {
+            assert!(!s.contains("secret"), "{s}");
+            assert!(!s.contains("abc.def"), "{s}");
+        }
+        assert!(format!("{t}").contains("len=18"));
+    }
+
+    #[test]
+    fn clones_are_the_same_token_and_new_fetches_are_not() {
+        let a = AccessToken::new("x", SystemTime::now());
+        let b = a.clone();
+        let c = AccessToken::new("x", a.expires_on());
+        assert!(a.same_as(&b));
+        assert!(!a.same_as(&c));
+        assert_eq!(a.fingerprint(), c.fingerprint());
+    }
+}
