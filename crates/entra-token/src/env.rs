@@ -24,14 +24,9 @@ impl Env {
     }
 
     /// A fixed set of variables; the process's environment is ignored.
-    pub fn from_pairs<K: Into<String>, V: Into<String>>(
-        pairs: impl IntoIterator<Item = (K, V)>,
-    ) -> Self {
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
         Env(Some(Arc::new(
-            pairs
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
+            pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
         )))
     }
 

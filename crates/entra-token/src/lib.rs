@@ -22,13 +22,23 @@
 
 mod env;
 mod error;
+mod http;
+mod policy;
+mod refresher;
+mod response;
 mod source;
+mod status;
 mod token;
 
 pub mod sources;
 
 pub use env::Env;
 pub use error::TokenError;
+pub use http::HttpOptions;
+pub use policy::{RefreshPolicy, StartMode};
+pub use refresher::{Refresher, TokenHandle};
+pub use response::parse_expiry;
 pub use source::{scope_to_resource, FetchFuture, TokenSource, OSSRDBMS_SCOPE};
 pub use sources::*;
+pub use status::{TokenState, TokenStatus};
 pub use token::{AccessToken, Fingerprint};

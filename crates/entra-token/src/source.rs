@@ -11,8 +11,7 @@ use crate::{AccessToken, TokenError};
 pub const OSSRDBMS_SCOPE: &str = "https://ossrdbms-aad.database.windows.net/.default";
 
 /// The future a [`TokenSource`] returns: boxed so the trait stays object safe.
-pub type FetchFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<AccessToken, TokenError>> + Send + 'a>>;
+pub type FetchFuture<'a> = Pin<Box<dyn Future<Output = Result<AccessToken, TokenError>> + Send + 'a>>;
 
 /// One way of fetching an Entra ID access token: a managed-identity endpoint, a service principal, the
 /// Azure CLI… A source fetches once per call and caches nothing: caching and refresh belong to the

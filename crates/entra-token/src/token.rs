@@ -146,11 +146,7 @@ mod tests {
     #[test]
     fn debug_and_display_never_show_the_secret() {
         let t = AccessToken::new("abc.def.ghi-secret", SystemTime::now());
-        for s in [
-            format!("{t:?}"),
-            format!("{t}"),
-            format!("{:?}", t.fingerprint()),
-        ] {
+        for s in [format!("{t:?}"), format!("{t}"), format!("{:?}", t.fingerprint())] {
             assert!(!s.contains("secret"), "{s}");
             assert!(!s.contains("abc.def"), "{s}");
         }

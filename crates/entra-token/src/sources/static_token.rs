@@ -23,11 +23,10 @@ impl StaticSource {
     /// A token from `AZURE_ACCESS_TOKEN`; its expiry is read from the JWT's `exp` claim when it has one,
     /// else taken as one hour from now.
     pub fn from_env(env: &Env) -> Result<Self, TokenError> {
-        let secret = env.var(Self::ENV_VAR).ok_or_else(|| {
-            TokenError::unavailable("static", format!("{} is not set", Self::ENV_VAR))
-        })?;
-        let expires_on =
-            jwt_exp(&secret).unwrap_or_else(|| SystemTime::now() + Duration::from_secs(3600));
+        let secret = env
+            .var(Self::ENV_VAR)
+            .ok_or_else(|| TokenError::unavailable("static", format!("{} is not set", Self::ENV_VAR)))?;
+        let expires_on = jwt_exp(&secret).unwrap_or_else(|| SystemTime::now() + Duration::from_secs(3600));
         Ok(StaticSource::new(AccessToken::new(secret, expires_on)))
     }
 }

@@ -1,0 +1,396 @@
+//! [`Refresher`] and [`TokenHandle`]: a task that keeps a token fresh, and the cheap handle that reads it.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwapOption;
+use parking_lot::Mutex;
+use tokio::sync::{watch, Notify};
+use tokio::time::{sleep_until, timeout, timeout_at, Instant};
+use tracing::{field, Instrument};
+
+use crate::status::{TokenState, TokenStatus};
+use crate::{AccessToken, RefreshPolicy, StartMode, TokenError, TokenSource};
+
+/// Starts the task that keeps a token fresh.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), entra_token::TokenError> {
+/// use entra_token::{Env, Refresher, RefreshPolicy, StaticSource, OSSRDBMS_SCOPE};
+///
+/// let source = StaticSource::from_env(&Env::process())?;
+/// let tokens = Refresher::start(source, OSSRDBMS_SCOPE, RefreshPolicy::default()).await?;
+/// let token = tokens.get().await?;           // waits only when no valid token is cached
+/// println!("using {}", token.fingerprint()); // never the secret
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Refresher;
+
+impl Refresher {
+    /// Spawns the refresher on the current Tokio runtime and returns at once; the first fetch starts
+    /// immediately. Panics, like `tokio::spawn`, when called outside a Tokio runtime.
+    pub fn spawn(
+        source: impl TokenSource + 'static,
+        scope: impl Into<String>,
+        policy: RefreshPolicy,
+    ) -> TokenHandle {
+        let source: Arc<dyn TokenSource> = Arc::new(source);
+        let (status_tx, _) = watch::channel(TokenStatus::new(source.name().to_string()));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            scope: scope.into(),
+            policy,
+            current: ArcSwapOption::empty(),
+            swap_lock: Mutex::new(()),
+            force: AtomicBool::new(false),
+            wake: Notify::new(),
+            status: status_tx,
+        });
+        tokio::spawn(run(shared.clone(), source, stop_rx));
+        TokenHandle {
+            shared,
+            alive: Arc::new(Alive { stop: stop_tx }),
+        }
+    }
+
+    /// Spawns the refresher and, with [`StartMode::FailFast`] (the default), waits for the first fetch and
+    /// returns its error if it fails. With [`StartMode::KeepRetrying`] it returns at once, as
+    /// [`spawn`](Self::spawn) does.
+    pub async fn start(
+        source: impl TokenSource + 'static,
+        scope: impl Into<String>,
+        policy: RefreshPolicy,
+    ) -> Result<TokenHandle, TokenError> {
+        let mode = policy.start_mode;
+        let handle = Self::spawn(source, scope, policy);
+        if mode == StartMode::FailFast {
+            if let Err(e) = handle.get().await {
+                handle.shutdown();
+                return Err(match e {
+                    TokenError::Unavailable {
+                        last_error: Some(cause),
+                        ..
+                    } => *cause,
+                    other => other,
+                });
+            }
+        }
+        Ok(handle)
+    }
+}
+
+struct Shared {
+    scope: String,
+    policy: RefreshPolicy,
+    current: ArcSwapOption<Cached>,
+    /// Serialises the rare writers of `current` (publish, expire, invalidate) so a compare-then-clear
+    /// never clears a token published in between.
+    swap_lock: Mutex<()>,
+    force: AtomicBool,
+    wake: Notify,
+    status: watch::Sender<TokenStatus>,
+}
+
+struct Cached {
+    token: AccessToken,
+    fetched_at: Instant,
+}
+
+/// Stops the task when the last handle drops (the sender's drop closes the task's receiver).
+struct Alive {
+    stop: watch::Sender<bool>,
+}
+
+/// A cheap, cloneable handle on a [`Refresher`]'s token. The refresher task ends when the last handle
+/// drops, or on [`shutdown`](Self::shutdown).
+#[derive(Clone)]
+pub struct TokenHandle {
+    shared: Arc<Shared>,
+    alive: Arc<Alive>,
+}
+
+impl fmt::Debug for TokenHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = self.shared.status.borrow();
+        f.debug_struct("TokenHandle")
+            .field("source", &status.source)
+            .field("state", &status.state)
+            .field("fingerprint", &status.fingerprint)
+            .finish()
+    }
+}
+
+impl TokenHandle {
+    /// The cached token if it is still usable: no waiting and no lock (one atomic load). This is the hot
+    /// path; `None` means call [`get`](Self::get).
+    #[inline]
+    pub fn current(&self) -> Option<AccessToken> {
+        self.shared.current.load().as_ref().map(|c| c.token.clone())
+    }
+
+    /// A usable token, waiting (up to the policy's `get_timeout`) only when none is cached: at start-up or
+    /// after [`invalidate`](Self::invalidate). Concurrent callers share the refresher's single fetch.
+    ///
+    /// Fails with [`TokenError::Unavailable`] carrying the last fetch error once the cached token has
+    /// expired and renewing it keeps failing, and with [`TokenError::Shutdown`] after shutdown.
+    pub async fn get(&self) -> Result<AccessToken, TokenError> {
+        if let Some(token) = self.current() {
+            return Ok(token);
+        }
+        let deadline = Instant::now() + self.shared.policy.get_timeout;
+        let mut rx = self.shared.status.subscribe();
+        loop {
+            // Checked after subscribing, so a publication between the two cannot be missed.
+            if let Some(token) = self.current() {
+                return Ok(token);
+            }
+            {
+                let status = rx.borrow_and_update();
+                match status.state {
+                    TokenState::Stopped => return Err(TokenError::Shutdown),
+                    TokenState::Unavailable if status.consecutive_failures > 0 => {
+                        return Err(unavailable(&status, "fetching a new token keeps failing"));
+                    }
+                    _ => {}
+                }
+            }
+            match timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return Err(TokenError::Shutdown),
+                Err(_) => {
+                    let status = self.shared.status.borrow();
+                    let reason = format!(
+                        "no token within {:?} (state {:?})",
+                        self.shared.policy.get_timeout, status.state
+                    );
+                    return Err(unavailable(&status, &reason));
+                }
+            }
+        }
+    }
+
+    /// Reports that a server rejected `token`. If it is still the cached token, it stops being handed
+    /// out and a new one is fetched at once (respecting a server's `Retry-After`). Returns whether this
+    /// call triggered the refetch: when many connections fail with the same token, exactly one does.
+    ///
+    /// A token fetched less than the policy's `min_invalidate_interval` ago is kept: a refusal that a new
+    /// token cannot fix (a revoked principal) must not turn every connection attempt into a fetch.
+    pub fn invalidate(&self, token: &AccessToken) -> bool {
+        let shared = &self.shared;
+        {
+            let _guard = shared.swap_lock.lock();
+            let current = shared.current.load();
+            match current.as_ref() {
+                Some(c) if c.token.same_as(token) => {
+                    if c.fetched_at.elapsed() < shared.policy.min_invalidate_interval {
+                        tracing::debug!(
+                            token = %token.fingerprint(),
+                            "token rejected but fetched moments ago; not refetching"
+                        );
+                        return false;
+                    }
+                }
+                _ => return false,
+            }
+            shared.current.store(None);
+        }
+        tracing::info!(token = %token.fingerprint(), "token rejected by a server; fetching a new one");
+        shared.status.send_modify(|s| {
+            s.state = TokenState::Unavailable;
+            s.fingerprint = None;
+            s.usable_until = None;
+        });
+        shared.force.store(true, Ordering::Release);
+        shared.wake.notify_one();
+        true
+    }
+
+    /// A snapshot of the refresher's state (no secret in it).
+    pub fn status(&self) -> TokenStatus {
+        self.shared.status.borrow().clone()
+    }
+
+    /// A receiver that sees every change of [`status`](Self::status).
+    pub fn watch(&self) -> watch::Receiver<TokenStatus> {
+        self.shared.status.subscribe()
+    }
+
+    /// Stops the refresher task now; later `get()` calls fail with [`TokenError::Shutdown`].
+    pub fn shutdown(&self) {
+        self.alive.stop.send_replace(true);
+    }
+
+    /// The scope tokens are fetched for.
+    pub fn scope(&self) -> &str {
+        &self.shared.scope
+    }
+}
+
+fn unavailable(status: &TokenStatus, reason: &str) -> TokenError {
+    TokenError::Unavailable {
+        reason: format!("{}: {reason}", status.source),
+        last_error: status.last_error.clone().map(Box::new),
+    }
+}
+
+/// The refresher task: one fetch at a time, renewals ahead of expiry, backoff on failure.
+async fn run(shared: Arc<Shared>, source: Arc<dyn TokenSource>, mut stop: watch::Receiver<bool>) {
+    let policy = &shared.policy;
+    let mut next_fetch = Instant::now();
+    let mut usable_until: Option<Instant> = None;
+    let mut hold_until = Instant::now(); // a server's Retry-After also holds forced refetches
+    let mut failures: u32 = 0;
+    let mut attempt: u64 = 0;
+
+    loop {
+        if Instant::now() < next_fetch.min(usable_until.unwrap_or(next_fetch)) {
+            let wake_at = next_fetch.min(usable_until.unwrap_or(next_fetch));
+            tokio::select! {
+                biased;
+                changed = stop.changed() => if changed.is_err() || *stop.borrow() { break },
+                _ = shared.wake.notified() => {}
+                _ = sleep_until(wake_at) => {}
+            }
+        }
+        let now = Instant::now();
+        if usable_until.is_some_and(|u| now >= u) {
+            usable_until = None;
+            {
+                let _guard = shared.swap_lock.lock();
+                shared.current.store(None);
+            }
+            tracing::warn!(
+                source = source.name(),
+                "cached token expired before a renewal succeeded"
+            );
+            shared.status.send_modify(|s| {
+                s.state = TokenState::Unavailable;
+                s.usable_until = None;
+                s.fingerprint = None;
+            });
+        }
+        if shared.force.swap(false, Ordering::AcqRel) {
+            next_fetch = next_fetch.min(hold_until.max(now));
+            if shared.current.load().is_none() {
+                usable_until = None;
+            }
+        }
+        if now < next_fetch {
+            continue;
+        }
+
+        attempt += 1;
+        shared.status.send_modify(|s| {
+            s.fetches += 1;
+            s.next_fetch = None;
+        });
+        let span = tracing::info_span!(
+            "token_fetch",
+            source = source.name(),
+            attempt,
+            outcome = field::Empty,
+            expires_in = field::Empty,
+        );
+        let fetch = timeout(policy.fetch_timeout, source.fetch(&shared.scope)).instrument(span.clone());
+        let result = tokio::select! {
+            biased;
+            changed = stop.changed() => if changed.is_err() || *stop.borrow() { break } else { continue },
+            r = fetch => r,
+        };
+        let result = match result {
+            Ok(r) => r,
+            Err(_) => Err(TokenError::transient(
+                source.name(),
+                format!("no answer within {:?}", policy.fetch_timeout),
+            )),
+        };
+        let result = result.and_then(|token| {
+            let lifetime = token.expires_on().duration_since(SystemTime::now()).unwrap_or_default();
+            if lifetime <= policy.expiry_margin {
+                Err(TokenError::invalid_response(
+                    source.name(),
+                    format!(
+                        "the token expires in {lifetime:?}, within the {:?} safety margin; is this machine's clock right?",
+                        policy.expiry_margin
+                    ),
+                ))
+            } else {
+                Ok((token, lifetime))
+            }
+        });
+        let now = Instant::now();
+        match result {
+            Ok((token, lifetime)) => {
+                failures = 0;
+                let refresh_in = token
+                    .refresh_on()
+                    .map(|r| r.duration_since(SystemTime::now()).unwrap_or_default());
+                let until = now + (lifetime - policy.expiry_margin);
+                let renew = now + policy.refresh_delay(lifetime, refresh_in);
+                next_fetch = renew.min(until);
+                usable_until = Some(until);
+                span.record("outcome", "ok");
+                span.record("expires_in", lifetime.as_secs());
+                span.in_scope(|| {
+                    tracing::info!(token = %token.fingerprint(), expires_in = lifetime.as_secs(), "token fetched")
+                });
+                let fingerprint = token.fingerprint();
+                {
+                    let _guard = shared.swap_lock.lock();
+                    shared.current.store(Some(Arc::new(Cached {
+                        token,
+                        fetched_at: now,
+                    })));
+                }
+                shared.status.send_modify(|s| {
+                    s.state = TokenState::Valid;
+                    s.fingerprint = Some(fingerprint);
+                    s.usable_until = Some(until);
+                    s.next_fetch = Some(next_fetch);
+                    s.last_refresh = Some(SystemTime::now());
+                    s.consecutive_failures = 0;
+                    s.last_error = None;
+                    s.refreshes += 1;
+                });
+            }
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                let delay = policy.backoff_delay(failures, error.retry_after(), error.is_retryable());
+                if let Some(after) = error.retry_after() {
+                    hold_until = now + after;
+                }
+                next_fetch = now + delay;
+                span.record("outcome", "error");
+                span.in_scope(|| {
+                    tracing::warn!(error = %error, failures, retry_in_ms = delay.as_millis() as u64, "token fetch failed")
+                });
+                let usable = shared.current.load().is_some();
+                shared.status.send_modify(|s| {
+                    s.state = if usable {
+                        TokenState::Stale
+                    } else {
+                        TokenState::Unavailable
+                    };
+                    s.next_fetch = Some(next_fetch);
+                    s.consecutive_failures = failures;
+                    s.last_error = Some(error);
+                });
+            }
+        }
+    }
+
+    {
+        let _guard = shared.swap_lock.lock();
+        shared.current.store(None);
+    }
+    shared.status.send_modify(|s| {
+        s.state = TokenState::Stopped;
+        s.usable_until = None;
+        s.next_fetch = None;
+        s.fingerprint = None;
+    });
+    tracing::debug!(source = source.name(), "token refresher stopped");
+}
