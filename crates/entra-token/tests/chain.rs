@@ -1,11 +1,11 @@
 //! The chain: order, unavailable vs failed, the aggregated error, reuse of the first success.
 
-mod common;
+mod scripted;
 
 use std::time::Duration;
 
-use common::{transient, Scripted, Step};
 use entra_token::{ChainSource, TokenError, TokenSource, OSSRDBMS_SCOPE};
+use scripted::{transient, Scripted, Step};
 
 fn unavailable(name: &str) -> Step {
     Step::Fail(TokenError::unavailable(

@@ -1,13 +1,13 @@
 //! The refresher's behaviour over time, on Tokio's paused clock.
 
-mod common;
+mod scripted;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{transient, LogCapture, Scripted, Step};
 use entra_token::{RefreshPolicy, Refresher, StartMode, TokenError, TokenState, OSSRDBMS_SCOPE};
+use scripted::{transient, LogCapture, Scripted, Step};
 use tokio::time::{sleep, Instant};
 
 const MIN: u64 = 60;

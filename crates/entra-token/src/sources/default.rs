@@ -66,8 +66,14 @@ impl DefaultSourceBuilder {
             .managed_identity
             .or_else(|| env.var("AZURE_CLIENT_ID").map(UserAssignedId::ClientId));
         let mut chain = ChainSource::new()
-            .with_result("environment", ClientSecretSource::from_env(&env, self.http.clone()))
-            .with_result("workload-identity", WorkloadIdentitySource::from_env(&env, self.http.clone()))
+            .with_result(
+                "environment",
+                ClientSecretSource::from_env(&env, self.http.clone()),
+            )
+            .with_result(
+                "workload-identity",
+                WorkloadIdentitySource::from_env(&env, self.http.clone()),
+            )
             .with_result(
                 "managed-identity",
                 ManagedIdentitySource::detect(&env, managed_id, self.http.clone()),
