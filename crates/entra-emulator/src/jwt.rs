@@ -89,9 +89,7 @@ impl Claims {
 
 /// Seconds since the Unix epoch.
 pub fn epoch_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Why the gate refuses a token.
@@ -143,12 +141,9 @@ impl JwtIssuer {
         // The embedded PEMs are fixed at build time and covered by this crate's tests, so a failure here
         // is a packaging bug, not bad input.
         JwtIssuer {
-            encoding: EncodingKey::from_rsa_pem(ISSUER_KEY.as_bytes())
-                .expect("embedded issuer key"),
-            untrusted: EncodingKey::from_rsa_pem(UNTRUSTED_KEY.as_bytes())
-                .expect("embedded untrusted key"),
-            decoding: DecodingKey::from_rsa_pem(ISSUER_PUB.as_bytes())
-                .expect("embedded issuer public key"),
+            encoding: EncodingKey::from_rsa_pem(ISSUER_KEY.as_bytes()).expect("embedded issuer key"),
+            untrusted: EncodingKey::from_rsa_pem(UNTRUSTED_KEY.as_bytes()).expect("embedded untrusted key"),
+            decoding: DecodingKey::from_rsa_pem(ISSUER_PUB.as_bytes()).expect("embedded issuer public key"),
         }
     }
 
@@ -167,7 +162,12 @@ impl JwtIssuer {
         self.sign_with(claims, &self.untrusted)
     }
 
-    fn sign_with(&self, claims: &Claims, key: &EncodingKey) -> String {
+    /// An RS256 JWT with any claims (a Kubernetes service-account token, say), signed by the issuer's key.
+    pub fn sign_json<T: Serialize>(&self, claims: &T) -> String {
+        self.sign_with(claims, &self.encoding)
+    }
+
+    fn sign_with<T: Serialize>(&self, claims: &T, key: &EncodingKey) -> String {
         let mut header = Header::new(Algorithm::RS256);
         header.typ = Some("JWT".into());
         header.kid = Some("entra-emulator-test-key".into());
@@ -177,12 +177,7 @@ impl JwtIssuer {
 
     /// Verify signature, audience, expiry and not-before (each with `skew`) and issuer/tenant, as the
     /// server does; returns the claims.
-    pub fn verify(
-        &self,
-        token: &str,
-        audience: &str,
-        skew: Duration,
-    ) -> Result<Claims, JwtRejection> {
+    pub fn verify(&self, token: &str, audience: &str, skew: Duration) -> Result<Claims, JwtRejection> {
         use jsonwebtoken::errors::ErrorKind;
         if token.split('.').count() != 3 {
             return Err(JwtRejection::Malformed);
@@ -192,14 +187,14 @@ impl JwtIssuer {
         validation.validate_nbf = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(
-            |e| match e.kind() {
-                ErrorKind::InvalidSignature
-                | ErrorKind::InvalidAlgorithm
-                | ErrorKind::InvalidRsaKey(_) => JwtRejection::BadSignature,
-                _ => JwtRejection::Malformed,
-            },
-        )?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(|e| match e
+            .kind()
+        {
+            ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm | ErrorKind::InvalidRsaKey(_) => {
+                JwtRejection::BadSignature
+            }
+            _ => JwtRejection::Malformed,
+        })?;
         let claims = data.claims;
         let now = epoch_secs(SystemTime::now());
         let skew = skew.as_secs();
@@ -271,8 +266,6 @@ mod tests {
         let issuer = JwtIssuer::new();
         let token = issuer.sign(&Claims::new("o", Duration::from_secs(60)).padded_to(4500));
         assert!(token.len() > 4500, "{}", token.len());
-        assert!(issuer
-            .verify(&token, OSSRDBMS_RESOURCE, Duration::ZERO)
-            .is_ok());
+        assert!(issuer.verify(&token, OSSRDBMS_RESOURCE, Duration::ZERO).is_ok());
     }
 }

@@ -1,7 +1,43 @@
-//! deadpool-postgres pools for Azure Database for PostgreSQL that sign in with Microsoft Entra ID tokens.
+//! deadpool-postgres pools for Azure Database for PostgreSQL that sign in with Microsoft Entra ID tokens
+//! and outlive every token.
 //!
-//! The connector and pool builder arrive with the pool issue; this crate re-exports the token half so far.
+//! The server checks a token only when a connection starts, and tokens live 1–24 h. So the pool's
+//! connector, [`EntraConnect`], asks a [`TokenHandle`](entra_token::TokenHandle) for the current token for
+//! every new physical connection, while a refresher task renews it well before expiry. Open connections
+//! are unaffected by expiry (as on Azure); new ones always get a valid token.
+//!
+//! What you get is a plain [`deadpool_postgres::Pool`] (inside [`EntraPool`], which adds the token's
+//! status and a health check), so every function that takes a deadpool-postgres pool works unchanged.
+//!
+//! Security defaults: TLS with full verification (`verify-full`) against Mozilla's roots plus the
+//! DigiCert root Azure still uses; a token is never sent without TLS to a remote host; a password in the
+//! configuration is an error unless static-password mode is chosen by name.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! // AZURE_POSTGRESQL_HOST, _DATABASE, _USER (and _CLIENTID for a user-assigned identity) from the environment
+//! let pool = entra_postgres::PoolBuilder::from_env().build().await?;
+//! let client = pool.get().await?;
+//! client.execute("INSERT INTO events(kind) VALUES ($1)", &[&"started"]).await?;
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+mod builder;
+mod claims;
+pub mod config;
+mod connect;
+mod error;
+mod lifetime;
+pub mod tls;
+
+pub use builder::{CheckError, EntraPool, PoolBuilder, PoolStatus};
+pub use claims::user_from_token;
+pub use config::{parse_connection_string, ConfigError, Settings, SslMode};
+pub use connect::EntraConnect;
+pub use error::{report, BuildError, ConnectError};
+
+pub use deadpool_postgres;
 pub use entra_token;
+pub use tokio_postgres;

@@ -14,10 +14,11 @@ pub fn env(pairs: &[(&str, String)]) -> Env {
 
 /// Options for loopback tests: short, but far above anything a healthy local request takes.
 pub fn http() -> HttpOptions {
-    let mut options = HttpOptions::default();
-    options.connect_timeout = Duration::from_secs(2);
-    options.timeout = Duration::from_secs(10);
-    options
+    HttpOptions {
+        connect_timeout: Duration::from_secs(2),
+        timeout: Duration::from_secs(10),
+        ..HttpOptions::default()
+    }
 }
 
 /// [`http`] trusting the fake's CA (the fake must have been started with TLS).
@@ -40,7 +41,11 @@ pub fn assert_lifetime(token: &AccessToken, lifetime: Duration) {
     let low = now + lifetime - Duration::from_secs(120);
     let high = now + lifetime + Duration::from_secs(120);
     let at = token.expires_on();
-    assert!(at > low && at < high, "expiry {:?} not about {lifetime:?} from now", at.duration_since(now));
+    assert!(
+        at > low && at < high,
+        "expiry {:?} not about {lifetime:?} from now",
+        at.duration_since(now)
+    );
 }
 
 /// Asserts neither the error's `Display` nor its `Debug` quotes `secret`.

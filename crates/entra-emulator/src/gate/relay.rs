@@ -1,0 +1,302 @@
+//! One client connection: negotiate TLS, check the token, open the upstream session as the role, then
+//! copy bytes both ways.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::oneshot;
+
+use super::auth::{self, RejectReason, Rejection};
+use super::protocol::{self, FirstPacket, ProtocolError, Startup};
+use super::{SessionRecord, Shared, TokenFingerprint};
+
+/// How long a client has to get through TLS and authentication (PostgreSQL's `authentication_timeout`).
+const AUTH_TIMEOUT: Duration = Duration::from_secs(60);
+/// The largest PasswordMessage accepted: tokens with many group claims pass 4 KB, none reach this.
+const MAX_PASSWORD_MESSAGE: usize = 64 * 1024;
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+/// Relay buffer per direction.
+const RELAY_BUFFER: usize = 64 * 1024;
+
+/// A session past authentication, ready to relay.
+struct Admitted<S> {
+    client: S,
+    upstream: UnixStream,
+    id: u64,
+    role: String,
+}
+
+/// Serve one accepted TCP connection to its end.
+pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream) {
+    let _ = tcp.set_nodelay(true);
+    let admitted = tokio::time::timeout(AUTH_TIMEOUT, negotiate(&shared, tcp)).await;
+    let Ok(Some(admitted)) = admitted else {
+        return;
+    };
+    relay(&shared, admitted).await;
+}
+
+/// Everything up to a relayable session; `None` when the connection was answered and closed (or failed).
+async fn negotiate(
+    shared: &Arc<Shared>,
+    mut tcp: TcpStream,
+) -> Option<Admitted<tokio_rustls::server::TlsStream<TcpStream>>> {
+    // PostgreSQL 17's direct TLS (`sslnegotiation=direct`): a ClientHello instead of an SSLRequest.
+    let mut first = [0u8; 1];
+    if tcp.peek(&mut first).await.ok()? == 1 && first[0] == TLS_HANDSHAKE {
+        let tls = shared.tls.accept(tcp).await.ok()?;
+        return after_tls(shared, tls).await;
+    }
+    let mut gss_refused = false;
+    loop {
+        match protocol::read_first_packet(&mut tcp).await {
+            Ok(FirstPacket::GssEncRequest) if !gss_refused => {
+                gss_refused = true;
+                tcp.write_all(b"N").await.ok()?;
+            }
+            Ok(FirstPacket::SslRequest) => {
+                tcp.write_all(b"S").await.ok()?;
+                let tls = shared.tls.accept(tcp).await.ok()?;
+                return after_tls(shared, tls).await;
+            }
+            Ok(FirstPacket::Cancel(raw)) => {
+                forward_cancel(shared, tcp, &raw).await;
+                return None;
+            }
+            Ok(FirstPacket::Startup(startup)) => {
+                let role = startup.user().unwrap_or_default().to_string();
+                let rejection = Rejection::no_tls(&role, startup.database());
+                reject(shared, &mut tcp, Some(role), rejection).await;
+                return None;
+            }
+            Ok(FirstPacket::GssEncRequest) => {
+                reject(shared, &mut tcp, None, Rejection::new(RejectReason::Protocol, "")).await;
+                return None;
+            }
+            Err(e) => {
+                protocol_failure(shared, &mut tcp, e).await;
+                return None;
+            }
+        }
+    }
+}
+
+/// The StartupMessage (or CancelRequest) that follows the TLS handshake.
+async fn after_tls(
+    shared: &Arc<Shared>,
+    mut tls: tokio_rustls::server::TlsStream<TcpStream>,
+) -> Option<Admitted<tokio_rustls::server::TlsStream<TcpStream>>> {
+    match protocol::read_first_packet(&mut tls).await {
+        Ok(FirstPacket::Startup(startup)) => authenticate(shared, tls, startup).await,
+        Ok(FirstPacket::Cancel(raw)) => {
+            forward_cancel(shared, tls, &raw).await;
+            None
+        }
+        Ok(_) => {
+            reject(shared, &mut tls, None, Rejection::new(RejectReason::Protocol, "")).await;
+            None
+        }
+        Err(e) => {
+            protocol_failure(shared, &mut tls, e).await;
+            None
+        }
+    }
+}
+
+/// Ask for the token, check it, open the upstream session; answer and close on any failure.
+async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Arc<Shared>,
+    mut client: S,
+    startup: Startup,
+) -> Option<Admitted<S>> {
+    let Some(role) = startup.user().map(str::to_string) else {
+        let rejection = Rejection {
+            reason: RejectReason::Protocol,
+            message: "no PostgreSQL user name specified in startup packet".into(),
+        };
+        reject(shared, &mut client, None, rejection).await;
+        return None;
+    };
+    write_flush(&mut client, &protocol::auth_cleartext_password())
+        .await
+        .ok()?;
+    let (tag, body) = match protocol::read_message(&mut client, MAX_PASSWORD_MESSAGE).await {
+        Ok(message) => message,
+        Err(e) => {
+            protocol_failure(shared, &mut client, e).await;
+            return None;
+        }
+    };
+    let Some(token) = protocol::password(tag, &body) else {
+        reject(
+            shared,
+            &mut client,
+            Some(role),
+            Rejection::new(RejectReason::Protocol, ""),
+        )
+        .await;
+        return None;
+    };
+    let claims = match auth::check(
+        &shared.issuer,
+        &shared.audience,
+        shared.skew,
+        &shared.principals,
+        &role,
+        token,
+    ) {
+        Ok(claims) => claims,
+        Err(rejection) => {
+            reject(shared, &mut client, Some(role), rejection).await;
+            return None;
+        }
+    };
+    let fingerprint = TokenFingerprint::of(token);
+    drop(body);
+
+    let mut upstream = match UnixStream::connect(shared.upstream_socket()).await {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            tracing::warn!(error = %e, "gate: upstream unix socket unreachable");
+            let rejection = Rejection::new(RejectReason::Upstream, &role);
+            reject(shared, &mut client, Some(role), rejection).await;
+            return None;
+        }
+    };
+    let backend_pid = match open_upstream(&mut client, &mut upstream, &startup).await {
+        Ok(Some(pid)) => pid,
+        Ok(None) => {
+            // The server's own error (e.g. database does not exist) was relayed.
+            shared.record_rejection(Some(role), RejectReason::Upstream);
+            let _ = client.shutdown().await;
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "gate: upstream session failed during startup");
+            let rejection = Rejection::new(RejectReason::Upstream, &role);
+            reject(shared, &mut client, Some(role), rejection).await;
+            return None;
+        }
+    };
+
+    let id = shared.next_session_id();
+    shared.record_session(SessionRecord {
+        id,
+        role: role.clone(),
+        database: startup.database().to_string(),
+        oid: claims.oid,
+        token: fingerprint,
+        backend_pid,
+        at: SystemTime::now(),
+    });
+    Some(Admitted {
+        client,
+        upstream,
+        id,
+        role,
+    })
+}
+
+/// Send the client's StartupMessage upstream (trusted on the socket) and relay the server's answer up to
+/// ReadyForQuery. `Ok(Some(pid))` when the session is open; `Ok(None)` when the server refused (its
+/// ErrorResponse was relayed).
+async fn open_upstream<S: AsyncWrite + Unpin>(
+    client: &mut S,
+    upstream: &mut UnixStream,
+    startup: &Startup,
+) -> Result<Option<Option<i32>>, ProtocolError> {
+    upstream.write_all(&startup.raw).await?;
+    let mut pid = None;
+    loop {
+        let (tag, body) = protocol::read_message(upstream, 1 << 20).await?;
+        match tag {
+            b'R' if protocol::auth_code(&body) != Some(0) => {
+                return Err(ProtocolError::Malformed(
+                    "the upstream server asked for a password on its trusted unix socket",
+                ));
+            }
+            b'K' => pid = protocol::backend_pid(&body),
+            _ => {}
+        }
+        client.write_all(&protocol::message(tag, &body)).await?;
+        match tag {
+            b'Z' => {
+                client.flush().await?;
+                return Ok(Some(pid));
+            }
+            b'E' => {
+                client.flush().await?;
+                return Ok(None);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Copy bytes both ways until either side closes or the session is terminated by a test control.
+async fn relay<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, admitted: Admitted<S>) {
+    let Admitted {
+        mut client,
+        mut upstream,
+        id,
+        role,
+    } = admitted;
+    let (stop_tx, stop_rx) = oneshot::channel();
+    shared.register_active(id, role, stop_tx);
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, RELAY_BUFFER, RELAY_BUFFER) => {}
+        _ = stop_rx => {}
+    }
+    shared.unregister_active(id);
+}
+
+/// Forward a CancelRequest to the upstream server (its pid and key were relayed at startup), wait for the
+/// server to close as PostgreSQL does, then close.
+async fn forward_cancel<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, mut client: S, raw: &[u8]) {
+    if let Ok(mut upstream) = UnixStream::connect(shared.upstream_socket()).await {
+        if upstream.write_all(raw).await.is_ok() {
+            let mut sink = [0u8; 64];
+            let _ = tokio::time::timeout(Duration::from_secs(5), upstream.read(&mut sink)).await;
+        }
+    }
+    let _ = client.shutdown().await;
+}
+
+async fn protocol_failure<S: AsyncWrite + Unpin>(shared: &Arc<Shared>, client: &mut S, error: ProtocolError) {
+    match error {
+        // The client went away: nobody to answer.
+        ProtocolError::Io(_) => {}
+        other => {
+            let rejection = Rejection {
+                reason: RejectReason::Protocol,
+                message: other.to_string(),
+            };
+            reject(shared, client, None, rejection).await;
+        }
+    }
+}
+
+/// Record the refusal, send its FATAL ErrorResponse and close.
+async fn reject<S: AsyncWrite + Unpin>(
+    shared: &Arc<Shared>,
+    client: &mut S,
+    role: Option<String>,
+    rejection: Rejection,
+) {
+    tracing::debug!(reason = ?rejection.reason, role = ?role, "gate: connection refused");
+    shared.record_rejection(role, rejection.reason);
+    let _ = write_flush(
+        client,
+        &protocol::fatal(rejection.reason.sqlstate(), &rejection.message),
+    )
+    .await;
+    let _ = client.shutdown().await;
+}
+
+async fn write_flush<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
+}

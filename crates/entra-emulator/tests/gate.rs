@@ -1,0 +1,498 @@
+//! `EntraGate`: signs clients in like Azure Database for PostgreSQL (token as password over TLS), then
+//! relays them faithfully to a real server.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use entra_emulator::jwt::epoch_secs;
+use entra_emulator::{Claims, EntraGate, PrincipalKind, RejectReason, TestPostgres, TokenFingerprint};
+use futures_util::{SinkExt as _, StreamExt as _, TryStreamExt as _};
+use tokio_postgres::config::{SslMode, SslNegotiation};
+use tokio_postgres::{AsyncMessage, Client};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+const ROLE: &str = "app-identity";
+const OID: &str = "11111111-2222-3333-4444-555555555555";
+
+async fn gate_with(skew: Duration) -> EntraGate {
+    let pg = Arc::new(TestPostgres::start().await.unwrap_or_else(|e| panic!("{e}")));
+    let gate = EntraGate::builder(pg).skew(skew).start().await.unwrap();
+    gate.create_principal(ROLE, OID, PrincipalKind::Service)
+        .await
+        .unwrap();
+    gate
+}
+
+async fn gate() -> EntraGate {
+    gate_with(Duration::from_secs(60)).await
+}
+
+fn token(gate: &EntraGate, oid: &str, lifetime: Duration) -> String {
+    gate.issuer().sign(&Claims::new(oid, lifetime))
+}
+
+fn hour() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn config(gate: &EntraGate, role: &str, password: &str) -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(gate.host())
+        .hostaddr(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        .port(gate.port())
+        .user(role)
+        .password(password)
+        .dbname("postgres")
+        .ssl_mode(SslMode::Require);
+    config
+}
+
+/// TLS that verifies the gate's certificate against the emulator CA for host `localhost` (verify-full).
+fn tls(gate: &EntraGate) -> MakeRustlsConnect {
+    MakeRustlsConnect::new(gate.upstream().ca().client_config().unwrap())
+}
+
+async fn connect(gate: &EntraGate, role: &str, password: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = config(gate, role, password).connect(tls(gate)).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// The refusal a connection attempt got: (severity, SQLSTATE, message).
+async fn refusal(gate: &EntraGate, role: &str, password: &str) -> (String, String, String) {
+    let err = connect(gate, role, password).await.map(|_| ()).unwrap_err();
+    let db = err
+        .as_db_error()
+        .unwrap_or_else(|| panic!("expected a server error, got {err}"));
+    (
+        db.severity().to_string(),
+        db.code().code().to_string(),
+        db.message().to_string(),
+    )
+}
+
+async fn current_user(client: &Client) -> String {
+    client
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Poll `cond` every 20 ms for up to 10 s (hang prevention, not a timing assertion).
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_valid_token_opens_a_session_as_the_role_over_verified_tls() {
+    let gate = gate().await;
+    let token = token(&gate, OID, hour());
+    let client = connect(&gate, ROLE, &token).await.unwrap();
+    assert_eq!(current_user(&client).await, ROLE);
+
+    let sessions = gate.sessions();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].role, ROLE);
+    assert_eq!(sessions[0].oid, OID);
+    assert_eq!(sessions[0].token, TokenFingerprint::of(&token));
+    assert!(!format!("{:?}", sessions[0]).contains(&token));
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sessions[0].backend_pid, Some(pid));
+}
+
+#[tokio::test]
+async fn direct_tls_negotiation_is_accepted_too() {
+    let gate = gate().await;
+    let token = token(&gate, OID, hour());
+    let (client, connection) = config(&gate, ROLE, &token)
+        .ssl_negotiation(SslNegotiation::Direct)
+        .connect(tls(&gate))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    assert_eq!(current_user(&client).await, ROLE);
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused_with_azures_sqlstates_and_messages() {
+    let gate = gate().await;
+    let issuer = gate.issuer().clone();
+    let now = epoch_secs(SystemTime::now());
+    let auth_failed = format!("password authentication failed for user \"{ROLE}\"");
+
+    let mut expired = Claims::new(OID, hour());
+    expired.exp = now - 600;
+    let mut not_yet = Claims::new(OID, hour());
+    not_yet.nbf = now + 600;
+    let mut audience = Claims::new(OID, hour());
+    audience.aud = "https://management.azure.com".into();
+    let mut tenant = Claims::new(OID, hour());
+    tenant.tid = "00000000-0000-0000-0000-000000000000".into();
+    tenant.iss = format!("https://sts.windows.net/{}/", tenant.tid);
+    let cases = [
+        (
+            "expired",
+            issuer.sign(&expired),
+            "28000",
+            "The access token has expired. Please acquire a new token and retry.".to_string(),
+            RejectReason::Expired,
+        ),
+        (
+            "wrong audience",
+            issuer.sign(&audience),
+            "28000",
+            "The access token does not have a valid audience claim. Please acquire a new token for the \
+             resource \"https://ossrdbms-aad.database.windows.net\"."
+                .to_string(),
+            RejectReason::WrongAudience,
+        ),
+        (
+            "not yet valid",
+            issuer.sign(&not_yet),
+            "28P01",
+            auth_failed.clone(),
+            RejectReason::NotYetValid,
+        ),
+        (
+            "badly signed",
+            issuer.sign_untrusted(&Claims::new(OID, hour())),
+            "28P01",
+            auth_failed.clone(),
+            RejectReason::BadSignature,
+        ),
+        (
+            "wrong tenant",
+            issuer.sign(&tenant),
+            "28P01",
+            auth_failed.clone(),
+            RejectReason::WrongIssuer,
+        ),
+        (
+            "oid mismatch",
+            issuer.sign(&Claims::new("99999999-0000-0000-0000-000000000000", hour())),
+            "28P01",
+            auth_failed.clone(),
+            RejectReason::OidMismatch,
+        ),
+        (
+            "plain password",
+            "hunter2".to_string(),
+            "28P01",
+            auth_failed.clone(),
+            RejectReason::NotAJwt,
+        ),
+    ];
+    for (case, password, code, message, reason) in &cases {
+        let (severity, got_code, got_message) = refusal(&gate, ROLE, password).await;
+        assert_eq!(severity, "FATAL", "{case}");
+        assert_eq!((got_code.as_str(), &got_message), (*code, message), "{case}");
+        assert_eq!(gate.stats().rejected(*reason), 1, "{case}");
+    }
+
+    let (_, code, message) = refusal(&gate, "nobody", &token(&gate, OID, hour())).await;
+    assert_eq!(code, "28P01");
+    assert_eq!(message, "password authentication failed for user \"nobody\"");
+
+    let stats = gate.stats();
+    assert_eq!(stats.rejected(RejectReason::UnknownPrincipal), 1);
+    assert_eq!(stats.rejected_total(), cases.len() as u64 + 1);
+    assert_eq!(stats.accepted, 0);
+    let last = gate.rejections().pop().unwrap();
+    assert_eq!(last.role.as_deref(), Some("nobody"));
+    assert_eq!(last.reason, RejectReason::UnknownPrincipal);
+}
+
+#[tokio::test]
+async fn a_client_without_tls_gets_the_pg_hba_error() {
+    let gate = gate().await;
+    let err = config(&gate, ROLE, &token(&gate, OID, hour()))
+        .ssl_mode(SslMode::Disable)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "28000");
+    assert_eq!(
+        db.message(),
+        format!(
+            "no pg_hba.conf entry for host \"127.0.0.1\", user \"{ROLE}\", database \"postgres\", SSL off"
+        )
+    );
+    assert_eq!(gate.stats().rejected(RejectReason::NoTls), 1);
+}
+
+#[tokio::test]
+async fn an_open_session_outlives_its_token_but_a_new_login_with_it_fails() {
+    // Expiry has 1 s granularity: with 1 s skew a 2 s token is good for at least 2 s and refused after 4 s.
+    let gate = gate_with(Duration::from_secs(1)).await;
+    let token = token(&gate, OID, Duration::from_secs(2));
+    let client = connect(&gate, ROLE, &token).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    assert_eq!(current_user(&client).await, ROLE);
+    let (_, code, message) = refusal(&gate, ROLE, &token).await;
+    assert_eq!(code, "28000");
+    assert!(message.starts_with("The access token has expired."), "{message}");
+}
+
+#[tokio::test]
+async fn a_token_over_4_kb_is_accepted() {
+    let gate = gate().await;
+    let claims = Claims::new(OID, hour()).padded_to(6000);
+    let token = gate.issuer().sign(&claims);
+    assert!(token.len() > 4096, "{}", token.len());
+    let client = connect(&gate, ROLE, &token).await.unwrap();
+    assert_eq!(current_user(&client).await, ROLE);
+    assert_eq!(gate.sessions()[0].token.len, token.len());
+}
+
+#[tokio::test]
+async fn a_revoked_principal_cannot_sign_in_again_while_open_sessions_stay() {
+    let gate = gate().await;
+    let token = token(&gate, OID, hour());
+    let open = connect(&gate, ROLE, &token).await.unwrap();
+    assert!(gate.revoke_principal(ROLE));
+    assert!(!gate.revoke_principal("never-registered"));
+
+    let (_, code, _) = refusal(&gate, ROLE, &token).await;
+    assert_eq!(code, "28P01");
+    assert_eq!(gate.stats().rejected(RejectReason::Revoked), 1);
+    assert_eq!(current_user(&open).await, ROLE);
+
+    // Re-registering restores sign-in.
+    gate.create_principal(ROLE, OID, PrincipalKind::Service)
+        .await
+        .unwrap();
+    connect(&gate, ROLE, &token).await.unwrap();
+}
+
+#[tokio::test]
+async fn terminate_sessions_closes_that_roles_sessions_and_new_ones_work() {
+    let gate = gate().await;
+    gate.create_principal("bystander", "oid-b", PrincipalKind::User)
+        .await
+        .unwrap();
+    let token = token(&gate, OID, hour());
+    let a = connect(&gate, ROLE, &token).await.unwrap();
+    let b = connect(&gate, ROLE, &token).await.unwrap();
+    let other = connect(&gate, "bystander", &self::token(&gate, "oid-b", hour()))
+        .await
+        .unwrap();
+    assert_eq!(gate.stats().active, 3);
+
+    assert_eq!(gate.terminate_sessions(ROLE).await.unwrap(), 2);
+    assert!(a.query_one("SELECT 1", &[]).await.is_err());
+    assert!(b.query_one("SELECT 1", &[]).await.is_err());
+    assert_eq!(current_user(&other).await, "bystander");
+    eventually("relays to close", || gate.stats().active == 1).await;
+    let again = connect(&gate, ROLE, &token).await.unwrap();
+    assert_eq!(current_user(&again).await, ROLE);
+}
+
+#[tokio::test]
+async fn restart_upstream_ends_sessions_and_new_ones_work() {
+    let gate = gate().await;
+    let token = token(&gate, OID, hour());
+    let before = connect(&gate, ROLE, &token).await.unwrap();
+    gate.restart_upstream().await.unwrap();
+    assert!(before.query_one("SELECT 1", &[]).await.is_err());
+    let after = connect(&gate, ROLE, &token).await.unwrap();
+    assert_eq!(current_user(&after).await, ROLE);
+}
+
+#[tokio::test]
+async fn a_paused_gate_lets_connections_hang_until_resumed() {
+    let gate = gate().await;
+    let token = token(&gate, OID, hour());
+    gate.pause_accepting(true);
+    let attempt = tokio::time::timeout(Duration::from_millis(500), connect(&gate, ROLE, &token)).await;
+    assert!(attempt.is_err(), "a paused gate must not answer");
+    gate.pause_accepting(false);
+    let client = tokio::time::timeout(Duration::from_secs(20), connect(&gate, ROLE, &token))
+        .await
+        .expect("a resumed gate answers")
+        .unwrap();
+    assert_eq!(current_user(&client).await, ROLE);
+}
+
+#[tokio::test]
+async fn a_database_the_server_lacks_gets_the_servers_own_error() {
+    let gate = gate().await;
+    let token = token(&gate, OID, hour());
+    let err = config(&gate, ROLE, &token)
+        .dbname("no_such_db")
+        .connect(tls(&gate))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "3D000");
+    assert_eq!(gate.stats().rejected(RejectReason::Upstream), 1);
+}
+
+#[tokio::test]
+async fn a_100_mb_result_is_relayed_intact() {
+    let gate = gate().await;
+    let client = connect(&gate, ROLE, &token(&gate, OID, hour())).await.unwrap();
+    let rows = client
+        .query_raw(
+            "SELECT repeat('x', 1000) FROM generate_series(1, 100000)",
+            std::iter::empty::<&(dyn tokio_postgres::types::ToSql + Sync)>(),
+        )
+        .await
+        .unwrap();
+    let (count, bytes) = rows
+        .try_fold((0u64, 0u64), |(n, b), row| async move {
+            let s: &str = row.get(0);
+            assert!(s.bytes().all(|c| c == b'x'));
+            Ok((n + 1, b + s.len() as u64))
+        })
+        .await
+        .unwrap();
+    assert_eq!((count, bytes), (100_000, 100_000_000));
+}
+
+#[tokio::test]
+async fn copy_in_and_out_round_trip_through_the_gate() {
+    let gate = gate().await;
+    let client = connect(&gate, ROLE, &token(&gate, OID, hour())).await.unwrap();
+    client
+        .batch_execute("CREATE TEMP TABLE items(id int, name text)")
+        .await
+        .unwrap();
+    let data: String = (0..20_000).map(|i| format!("{i}\tname-{i}\n")).collect();
+    let sink = client.copy_in("COPY items FROM STDIN").await.unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(Bytes::from(data.clone())).await.unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 20_000);
+
+    let out = client
+        .copy_out("COPY (SELECT * FROM items ORDER BY id) TO STDOUT")
+        .await
+        .unwrap();
+    let chunks: Vec<Bytes> = out.try_collect().await.unwrap();
+    assert_eq!(chunks.concat(), data.into_bytes());
+}
+
+#[tokio::test]
+async fn listen_notify_crosses_the_gate() {
+    let gate = gate().await;
+    let token = token(&gate, OID, hour());
+    let (listener, mut connection) = config(&gate, ROLE, &token).connect(tls(&gate)).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            if let AsyncMessage::Notification(n) = message {
+                let _ = tx.send((n.channel().to_string(), n.payload().to_string()));
+            }
+        }
+    });
+    listener.batch_execute("LISTEN jobs").await.unwrap();
+    let notifier = connect(&gate, ROLE, &token).await.unwrap();
+    notifier.batch_execute("NOTIFY jobs, 'job-42'").await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("notification within 10 s");
+    assert_eq!(got, Some(("jobs".to_string(), "job-42".to_string())));
+}
+
+#[tokio::test]
+async fn a_cancel_request_reaches_the_server_through_the_gate() {
+    let gate = gate().await;
+    let client = connect(&gate, ROLE, &token(&gate, OID, hour())).await.unwrap();
+    let cancel = client.cancel_token();
+    let started = Instant::now();
+    let sleeper = tokio::spawn(async move { client.batch_execute("SELECT pg_sleep(30)").await });
+
+    let superuser = gate.upstream().superuser_client().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let running: i64 = superuser
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%' AND state = 'active'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if running == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "pg_sleep never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cancel.cancel_query(tls(&gate)).await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(10), sleeper)
+        .await
+        .expect("the cancelled query returns")
+        .unwrap();
+    let err = result.unwrap_err();
+    assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("57014"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_sessions() {
+    let gate = gate().await;
+    let token = token(&gate, OID, hour());
+    let clients = futures_util::future::try_join_all((0..200).map(|_| connect(&gate, ROLE, &token)))
+        .await
+        .unwrap();
+    let pids = futures_util::future::try_join_all(clients.iter().map(|c| async move {
+        let row = c
+            .query_one("SELECT pg_backend_pid(), current_user::text", &[])
+            .await?;
+        assert_eq!(row.get::<_, String>(1), ROLE);
+        Ok::<i32, tokio_postgres::Error>(row.get(0))
+    }))
+    .await
+    .unwrap();
+    let distinct: std::collections::HashSet<i32> = pids.into_iter().collect();
+    assert_eq!(distinct.len(), 200);
+    let stats = gate.stats();
+    assert_eq!((stats.accepted, stats.active), (200, 200));
+
+    drop(clients);
+    eventually("relays to close", || gate.stats().active == 0).await;
+}
+
+#[tokio::test]
+async fn dropping_the_gate_closes_its_sessions_and_listener() {
+    let gate = gate().await;
+    let client = connect(&gate, ROLE, &token(&gate, OID, hour())).await.unwrap();
+    let addr = gate.addr();
+    let upstream = gate.upstream().clone();
+    drop(gate);
+    let result = tokio::time::timeout(Duration::from_secs(10), client.query_one("SELECT 1", &[]))
+        .await
+        .expect("the relay closes");
+    assert!(result.is_err());
+    let mut refused = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "the gate's port still accepts connections");
+    drop(upstream);
+}

@@ -1,0 +1,212 @@
+//! `TestPostgres`: a real, throwaway PostgreSQL that tests can start, use, restart and drop.
+
+use std::path::Path;
+
+use entra_emulator::TestPostgres;
+use tokio_postgres::config::SslMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+async fn start() -> TestPostgres {
+    match TestPostgres::start().await {
+        Ok(pg) => pg,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The superuser over TCP with TLS verified against the emulator CA for host `localhost`.
+async fn tls_client(
+    pg: &TestPostgres,
+    password: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let tls = MakeRustlsConnect::new(pg.ca().client_config().unwrap());
+    let (client, connection) = tokio_postgres::Config::new()
+        .host(pg.host())
+        .port(pg.port())
+        .user(pg.superuser())
+        .password(password)
+        .dbname("postgres")
+        .ssl_mode(SslMode::Require)
+        .connect(tls)
+        .await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+async fn select_one(client: &tokio_postgres::Client) -> i32 {
+    client.query_one("SELECT 1", &[]).await.unwrap().get(0)
+}
+
+/// Processes whose command line mentions `needle` (the postmaster is started with `-D <data dir>`).
+fn processes_mentioning(needle: &Path) -> Vec<u32> {
+    let needle = needle.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(&needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn answers_over_tls_with_the_superuser_password_and_over_the_socket() {
+    let pg = start().await;
+    let client = tls_client(&pg, pg.superuser_password()).await.unwrap();
+    assert_eq!(select_one(&client).await, 1);
+    let ssl: bool = client
+        .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ssl, "the TCP session must be encrypted");
+
+    let socket = pg.superuser_client().await.unwrap();
+    assert_eq!(select_one(&socket).await, 1);
+    assert!(pg.ca_path().is_file());
+    assert!(std::fs::read_to_string(pg.ca_path()).unwrap() == pg.ca_pem());
+    assert!(pg.connection_string().contains("sslmode=verify-full"));
+    assert!(!format!("{pg:?}").contains(pg.superuser_password()));
+}
+
+#[tokio::test]
+async fn tcp_refuses_a_wrong_password_and_plaintext() {
+    let pg = start().await;
+    let err = tls_client(&pg, "wrong").await.map(|_| ()).unwrap_err();
+    assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("28P01"), "{err}");
+
+    let err = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(pg.port())
+        .user(pg.superuser())
+        .password(pg.superuser_password())
+        .dbname("postgres")
+        .ssl_mode(SslMode::Disable)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "28000");
+    assert!(db.message().contains("no pg_hba.conf entry"), "{}", db.message());
+}
+
+#[tokio::test]
+async fn roles_databases_and_sql_as_superuser() {
+    let pg = start().await;
+    pg.create_role("app \"quoted\"", Some("s3cret'pw")).await.unwrap();
+    pg.create_database("appdb", "app \"quoted\"").await.unwrap();
+    pg.execute("CREATE TABLE t(x int); INSERT INTO t VALUES (7)")
+        .await
+        .unwrap();
+    let client = pg.superuser_client().await.unwrap();
+    let owner: String = client
+        .query_one(
+            "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = 'appdb'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, "app \"quoted\"");
+    let x: i32 = client.query_one("SELECT x FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(x, 7);
+    let err = pg.execute("SELECT * FROM no_such_table").await.unwrap_err();
+    assert!(err.to_string().contains("postgres.log"), "{err}");
+}
+
+#[tokio::test]
+async fn restart_closes_sessions_and_serves_again_on_the_same_port() {
+    let pg = start().await;
+    let port = pg.port();
+    let before = pg.superuser_client().await.unwrap();
+    pg.restart().await.unwrap();
+    assert!(before.query_one("SELECT 1", &[]).await.is_err());
+    assert_eq!(pg.port(), port);
+    let client = tls_client(&pg, pg.superuser_password()).await.unwrap();
+    assert_eq!(select_one(&client).await, 1);
+}
+
+#[tokio::test]
+async fn terminate_backends_ends_that_roles_sessions_only() {
+    let pg = start().await;
+    pg.create_role("victim", None).await.unwrap();
+    let mut config = pg.socket_config("postgres");
+    config.user("victim");
+    let mut victims = Vec::new();
+    for _ in 0..3 {
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        victims.push(client);
+    }
+    let bystander = pg.superuser_client().await.unwrap();
+
+    assert_eq!(pg.terminate_backends("victim").await.unwrap(), 3);
+    for victim in &victims {
+        assert!(victim.query_one("SELECT 1", &[]).await.is_err());
+    }
+    assert_eq!(select_one(&bystander).await, 1);
+    assert_eq!(pg.terminate_backends("victim").await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn two_clusters_run_side_by_side() {
+    let (a, b) = tokio::join!(start(), start());
+    assert_ne!(a.port(), b.port());
+    assert_ne!(a.data_dir(), b.data_dir());
+    a.execute("CREATE TABLE only_in_a(x int)").await.unwrap();
+    let b_client = tls_client(&b, b.superuser_password()).await.unwrap();
+    let n: i64 = b_client
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'only_in_a'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    let a_client = tls_client(&a, a.superuser_password()).await.unwrap();
+    assert_eq!(select_one(&a_client).await, 1);
+}
+
+#[tokio::test]
+async fn dropping_stops_the_server_and_removes_its_directory() {
+    let pg = start().await;
+    let data_dir = pg.data_dir().to_path_buf();
+    let root = data_dir.parent().unwrap().to_path_buf();
+    assert!(
+        !processes_mentioning(&data_dir).is_empty(),
+        "the postmaster should be running with -D {}",
+        data_dir.display()
+    );
+    drop(pg);
+    assert_eq!(processes_mentioning(&data_dir), Vec::<u32>::new());
+    assert!(!root.exists(), "{} was left behind", root.display());
+}
+
+#[tokio::test]
+async fn stop_is_idempotent_and_drop_after_stop_cleans_up() {
+    let pg = start().await;
+    let root = pg.data_dir().parent().unwrap().to_path_buf();
+    pg.stop().await.unwrap();
+    assert!(pg.superuser_client().await.is_err());
+    pg.stop().await.unwrap();
+    drop(pg);
+    assert!(!root.exists());
+}
+
+#[tokio::test]
+async fn dropping_during_a_panic_still_cleans_up() {
+    let pg = start().await;
+    let data_dir = pg.data_dir().to_path_buf();
+    let panicked = std::thread::spawn(move || {
+        let _pg = pg;
+        panic!("test failure while the cluster is up");
+    })
+    .join();
+    assert!(panicked.is_err());
+    assert_eq!(processes_mentioning(&data_dir), Vec::<u32>::new());
+    assert!(!data_dir.exists());
+}

@@ -1,0 +1,667 @@
+//! [`PoolBuilder`] and [`EntraPool`]: from configuration to a standard `deadpool_postgres::Pool`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use entra_token::{
+    ClientSecretSource, DefaultSource, Env, HttpOptions, RefreshPolicy, Refresher, TokenHandle, TokenSource,
+    TokenStatus, UserAssignedId, OSSRDBMS_SCOPE,
+};
+use rustls::pki_types::CertificateDer;
+use secrecy::{ExposeSecret, SecretString};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::config::{settings_from_env, ConfigError, Settings, Sourced, SslMode};
+use crate::connect::{Credential, EntraConnect, Transport};
+use crate::error::BuildError;
+use crate::lifetime::Limits;
+use crate::tls;
+
+/// Builds a `deadpool_postgres::Pool` whose connections sign in with Entra ID tokens.
+///
+/// Settings come from, highest precedence first: this builder's calls, a connection string
+/// ([`connection_string`](Self::connection_string), else `AZURE_POSTGRESQL_CONNECTIONSTRING`), Service
+/// Connector's variables (`AZURE_POSTGRESQL_HOST`, `_PORT`, `_DATABASE`, `_USER`, `_CLIENTID`, `_SSL`,
+/// `_TENANTID`, `_CLIENTSECRET`) and libpq's (`PGHOST`, `PGPORT`, `PGDATABASE`, `PGUSER`, `PGSSLMODE`,
+/// `PGSSLROOTCERT`, `PGAPPNAME`, `PGCONNECT_TIMEOUT`). The token source follows the identity settings: a
+/// client secret → that service principal; a client id → that user-assigned managed identity (through the
+/// default chain); otherwise [`DefaultSource`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = entra_postgres::PoolBuilder::from_env().max_size(16).build().await?;
+/// let client = pool.get().await?;
+/// let row = client.query_one("SELECT current_user", &[]).await?;
+/// println!("signed in as {}", row.get::<_, String>(0));
+/// # Ok(()) }
+/// ```
+#[must_use]
+pub struct PoolBuilder {
+    env: Env,
+    connection_string: Option<String>,
+    layer: Settings,
+    scope: String,
+    source: Option<Arc<dyn TokenSource>>,
+    tokens: Option<TokenHandle>,
+    static_password: Option<SecretString>,
+    policy: RefreshPolicy,
+    http: HttpOptions,
+    extra_roots: Vec<CertificateDer<'static>>,
+    max_size: usize,
+    wait_timeout: Option<Duration>,
+    create_timeout: Option<Duration>,
+    recycle_timeout: Option<Duration>,
+    token_wait: Duration,
+    limits: Limits,
+    reaper_interval: Option<Duration>,
+    recycling_method: RecyclingMethod,
+    check_timeout: Duration,
+}
+
+impl std::fmt::Debug for PoolBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("scope", &self.scope)
+            .field("max_size", &self.max_size)
+            .field("static_password", &self.static_password.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for PoolBuilder {
+    fn default() -> Self {
+        Self::from_env()
+    }
+}
+
+fn builder_origin(call: &str) -> String {
+    format!("PoolBuilder::{call}")
+}
+
+impl PoolBuilder {
+    /// A builder reading the process's environment (Service Connector's and libpq's variables) when it
+    /// builds.
+    pub fn from_env() -> Self {
+        PoolBuilder {
+            env: Env::process(),
+            connection_string: None,
+            layer: Settings::default(),
+            scope: OSSRDBMS_SCOPE.to_string(),
+            source: None,
+            tokens: None,
+            static_password: None,
+            policy: RefreshPolicy::default(),
+            http: HttpOptions::default(),
+            extra_roots: Vec::new(),
+            max_size: 16,
+            wait_timeout: Some(Duration::from_secs(30)),
+            create_timeout: Some(Duration::from_secs(30)),
+            recycle_timeout: Some(Duration::from_secs(5)),
+            token_wait: Duration::from_secs(15),
+            limits: Limits {
+                max_lifetime: Some(Duration::from_secs(3600)),
+                idle_timeout: None,
+                jitter: 0.1,
+            },
+            reaper_interval: None,
+            recycling_method: RecyclingMethod::Fast,
+            check_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// A builder with this connection string (`host=… dbname=…`, `postgres://…` or
+    /// `Server=…;Database=…`), above the environment in precedence.
+    pub fn from_connection_string(text: impl Into<String>) -> Self {
+        Self::from_env().connection_string(text)
+    }
+
+    /// Sets the connection string.
+    pub fn connection_string(mut self, text: impl Into<String>) -> Self {
+        self.connection_string = Some(text.into());
+        self
+    }
+
+    /// Reads variables from this environment instead of the process's (tests, or your own config system).
+    pub fn env(mut self, env: Env) -> Self {
+        self.env = env;
+        self
+    }
+
+    /// The server's host name (e.g. `myserver.postgres.database.azure.com`).
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.layer.hosts = Some(Sourced {
+            value: vec![host.into()],
+            origin: builder_origin("host"),
+        });
+        self
+    }
+
+    /// The server's port (default 5432; Azure's built-in PgBouncer listens on 6432).
+    pub fn port(mut self, port: u16) -> Self {
+        self.layer.port = Some(Sourced {
+            value: port,
+            origin: builder_origin("port"),
+        });
+        self
+    }
+
+    /// The database (default `postgres`).
+    pub fn dbname(mut self, dbname: impl Into<String>) -> Self {
+        self.layer.dbname = Some(Sourced {
+            value: dbname.into(),
+            origin: builder_origin("dbname"),
+        });
+        self
+    }
+
+    /// The role: the Entra principal's name. When unset everywhere, it is read from the token.
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.layer.user = Some(Sourced {
+            value: user.into(),
+            origin: builder_origin("user"),
+        });
+        self
+    }
+
+    /// TLS mode (default `verify-full`).
+    pub fn ssl_mode(mut self, mode: SslMode) -> Self {
+        self.layer.sslmode = Some(Sourced {
+            value: mode,
+            origin: builder_origin("ssl_mode"),
+        });
+        self
+    }
+
+    /// A PEM file of CA certificates that replaces the default roots (libpq's `sslrootcert`).
+    pub fn ssl_root_cert(mut self, path: impl Into<PathBuf>) -> Self {
+        self.layer.sslrootcert = Some(Sourced {
+            value: path.into(),
+            origin: builder_origin("ssl_root_cert"),
+        });
+        self
+    }
+
+    /// Trusts this CA certificate in addition to the roots.
+    pub fn add_root_certificate(mut self, cert: CertificateDer<'static>) -> Self {
+        self.extra_roots.push(cert);
+        self
+    }
+
+    /// `application_name` (default `entra-pool`).
+    pub fn application_name(mut self, name: impl Into<String>) -> Self {
+        self.layer.application_name = Some(Sourced {
+            value: name.into(),
+            origin: builder_origin("application_name"),
+        });
+        self
+    }
+
+    /// TCP connect timeout (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.layer.connect_timeout = Some(Sourced {
+            value: timeout,
+            origin: builder_origin("connect_timeout"),
+        });
+        self
+    }
+
+    /// Signs in as this user-assigned managed identity (its client id).
+    pub fn managed_identity_client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.layer.client_id = Some(Sourced {
+            value: client_id.into(),
+            origin: builder_origin("managed_identity_client_id"),
+        });
+        self
+    }
+
+    /// Signs in as a service principal with a client secret.
+    pub fn service_principal(
+        mut self,
+        tenant_id: impl Into<String>,
+        client_id: impl Into<String>,
+        secret: impl Into<String>,
+    ) -> Self {
+        let origin = builder_origin("service_principal");
+        self.layer.tenant_id = Some(Sourced {
+            value: tenant_id.into(),
+            origin: origin.clone(),
+        });
+        self.layer.client_id = Some(Sourced {
+            value: client_id.into(),
+            origin: origin.clone(),
+        });
+        self.layer.client_secret = Some(Sourced {
+            value: SecretString::from(secret.into()),
+            origin,
+        });
+        self
+    }
+
+    /// Fetches tokens from this source (wrapped in a new refresher).
+    pub fn token_source(mut self, source: impl TokenSource + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// Uses an existing refresher's tokens (share one refresher between several pools).
+    pub fn token_handle(mut self, tokens: TokenHandle) -> Self {
+        self.tokens = Some(tokens);
+        self
+    }
+
+    /// The token scope (default the public cloud's `https://ossrdbms-aad.database.windows.net/.default`).
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = scope.into();
+        self
+    }
+
+    /// The refresher's policy (renewal, backoff, start mode).
+    pub fn refresh_policy(mut self, policy: RefreshPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Network settings of the token endpoints.
+    pub fn http_options(mut self, http: HttpOptions) -> Self {
+        self.http = http;
+        self
+    }
+
+    /// **Static-password mode**: no Entra tokens; every connection uses this password. For tests,
+    /// benchmarks and migrations; a password anywhere else in the configuration is an error.
+    pub fn static_password(mut self, password: impl Into<String>) -> Self {
+        self.static_password = Some(SecretString::from(password.into()));
+        self
+    }
+
+    /// The most connections the pool holds (default 16). Keep the sum over all processes below the
+    /// server's `max_connections` minus its reserved ones.
+    pub fn max_size(mut self, max_size: usize) -> Self {
+        self.max_size = max_size;
+        self
+    }
+
+    /// How long `get()` waits for a free connection (default 30 s; `None`: forever).
+    pub fn wait_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.wait_timeout = timeout;
+        self
+    }
+
+    /// How long creating a connection may take, token included (default 30 s).
+    pub fn create_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.create_timeout = timeout;
+        self
+    }
+
+    /// How long recycling a connection may take (default 5 s).
+    pub fn recycle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.recycle_timeout = timeout;
+        self
+    }
+
+    /// How long a new connection waits for a token before failing with
+    /// [`ConnectError::Token`](crate::ConnectError::Token) (default 15 s).
+    pub fn token_wait(mut self, wait: Duration) -> Self {
+        self.token_wait = wait;
+        self
+    }
+
+    /// Retire connections older than this, ±10 % per connection (default 1 h; `None`: never).
+    pub fn max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
+        self.limits.max_lifetime = lifetime;
+        self
+    }
+
+    /// Close connections unused for this long (default: never).
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.limits.idle_timeout = timeout;
+        self
+    }
+
+    /// How often the reaper looks for retired idle connections (default: a quarter of the shorter limit,
+    /// between 1 s and 30 s).
+    pub fn reaper_interval(mut self, every: Duration) -> Self {
+        self.reaper_interval = Some(every);
+        self
+    }
+
+    /// deadpool's recycling check (default [`RecyclingMethod::Fast`]).
+    pub fn recycling_method(mut self, method: RecyclingMethod) -> Self {
+        self.recycling_method = method;
+        self
+    }
+
+    /// The settings that will be used, merged from every layer, without connecting.
+    pub fn resolve(&self) -> Result<Settings, ConfigError> {
+        let from_env = settings_from_env(&self.env, self.connection_string.as_deref())?;
+        let merged = from_env.overlaid_with(self.layer.clone());
+        if self.static_password.is_none() {
+            if let Some(p) = &merged.password {
+                return Err(ConfigError::new(
+                    &p.origin,
+                    "<redacted>",
+                    "a password is set, but entra-pool signs in with Entra ID tokens: remove it, or choose \
+                     static-password mode by name with PoolBuilder::static_password",
+                ));
+            }
+        }
+        Ok(merged)
+    }
+
+    /// Resolves the configuration, starts the token refresher (failing fast on the first fetch unless
+    /// the policy says otherwise), and builds the pool. No connection is opened yet.
+    pub async fn build(self) -> Result<EntraPool, BuildError> {
+        let settings = self.resolve()?;
+        let hosts = settings.hosts.clone().ok_or_else(|| {
+            ConfigError::new(
+                "host",
+                "",
+                "no server host: set PoolBuilder::host, host= in the connection string, AZURE_POSTGRESQL_HOST \
+                 or PGHOST",
+            )
+        })?;
+        let sslmode = settings.sslmode.clone().map(|s| s.value).unwrap_or_default();
+        let token_mode = self.static_password.is_none();
+        let all_unix = hosts.value.iter().all(|h| h.starts_with('/'));
+        if sslmode == SslMode::Disable && token_mode {
+            if let Some(remote) = hosts.value.iter().find(|h| !tls::is_local_host(h)) {
+                let origin = settings
+                    .sslmode
+                    .as_ref()
+                    .map(|s| s.origin.clone())
+                    .unwrap_or_default();
+                return Err(ConfigError::new(
+                    origin,
+                    "disable",
+                    format!(
+                        "an Entra token may not travel without TLS to {remote:?}; sslmode=disable is allowed \
+                         only for loopback hosts and unix sockets. Use verify-full"
+                    ),
+                )
+                .into());
+            }
+        }
+        let transport = if sslmode == SslMode::Disable || all_unix {
+            Transport::Plain
+        } else {
+            let mut roots = match &settings.sslrootcert {
+                Some(s) if s.value.as_os_str() != "system" => {
+                    let mut store = rustls::RootCertStore::empty();
+                    for cert in tls::load_pem_file(&s.value, &s.origin)? {
+                        store.add(cert).map_err(|e| {
+                            ConfigError::new(
+                                &s.origin,
+                                s.value.display().to_string(),
+                                format!("unusable CA certificate: {e}"),
+                            )
+                        })?;
+                    }
+                    store
+                }
+                _ => tls::azure_roots(),
+            };
+            for cert in &self.extra_roots {
+                roots
+                    .add(cert.clone())
+                    .map_err(|e| ConfigError::new("PoolBuilder::add_root_certificate", "", format!("{e}")))?;
+            }
+            match tls::client_config(sslmode, roots)? {
+                Some(config) => Transport::Tls(MakeRustlsConnect::new(config)),
+                None => Transport::Plain,
+            }
+        };
+
+        let credential = match &self.static_password {
+            Some(p) => Credential::Password(Arc::new(p.clone())),
+            None => Credential::Token(self.start_tokens(&settings).await?),
+        };
+
+        let user = match (&settings.user, &credential) {
+            (Some(u), _) => u.value.clone(),
+            (None, Credential::Token(tokens)) => {
+                let token = tokens.get().await?;
+                let (user, claim) = crate::claims::user_from_token(token.secret()).ok_or_else(|| {
+                    ConfigError::new(
+                        "user",
+                        "",
+                        "no user is configured and the token names none (no xms_mirid, upn or preferred_username \
+                         claim): set PoolBuilder::user, user= in the connection string, AZURE_POSTGRESQL_USER or \
+                         PGUSER to the Entra principal's name",
+                    )
+                })?;
+                tracing::info!(
+                    user,
+                    claim,
+                    "no user configured; using the name from the token's claim"
+                );
+                user
+            }
+            (None, Credential::Password(_)) => {
+                return Err(ConfigError::new("user", "", "no user: set PoolBuilder::user or PGUSER").into())
+            }
+        };
+
+        let mut pg = tokio_postgres::Config::new();
+        for host in &hosts.value {
+            pg.host(host);
+        }
+        pg.port(settings.port.as_ref().map(|p| p.value).unwrap_or(5432))
+            .dbname(
+                settings
+                    .dbname
+                    .as_ref()
+                    .map(|d| d.value.as_str())
+                    .unwrap_or("postgres"),
+            )
+            .user(&user)
+            .application_name(
+                settings
+                    .application_name
+                    .as_ref()
+                    .map(|a| a.value.as_str())
+                    .unwrap_or("entra-pool"),
+            )
+            .connect_timeout(
+                settings
+                    .connect_timeout
+                    .as_ref()
+                    .map(|c| c.value)
+                    .unwrap_or(Duration::from_secs(10)),
+            )
+            .ssl_mode(match transport {
+                Transport::Tls(_) => tokio_postgres::config::SslMode::Require,
+                Transport::Plain => tokio_postgres::config::SslMode::Disable,
+            });
+        if let Some(options) = &settings.options {
+            pg.options(&options.value);
+        }
+
+        let tokens = match &credential {
+            Credential::Token(t) => Some(t.clone()),
+            Credential::Password(_) => None,
+        };
+        let connect = EntraConnect {
+            credential,
+            transport,
+            token_wait: self.token_wait,
+        };
+        let manager = Manager::from_connect(
+            pg,
+            connect,
+            ManagerConfig {
+                recycling_method: self.recycling_method,
+            },
+        );
+        let mut builder = Pool::builder(manager)
+            .max_size(self.max_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(self.wait_timeout)
+            .create_timeout(self.create_timeout)
+            .recycle_timeout(self.recycle_timeout);
+        if self.limits.is_active() {
+            builder = builder.pre_recycle(self.limits.hook());
+        }
+        let pool = builder.build().map_err(|e| BuildError::Pool(e.to_string()))?;
+        if self.limits.is_active() {
+            let shortest = [self.limits.max_lifetime, self.limits.idle_timeout]
+                .into_iter()
+                .flatten()
+                .min();
+            let every = self.reaper_interval.unwrap_or_else(|| {
+                (shortest.unwrap_or(Duration::from_secs(120)) / 4)
+                    .clamp(Duration::from_secs(1), Duration::from_secs(30))
+            });
+            self.limits.spawn_reaper(&pool, every);
+        }
+        tracing::info!(
+            hosts = ?hosts.value,
+            user,
+            sslmode = sslmode.as_str(),
+            max_size = self.max_size,
+            "entra pool ready"
+        );
+        Ok(EntraPool {
+            pool,
+            tokens,
+            check_timeout: self.check_timeout,
+        })
+    }
+
+    async fn start_tokens(&self, settings: &Settings) -> Result<TokenHandle, BuildError> {
+        if let Some(tokens) = &self.tokens {
+            return Ok(tokens.clone());
+        }
+        let source: Arc<dyn TokenSource> = match (&self.source, &settings.client_secret, &settings.client_id)
+        {
+            (Some(source), _, _) => source.clone(),
+            (None, Some(secret), client_id) => {
+                let tenant = settings.tenant_id.as_ref().ok_or_else(|| {
+                    ConfigError::new(
+                        &secret.origin,
+                        "<redacted>",
+                        "a client secret needs a tenant id too (AZURE_POSTGRESQL_TENANTID)",
+                    )
+                })?;
+                let client_id = client_id.as_ref().ok_or_else(|| {
+                    ConfigError::new(
+                        &secret.origin,
+                        "<redacted>",
+                        "a client secret needs a client id too (AZURE_POSTGRESQL_CLIENTID)",
+                    )
+                })?;
+                Arc::new(
+                    ClientSecretSource::builder()
+                        .tenant_id(&tenant.value)
+                        .client_id(&client_id.value)
+                        .secret(secret.value.expose_secret())
+                        .env(self.env.clone())
+                        .http_options(self.http.clone())
+                        .build()?,
+                )
+            }
+            (None, None, Some(client_id)) => Arc::new(
+                DefaultSource::builder()
+                    .env(self.env.clone())
+                    .managed_identity(UserAssignedId::ClientId(client_id.value.clone()))
+                    .http_options(self.http.clone())
+                    .build(),
+            ),
+            (None, None, None) => Arc::new(
+                DefaultSource::builder()
+                    .env(self.env.clone())
+                    .http_options(self.http.clone())
+                    .build(),
+            ),
+        };
+        Ok(Refresher::start(source, self.scope.clone(), self.policy.clone()).await?)
+    }
+}
+
+/// A built pool: the standard `deadpool_postgres::Pool` (reach it with [`pool`](Self::pool) or through
+/// `Deref`, and pass it to anything that takes one) plus the token handle behind it.
+#[derive(Clone)]
+pub struct EntraPool {
+    pool: Pool,
+    tokens: Option<TokenHandle>,
+    check_timeout: Duration,
+}
+
+impl std::fmt::Debug for EntraPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntraPool")
+            .field("pool", &self.pool.status())
+            .field("tokens", &self.tokens)
+            .finish()
+    }
+}
+
+impl std::ops::Deref for EntraPool {
+    type Target = Pool;
+    fn deref(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+/// A pool's state: deadpool's counts and the token's state.
+#[derive(Debug, Clone)]
+pub struct PoolStatus {
+    /// deadpool's status (size, available, waiting).
+    pub pool: deadpool_postgres::Status,
+    /// The token refresher's status (`None` in static-password mode).
+    pub token: Option<TokenStatus>,
+}
+
+impl EntraPool {
+    /// The deadpool pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The deadpool pool, owned.
+    pub fn into_pool(self) -> Pool {
+        self.pool
+    }
+
+    /// The token handle (`None` in static-password mode).
+    pub fn tokens(&self) -> Option<&TokenHandle> {
+        self.tokens.as_ref()
+    }
+
+    /// deadpool's status plus the token's.
+    pub fn status(&self) -> PoolStatus {
+        PoolStatus {
+            pool: self.pool.status(),
+            token: self.tokens.as_ref().map(TokenHandle::status),
+        }
+    }
+
+    /// Runs `SELECT 1` on a pooled connection within the check timeout (5 s): for health endpoints.
+    pub async fn check(&self) -> Result<(), CheckError> {
+        let run = async {
+            let client = self.pool.get().await.map_err(CheckError::Pool)?;
+            client.simple_query("SELECT 1").await.map_err(CheckError::Query)?;
+            Ok(())
+        };
+        match tokio::time::timeout(self.check_timeout, run).await {
+            Ok(result) => result,
+            Err(_) => Err(CheckError::Timeout(self.check_timeout)),
+        }
+    }
+}
+
+/// Why [`EntraPool::check`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckError {
+    /// No connection could be had.
+    #[error("no connection: {0}")]
+    Pool(#[source] deadpool_postgres::PoolError),
+    /// `SELECT 1` failed.
+    #[error("SELECT 1 failed: {0}")]
+    Query(#[source] tokio_postgres::Error),
+    /// The check took too long.
+    #[error("the check did not finish within {0:?}")]
+    Timeout(Duration),
+}

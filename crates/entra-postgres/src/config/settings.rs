@@ -1,0 +1,207 @@
+//! [`Settings`]: one layer of connection settings, and how layers combine.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::ConfigError;
+
+/// libpq's `sslmode`, as far as it makes sense with tokens (which are passwords: never in plaintext to a
+/// remote host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SslMode {
+    /// TLS, certificate chain and host name verified (the default).
+    #[default]
+    VerifyFull,
+    /// TLS, certificate chain verified, host name not checked.
+    VerifyCa,
+    /// TLS without any verification: encrypted, but open to an active attacker. Chosen by name only.
+    Require,
+    /// No TLS. Refused with a token unless the host is loopback or a unix socket.
+    Disable,
+}
+
+impl SslMode {
+    /// Parses a libpq `sslmode` value; `origin` names where it came from for the error.
+    pub fn parse(value: &str, origin: &str) -> Result<Self, ConfigError> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "verify-full" | "verify_full" | "verifyfull" => Ok(SslMode::VerifyFull),
+            "verify-ca" | "verify_ca" | "verifyca" => Ok(SslMode::VerifyCa),
+            "require" | "required" => Ok(SslMode::Require),
+            "disable" | "disabled" => Ok(SslMode::Disable),
+            "prefer" | "allow" | "preferred" => Err(ConfigError::new(
+                origin,
+                value,
+                "`prefer`/`allow` may fall back to plaintext, which would send the token in the clear; use \
+                 `verify-full` (recommended) or `require`",
+            )),
+            _ => Err(ConfigError::new(
+                origin,
+                value,
+                "expected verify-full, verify-ca, require or disable",
+            )),
+        }
+    }
+
+    /// The libpq name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::VerifyFull => "verify-full",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::Require => "require",
+            SslMode::Disable => "disable",
+        }
+    }
+}
+
+/// A value and where it came from, so errors and diagnostics can name the variable or key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sourced<T> {
+    /// The value.
+    pub value: T,
+    /// Where it came from: `PGHOST`, `connection string key "host"`, `PoolBuilder::host`…
+    pub origin: String,
+}
+
+/// One layer of settings (the builder, a connection string, Service Connector's variables, libpq's
+/// variables). Unset fields fall through to lower layers.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Server host names (several for failover) or unix-socket directories.
+    pub hosts: Option<Sourced<Vec<String>>>,
+    /// Server port.
+    pub port: Option<Sourced<u16>>,
+    /// Database name.
+    pub dbname: Option<Sourced<String>>,
+    /// Role name: the Entra principal's name.
+    pub user: Option<Sourced<String>>,
+    /// A password found in the configuration (an error unless static-password mode is chosen).
+    pub password: Option<Sourced<secrecy::SecretString>>,
+    /// TLS mode.
+    pub sslmode: Option<Sourced<SslMode>>,
+    /// CA certificates file (replaces the default roots, as in libpq), or `system`.
+    pub sslrootcert: Option<Sourced<PathBuf>>,
+    /// `application_name`.
+    pub application_name: Option<Sourced<String>>,
+    /// Connect timeout.
+    pub connect_timeout: Option<Sourced<Duration>>,
+    /// Server `options` (e.g. `-c search_path=app`).
+    pub options: Option<Sourced<String>>,
+    /// Client id of a user-assigned managed identity or of a service principal.
+    pub client_id: Option<Sourced<String>>,
+    /// Tenant of a service principal.
+    pub tenant_id: Option<Sourced<String>>,
+    /// Secret of a service principal.
+    pub client_secret: Option<Sourced<secrecy::SecretString>>,
+}
+
+macro_rules! overlay {
+    ($low:ident, $high:ident, $($field:ident),*) => {
+        $( if $high.$field.is_some() { $low.$field = $high.$field; } )*
+    };
+}
+
+impl Settings {
+    /// Settings in which every field of `higher` that is set wins over this layer's.
+    pub fn overlaid_with(mut self, higher: Settings) -> Settings {
+        overlay!(
+            self,
+            higher,
+            hosts,
+            port,
+            dbname,
+            user,
+            password,
+            sslmode,
+            sslrootcert,
+            application_name,
+            connect_timeout,
+            options,
+            client_id,
+            tenant_id,
+            client_secret
+        );
+        self
+    }
+
+    /// Sets one key as libpq names it (`host`, `port`, `dbname`, `user`, `password`, `sslmode`,
+    /// `sslrootcert`, `application_name`, `connect_timeout`, `options`) from `origin`.
+    pub fn set(&mut self, key: &str, value: &str, origin: &str) -> Result<(), ConfigError> {
+        fn src<T>(value: T, origin: &str) -> Sourced<T> {
+            Sourced {
+                value,
+                origin: origin.to_string(),
+            }
+        }
+        match key {
+            "host" | "hostaddr" => {
+                let hosts: Vec<String> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|h| !h.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                if hosts.is_empty() {
+                    return Err(ConfigError::new(origin, value, "the host is empty"));
+                }
+                self.hosts = Some(src(hosts, origin));
+            }
+            "port" => {
+                let port = value
+                    .trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| ConfigError::new(origin, value, "expected a port number 1-65535"))?;
+                self.port = Some(Sourced {
+                    value: port,
+                    origin: origin.into(),
+                });
+            }
+            "dbname" | "database" => self.dbname = Some(src(value.to_string(), origin)),
+            "user" => self.user = Some(src(value.to_string(), origin)),
+            "password" => {
+                self.password = Some(Sourced {
+                    value: secrecy::SecretString::from(value.to_string()),
+                    origin: origin.into(),
+                })
+            }
+            "sslmode" => {
+                self.sslmode = Some(Sourced {
+                    value: SslMode::parse(value, origin)?,
+                    origin: origin.into(),
+                })
+            }
+            "sslrootcert" => {
+                self.sslrootcert = Some(Sourced {
+                    value: PathBuf::from(value),
+                    origin: origin.into(),
+                })
+            }
+            "application_name" => self.application_name = Some(src(value.to_string(), origin)),
+            "connect_timeout" => {
+                let secs = value
+                    .trim()
+                    .parse::<u64>()
+                    .map_err(|_| ConfigError::new(origin, value, "expected whole seconds, e.g. 10"))?;
+                // libpq: zero means wait forever; we never wait forever.
+                let secs = if secs == 0 { 30 } else { secs.max(2) };
+                self.connect_timeout = Some(Sourced {
+                    value: Duration::from_secs(secs),
+                    origin: origin.into(),
+                });
+            }
+            "options" => self.options = Some(src(value.to_string(), origin)),
+            _ => {
+                return Err(ConfigError::new(
+                    origin,
+                    value,
+                    format!(
+                        "unknown key {key:?}; supported: host, port, dbname, user, sslmode, sslrootcert, \
+                         application_name, connect_timeout, options"
+                    ),
+                ))
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,118 @@
+//! Connection rotation: a maximum age (with jitter) and an idle timeout, enforced when a connection is
+//! recycled (a `pre_recycle` hook) and by a reaper task for connections that sit unused.
+//!
+//! Rotation moves connections onto new tokens' sessions, new servers after a failover and fresh backend
+//! processes; jitter keeps a pool from replacing all its connections at once.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{Hook, HookError, Metrics, Pool};
+
+/// The age and idleness limits of a pool's connections.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) max_lifetime: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) jitter: f64,
+}
+
+impl Limits {
+    /// This connection's own maximum age: `max_lifetime` ± `jitter`, fixed per connection (derived from
+    /// its creation instant, so no per-connection state is needed).
+    pub(crate) fn lifetime_of(&self, created: Instant) -> Option<Duration> {
+        let max = self.max_lifetime?;
+        let mut h = DefaultHasher::new();
+        created.hash(&mut h);
+        let unit = (h.finish() % 10_001) as f64 / 10_000.0; // 0.0..=1.0
+        let factor = 1.0 + self.jitter * (2.0 * unit - 1.0);
+        Some(max.mul_f64(factor.max(0.0)))
+    }
+
+    /// Why a connection must be retired, if it must.
+    pub(crate) fn expired(&self, metrics: &Metrics) -> Option<&'static str> {
+        if self
+            .lifetime_of(metrics.created)
+            .is_some_and(|life| metrics.age() >= life)
+        {
+            return Some("connection reached its max_lifetime");
+        }
+        if self.idle_timeout.is_some_and(|idle| metrics.last_used() >= idle) {
+            return Some("connection idle longer than idle_timeout");
+        }
+        None
+    }
+
+    pub(crate) fn is_active(&self) -> bool {
+        self.max_lifetime.is_some() || self.idle_timeout.is_some()
+    }
+
+    /// The `pre_recycle` hook that refuses retired connections (deadpool then opens a new one).
+    pub(crate) fn hook(self) -> Hook {
+        Hook::sync_fn(move |_client, metrics| match self.expired(metrics) {
+            Some(reason) => {
+                tracing::debug!(age_s = metrics.age().as_secs(), reason, "retiring connection");
+                Err(HookError::message(reason))
+            }
+            None => Ok(()),
+        })
+    }
+
+    /// Spawns the reaper: every `every`, drops idle connections that are retired. It holds the pool
+    /// weakly and ends when the pool is dropped.
+    pub(crate) fn spawn_reaper(self, pool: &Pool, every: Duration) {
+        let weak = pool.weak();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(pool) = weak.upgrade() else { break };
+                if pool.is_closed() {
+                    break;
+                }
+                let removed = pool
+                    .retain(|_, metrics| self.expired(&metrics).is_none())
+                    .removed
+                    .len();
+                if removed > 0 {
+                    tracing::debug!(removed, "reaper closed retired idle connections");
+                }
+            }
+            tracing::trace!("connection reaper stopped");
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetimes_spread_within_the_jitter() {
+        let limits = Limits {
+            max_lifetime: Some(Duration::from_secs(3600)),
+            idle_timeout: None,
+            jitter: 0.1,
+        };
+        let base = Instant::now();
+        let lifetimes: Vec<Duration> = (0..200)
+            .map(|i| limits.lifetime_of(base + Duration::from_nanos(i * 7919)).unwrap())
+            .collect();
+        assert!(lifetimes
+            .iter()
+            .all(|l| *l >= Duration::from_secs(3240) && *l <= Duration::from_secs(3960)));
+        let min = lifetimes.iter().min().unwrap();
+        let max = lifetimes.iter().max().unwrap();
+        assert!(
+            *max - *min > Duration::from_secs(300),
+            "jitter spreads lifetimes: {min:?}..{max:?}"
+        );
+        assert_eq!(
+            limits.lifetime_of(base),
+            limits.lifetime_of(base),
+            "fixed per connection"
+        );
+    }
+}
