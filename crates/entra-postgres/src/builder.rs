@@ -138,6 +138,15 @@ impl PoolBuilder {
         self
     }
 
+    /// Connect to this address instead of resolving the host name; TLS still verifies the name.
+    pub fn hostaddr(mut self, addr: std::net::IpAddr) -> Self {
+        self.layer.hostaddrs = Some(Sourced {
+            value: vec![addr],
+            origin: builder_origin("hostaddr"),
+        });
+        self
+    }
+
     /// The server's port (default 5432; Azure's built-in PgBouncer listens on 6432).
     pub fn port(mut self, port: u16) -> Self {
         self.layer.port = Some(Sourced {
@@ -447,6 +456,9 @@ impl PoolBuilder {
         for host in &hosts.value {
             pg.host(host);
         }
+        for addr in settings.hostaddrs.iter().flat_map(|a| &a.value) {
+            pg.hostaddr(*addr);
+        }
         pg.port(settings.port.as_ref().map(|p| p.value).unwrap_or(5432))
             .dbname(
                 settings
@@ -525,6 +537,7 @@ impl PoolBuilder {
         Ok(EntraPool {
             pool,
             tokens,
+            user,
             check_timeout: self.check_timeout,
         })
     }
@@ -585,6 +598,7 @@ impl PoolBuilder {
 pub struct EntraPool {
     pool: Pool,
     tokens: Option<TokenHandle>,
+    user: String,
     check_timeout: Duration,
 }
 
@@ -622,6 +636,11 @@ impl EntraPool {
     /// The deadpool pool, owned.
     pub fn into_pool(self) -> Pool {
         self.pool
+    }
+
+    /// The role connections sign in as (configured, or read from the token).
+    pub fn user(&self) -> &str {
+        &self.user
     }
 
     /// The token handle (`None` in static-password mode).

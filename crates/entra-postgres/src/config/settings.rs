@@ -68,6 +68,9 @@ pub struct Sourced<T> {
 pub struct Settings {
     /// Server host names (several for failover) or unix-socket directories.
     pub hosts: Option<Sourced<Vec<String>>>,
+    /// IP addresses to connect to instead of resolving `hosts` (libpq's `hostaddr`); TLS still verifies
+    /// the host name.
+    pub hostaddrs: Option<Sourced<Vec<std::net::IpAddr>>>,
     /// Server port.
     pub port: Option<Sourced<u16>>,
     /// Database name.
@@ -124,7 +127,7 @@ impl Settings {
     }
 
     /// Sets one key as libpq names it (`host`, `port`, `dbname`, `user`, `password`, `sslmode`,
-    /// `sslrootcert`, `application_name`, `connect_timeout`, `options`) from `origin`.
+    /// `sslrootcert`, `application_name`, `connect_timeout`, `options`, `hostaddr`) from `origin`.
     pub fn set(&mut self, key: &str, value: &str, origin: &str) -> Result<(), ConfigError> {
         fn src<T>(value: T, origin: &str) -> Sourced<T> {
             Sourced {
@@ -133,7 +136,17 @@ impl Settings {
             }
         }
         match key {
-            "host" | "hostaddr" => {
+            "hostaddr" => {
+                let addrs = value
+                    .split(',')
+                    .map(|a| a.trim().parse::<std::net::IpAddr>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| {
+                        ConfigError::new(origin, value, "expected IP addresses separated by commas")
+                    })?;
+                self.hostaddrs = Some(src(addrs, origin));
+            }
+            "host" => {
                 let hosts: Vec<String> = value
                     .split(',')
                     .map(str::trim)
@@ -196,8 +209,8 @@ impl Settings {
                     origin,
                     value,
                     format!(
-                        "unknown key {key:?}; supported: host, port, dbname, user, sslmode, sslrootcert, \
-                         application_name, connect_timeout, options"
+                        "unknown key {key:?}; supported: host, hostaddr, port, dbname, user, sslmode, \
+                         sslrootcert, application_name, connect_timeout, options"
                     ),
                 ))
             }
