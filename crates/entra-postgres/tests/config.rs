@@ -144,7 +144,13 @@ fn precedence_is_builder_then_string_then_service_connector_then_libpq() {
 /// Each bad value: the error names where it came from and what is wrong.
 #[test]
 fn every_error_names_the_variable_or_key_and_the_problem() {
-    let cases: &[(&[(&str, &str)], &str, &str)] = &[
+    /// (variables, the origin the error must name, a phrase of the problem)
+    type Case = (
+        &'static [(&'static str, &'static str)],
+        &'static str,
+        &'static str,
+    );
+    let cases: &[Case] = &[
         (&[("PGPORT", "abc")], "PGPORT", "port number"),
         (
             &[("AZURE_POSTGRESQL_PORT", "0")],
