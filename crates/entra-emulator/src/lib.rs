@@ -1,9 +1,22 @@
-//! A local stand-in for Azure Database for PostgreSQL with Entra ID sign-in.
+//! A local stand-in for Azure Database for PostgreSQL with Entra ID sign-in, for tests, benchmarks and
+//! demos that must not need Azure.
 //!
-//! - [`jwt`]: tokens as Entra ID issues them, signed by a published test key.
+//! [`Emulator`] is the usual way in: it starts the three parts below together and hands back the
+//! connection settings and environment variables that point a client at them. Each part also works alone.
+//!
+//! - [`emulator`]: [`Emulator`], the parts composed: one principal and database ready to sign in to.
+//! - [`identity`]: [`FakeIdentity`], Azure's token endpoints (IMDS, App Service, Arc, Cloud Shell, Entra
+//!   ID) on loopback HTTP(S), with Azure's request checks, response shapes and scriptable faults.
+//! - [`postgres`]: [`TestPostgres`], a throwaway real PostgreSQL (TLS with the [`EmulatorCa`]), deleted
+//!   on drop.
+//! - [`gate`]: [`EntraGate`], a PostgreSQL-protocol front that checks Entra tokens like Azure, answers
+//!   with Azure's errors and relays good sessions to a [`TestPostgres`].
+//! - [`jwt`]: tokens as Entra ID issues them, signed by a published test key (never accepted by Azure).
+//! - [`error`]: [`EmulatorError`], what failed and what to do about it.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod emulator;
 pub mod error;
 pub mod gate;
 pub mod identity;
@@ -16,6 +29,7 @@ pub use identity::{
 };
 pub use jwt::{Claims, JwtIssuer, JwtRejection, OSSRDBMS_RESOURCE, TEST_TENANT_ID};
 
+pub use emulator::{Emulator, EmulatorBuilder};
 pub use error::EmulatorError;
 pub use gate::{EntraGate, GateStats, PrincipalKind, RejectReason, SessionRecord, TokenFingerprint};
 pub use postgres::{EmulatorCa, TestPostgres};

@@ -97,19 +97,13 @@ pub struct Settings {
     pub client_secret: Option<Sourced<secrecy::SecretString>>,
 }
 
-macro_rules! overlay {
-    ($low:ident, $high:ident, $($field:ident),*) => {
-        $( if $high.$field.is_some() { $low.$field = $high.$field; } )*
-    };
-}
-
 impl Settings {
     /// Settings in which every field of `higher` that is set wins over this layer's.
-    pub fn overlaid_with(mut self, higher: Settings) -> Settings {
-        overlay!(
-            self,
-            higher,
+    pub fn overlaid_with(self, higher: Settings) -> Settings {
+        // Destructured so that a new field cannot be forgotten here.
+        let Settings {
             hosts,
+            hostaddrs,
             port,
             dbname,
             user,
@@ -121,9 +115,24 @@ impl Settings {
             options,
             client_id,
             tenant_id,
-            client_secret
-        );
-        self
+            client_secret,
+        } = higher;
+        Settings {
+            hosts: hosts.or(self.hosts),
+            hostaddrs: hostaddrs.or(self.hostaddrs),
+            port: port.or(self.port),
+            dbname: dbname.or(self.dbname),
+            user: user.or(self.user),
+            password: password.or(self.password),
+            sslmode: sslmode.or(self.sslmode),
+            sslrootcert: sslrootcert.or(self.sslrootcert),
+            application_name: application_name.or(self.application_name),
+            connect_timeout: connect_timeout.or(self.connect_timeout),
+            options: options.or(self.options),
+            client_id: client_id.or(self.client_id),
+            tenant_id: tenant_id.or(self.tenant_id),
+            client_secret: client_secret.or(self.client_secret),
+        }
     }
 
     /// Sets one key as libpq names it (`host`, `port`, `dbname`, `user`, `password`, `sslmode`,

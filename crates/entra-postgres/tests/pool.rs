@@ -1,0 +1,303 @@
+//! The pool against the Emulator (a real PostgreSQL behind a gate that checks tokens like Azure): recovery
+//! from rejected tokens, identity-endpoint outages, server restarts, rotation limits and TLS.
+
+mod support;
+
+use std::time::{Duration, SystemTime};
+
+use entra_emulator::{Claims, Emulator, Fault};
+use entra_postgres::{ConnectError, PoolBuilder, SslMode};
+use entra_token::{TokenError, TokenState};
+use support::{bounded, builder};
+
+async fn select_one(pool: &entra_postgres::EntraPool) -> Result<i32, String> {
+    let client = pool.get().await.map_err(|e| entra_postgres::report(&e))?;
+    let row = client
+        .query_one("SELECT 1::int4", &[])
+        .await
+        .map_err(|e| entra_postgres::report(&e))?;
+    Ok(row.get(0))
+}
+
+async fn backend_pid(pool: &entra_postgres::EntraPool) -> i32 {
+    let client = pool.get().await.unwrap();
+    client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+fn imds_body(token: &str, lifetime: u64) -> serde_json::Value {
+    let exp = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + lifetime;
+    serde_json::json!({
+        "access_token": token, "refresh_token": "", "expires_in": lifetime.to_string(),
+        "expires_on": exp.to_string(), "not_before": (exp - lifetime).to_string(),
+        "resource": "https://ossrdbms-aad.database.windows.net", "token_type": "Bearer"
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signs_in_as_the_principal_over_verified_tls() {
+    let emulator = Emulator::start().await.unwrap();
+    let pool = builder(&emulator).build().await.unwrap();
+    let client = bounded(10, "get", pool.get()).await.unwrap();
+    let row = client
+        .query_one("SELECT current_user, current_database()", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), emulator.user());
+    assert_eq!(row.get::<_, String>(1), emulator.dbname());
+    let status = pool.status();
+    assert_eq!(status.pool.size, 1);
+    assert_eq!(status.token.unwrap().state, TokenState::Valid);
+    pool.check().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_is_replaced_once_and_the_pool_recovers() {
+    let emulator = Emulator::start().await.unwrap();
+    // The endpoint first hands out a token the server refuses (wrong audience), then good ones.
+    let mut claims = Claims::new(emulator.principal().object_id.clone(), Duration::from_secs(3600));
+    claims.aud = "https://management.azure.com".into();
+    let bad = emulator.identity().issuer().sign(&claims);
+    emulator
+        .identity()
+        .push_faults([Fault::Json(imds_body(&bad, 3600))]);
+    let pool = builder(&emulator).build().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await; // older than min_invalidate_interval
+    assert_eq!(bounded(15, "select", select_one(&pool)).await, Ok(1));
+    assert_eq!(emulator.identity().token_requests(), 2, "exactly one refetch");
+    let rejected = emulator.gate().rejections();
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_refused_for_good_gives_a_clear_error_and_no_request_loop() {
+    let emulator = Emulator::start().await.unwrap();
+    let pool = builder(&emulator).build().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    emulator.gate().revoke_principal(emulator.user());
+    let err = bounded(15, "get", pool.get()).await.unwrap_err();
+    match ConnectError::find(&err) {
+        Some(ConnectError::TokenRejected { role, code, hint, .. }) => {
+            assert_eq!(role, emulator.user());
+            assert_eq!(code, "28P01");
+            assert!(hint.contains("pgaadauth_create_principal"), "{hint}");
+        }
+        other => panic!(
+            "expected TokenRejected, got {other:?}: {}",
+            entra_postgres::report(&err)
+        ),
+    }
+    for _ in 0..20 {
+        assert!(bounded(15, "get", pool.get()).await.is_err());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // 1 s of failing attempts: refetches are limited by min_invalidate_interval (200 ms here)
+    let requests = emulator.identity().token_requests();
+    assert!(requests <= 8, "{requests} token requests: a loop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_outage_longer_than_a_token_breaks_only_new_connections() {
+    let emulator = Emulator::builder()
+        .token_lifetime(Duration::from_secs(3))
+        .start()
+        .await
+        .unwrap();
+    let pool = builder(&emulator)
+        .max_size(4)
+        .max_lifetime(None)
+        .build()
+        .await
+        .unwrap();
+    let held = bounded(10, "get", pool.get()).await.unwrap();
+    emulator.identity().set_persistent_fault(Some(Fault::status(503)));
+    tokio::time::sleep(Duration::from_secs(4)).await; // the token has expired
+                                                      // the open connection keeps working, as on Azure
+    let row = held.query_one("SELECT 2::int4", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 2);
+    // a new connection fails with the typed token error and its cause
+    let err = bounded(15, "get", pool.get()).await.unwrap_err();
+    match ConnectError::find(&err) {
+        Some(ConnectError::Token(TokenError::Unavailable {
+            last_error: Some(cause),
+            ..
+        })) => {
+            assert!(
+                matches!(
+                    **cause,
+                    TokenError::Transient {
+                        status: Some(503),
+                        ..
+                    }
+                ),
+                "{cause}"
+            );
+        }
+        other => panic!(
+            "expected a token error, got {other:?}: {}",
+            entra_postgres::report(&err)
+        ),
+    }
+    // service resumes by itself once the endpoint is back (backoff cap 1 s here)
+    emulator.identity().set_persistent_fault(None);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let fresh = bounded(10, "get", pool.get()).await.expect("recovered");
+    fresh.query_one("SELECT 1", &[]).await.unwrap();
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovers_from_an_upstream_restart_and_terminated_backends() {
+    let emulator = Emulator::start().await.unwrap();
+    let pool = builder(&emulator).max_size(4).build().await.unwrap();
+    // fill the pool
+    let clients: Vec<_> = futures_join(&pool, 4).await;
+    drop(clients);
+    emulator.gate().terminate_sessions(emulator.user()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..8 {
+        assert_eq!(
+            bounded(10, "select", select_one(&pool)).await,
+            Ok(1),
+            "no dead connection after terminate"
+        );
+    }
+    emulator.gate().restart_upstream().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let mut recovered = false;
+    while started.elapsed() < Duration::from_secs(5) {
+        if bounded(10, "select", select_one(&pool)).await.is_ok() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "the pool did not recover within 5 s of a restart");
+    for _ in 0..8 {
+        assert_eq!(
+            bounded(10, "select", select_one(&pool)).await,
+            Ok(1),
+            "no dead connection after restart"
+        );
+    }
+}
+
+async fn futures_join(pool: &entra_postgres::EntraPool, n: usize) -> Vec<deadpool_postgres::Object> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(bounded(10, "get", pool.get()).await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_lifetime_rotates_connections_and_idle_timeout_closes_them() {
+    let emulator = Emulator::start().await.unwrap();
+    let pool = builder(&emulator)
+        .max_size(2)
+        .max_lifetime(Some(Duration::from_secs(1)))
+        .build()
+        .await
+        .unwrap();
+    let first = backend_pid(&pool).await;
+    assert_eq!(backend_pid(&pool).await, first, "reused while young");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_ne!(backend_pid(&pool).await, first, "replaced after max_lifetime");
+
+    let idle = builder(&emulator)
+        .max_size(4)
+        .max_lifetime(None)
+        .idle_timeout(Some(Duration::from_millis(500)))
+        .reaper_interval(Duration::from_millis(100))
+        .build()
+        .await
+        .unwrap();
+    let held = futures_join(&idle, 3).await;
+    drop(held);
+    assert_eq!(idle.status().pool.size, 3);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(idle.status().pool.size, 0, "the reaper closed idle connections");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_refuses_a_wrong_host_name_and_an_untrusted_ca() {
+    let emulator = Emulator::start().await.unwrap();
+    // right address, wrong name: verify-full checks the name
+    let err = builder(&emulator)
+        .host("db.wrong-name.example")
+        .hostaddr("127.0.0.1".parse().unwrap())
+        .build()
+        .await
+        .unwrap()
+        .get()
+        .await
+        .unwrap_err();
+    let text = entra_postgres::report(&err);
+    assert!(
+        text.contains("NotValidForName") || text.contains("not valid for name"),
+        "{text}"
+    );
+    // verify-ca accepts the same certificate without the name check
+    let pool = builder(&emulator)
+        .host("db.wrong-name.example")
+        .hostaddr("127.0.0.1".parse().unwrap())
+        .ssl_mode(SslMode::VerifyCa)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(bounded(10, "select", select_one(&pool)).await, Ok(1));
+
+    // a CA that did not sign the server's certificate
+    let other = entra_emulator::EmulatorCa::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other-ca.pem");
+    std::fs::write(&path, other.pem()).unwrap();
+    let err = builder(&emulator)
+        .ssl_root_cert(&path)
+        .build()
+        .await
+        .unwrap()
+        .get()
+        .await
+        .unwrap_err();
+    let text = entra_postgres::report(&err);
+    // the other CA has the same subject name, so rustls finds it and the signature check fails
+    assert!(text.contains("invalid peer certificate"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_with_a_token_over_4_kb() {
+    let emulator = Emulator::builder().token_padding(5000).start().await.unwrap();
+    let pool = builder(&emulator).build().await.unwrap();
+    assert!(pool.tokens().unwrap().current().unwrap().secret().len() > 5000);
+    assert_eq!(bounded(10, "select", select_one(&pool)).await, Ok(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_password_mode_is_plain_deadpool() {
+    let emulator = Emulator::start().await.unwrap();
+    let pg = emulator.postgres();
+    pg.create_role("static_user", Some("s3cret")).await.unwrap();
+    let pool = PoolBuilder::from_env()
+        .env(entra_token::Env::from_pairs([(
+            "PGSSLROOTCERT",
+            pg.ca_path().display().to_string(),
+        )]))
+        .host(pg.host())
+        .port(pg.port())
+        .user("static_user")
+        .static_password("s3cret")
+        .build()
+        .await
+        .unwrap();
+    assert!(pool.tokens().is_none());
+    assert_eq!(bounded(10, "select", select_one(&pool)).await, Ok(1));
+}
