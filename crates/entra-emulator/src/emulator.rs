@@ -508,6 +508,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_emulator_can_be_shared_between_tasks() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<Emulator>();
+        shareable::<EmulatorBuilder>();
+    }
+
+    #[test]
     fn shell_quoting_survives_quotes_and_expansions() {
         assert_eq!(shell_quote("plain"), "'plain'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");

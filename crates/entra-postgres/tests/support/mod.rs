@@ -9,10 +9,11 @@ use entra_token::{Env, HttpOptions, RefreshPolicy, StartMode};
 
 /// Network settings for loopback: short, but far above what a healthy local request takes.
 pub fn http() -> HttpOptions {
-    let mut options = HttpOptions::default();
-    options.connect_timeout = Duration::from_secs(2);
-    options.timeout = Duration::from_secs(5);
-    options
+    HttpOptions {
+        connect_timeout: Duration::from_secs(2),
+        timeout: Duration::from_secs(5),
+        ..HttpOptions::default()
+    }
 }
 
 /// A refresh policy scaled for tokens that live a few seconds.

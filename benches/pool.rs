@@ -1,0 +1,194 @@
+//! The token must cost nothing on the hot path: `pool.get()` + `SELECT 1` through an entra-pool pool
+//! against the same through a plain deadpool-postgres pool with a static password, on the same
+//! `TestPostgres`, at 1, 16 and 64 concurrent tasks, in one run.
+//!
+//! Both pools connect directly to PostgreSQL over TCP + verified TLS (no gate); the role's password is
+//! set to the very token the entra pool's source hands out, so both sign in the same way. After criterion's
+//! report, a plain 3-second loop per pool and concurrency prints:
+//! `pool c=N: plain X qps, entra Y qps, ratio Y/X = R`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use entra_emulator::postgres::{quote_ident, quote_literal};
+use entra_emulator::{Claims, JwtIssuer, TestPostgres};
+use entra_postgres::{EntraPool, PoolBuilder};
+use entra_token::{AccessToken, StaticSource};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+const TASKS: [usize; 3] = [1, 16, 64];
+const POOL_SIZE: usize = 16;
+const ROLE: &str = "bench_app";
+const SUMMARY_RUN: Duration = Duration::from_secs(3);
+
+struct Setup {
+    _pg: Arc<TestPostgres>,
+    plain: Pool,
+    entra: EntraPool,
+}
+
+async fn setup() -> Setup {
+    let pg = Arc::new(
+        TestPostgres::start()
+            .await
+            .expect("PostgreSQL starts (is it installed?)"),
+    );
+    let token = JwtIssuer::new().sign(&Claims::new("bench-oid", Duration::from_secs(24 * 3600)));
+    pg.execute(&format!(
+        "CREATE ROLE {} LOGIN PASSWORD {}",
+        quote_ident(ROLE).unwrap(),
+        quote_literal(&token).unwrap()
+    ))
+    .await
+    .expect("role created");
+
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(pg.host())
+        .port(pg.port())
+        .dbname("postgres")
+        .user(ROLE)
+        .password(token.as_bytes())
+        .ssl_mode(tokio_postgres::config::SslMode::Require);
+    let tls = MakeRustlsConnect::new(pg.ca().client_config().expect("CA client config"));
+    let manager = Manager::from_config(
+        config,
+        tls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let plain = Pool::builder(manager)
+        .max_size(POOL_SIZE)
+        .runtime(Runtime::Tokio1)
+        .build()
+        .unwrap();
+
+    let source = StaticSource::new(AccessToken::new(
+        token,
+        std::time::SystemTime::now() + Duration::from_secs(24 * 3600),
+    ));
+    let entra = PoolBuilder::from_env()
+        .env(entra_token::Env::from_pairs([(
+            "PGSSLROOTCERT",
+            pg.ca_path().display().to_string(),
+        )]))
+        .host(pg.host())
+        .port(pg.port())
+        .dbname("postgres")
+        .user(ROLE)
+        .token_source(source)
+        .max_size(POOL_SIZE)
+        .build()
+        .await
+        .expect("entra pool");
+    // warm both pools to full size
+    for pool in [&plain, entra.pool()] {
+        let held: Vec<_> = futures_all(pool, POOL_SIZE).await;
+        drop(held);
+    }
+    Setup {
+        _pg: pg,
+        plain,
+        entra,
+    }
+}
+
+async fn futures_all(pool: &Pool, n: usize) -> Vec<deadpool_postgres::Object> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(pool.get().await.expect("connection"));
+    }
+    v
+}
+
+async fn one_query(pool: &Pool) {
+    let client = pool.get().await.expect("pool get");
+    let stmt = client.prepare_cached("SELECT 1").await.expect("prepare");
+    let row = client.query_one(&stmt, &[]).await.expect("SELECT 1");
+    assert_eq!(row.get::<_, i32>(0), 1);
+}
+
+/// Runs `total` queries spread over `tasks` concurrent tasks; returns the elapsed time.
+async fn run(pool: &Pool, tasks: usize, total: u64) -> Duration {
+    let start = Instant::now();
+    let per_task = total.div_ceil(tasks as u64);
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                for _ in 0..per_task {
+                    one_query(&pool).await;
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.expect("bench task");
+    }
+    start.elapsed()
+}
+
+/// Queries per second over a fixed wall-clock window.
+async fn qps(pool: &Pool, tasks: usize, window: Duration) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + window;
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let (pool, done) = (pool.clone(), done.clone());
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    one_query(&pool).await;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.expect("bench task");
+    }
+    done.load(Ordering::Relaxed) as f64 / window.as_secs_f64()
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let setup = rt.block_on(setup());
+    let mut criterion = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    let mut group = criterion.benchmark_group("pool_get_select1");
+    for tasks in TASKS {
+        group.throughput(Throughput::Elements(1));
+        for (name, pool) in [("plain", &setup.plain), ("entra", setup.entra.pool())] {
+            group.bench_with_input(BenchmarkId::new(name, tasks), &tasks, |b, &tasks| {
+                b.to_async(&rt)
+                    .iter_custom(|iters| run(pool, tasks, iters.max(tasks as u64)));
+            });
+        }
+    }
+    group.finish();
+    criterion.final_summary();
+
+    if std::env::args().any(|a| a == "--test" || a == "--list") {
+        return; // `cargo test --benches` / `--list`: no summary runs
+    }
+    for tasks in TASKS {
+        // alternate the order to even out warm caches and the other core's load
+        let plain_first = rt.block_on(qps(&setup.plain, tasks, SUMMARY_RUN));
+        let entra = rt.block_on(qps(setup.entra.pool(), tasks, SUMMARY_RUN));
+        let plain_second = rt.block_on(qps(&setup.plain, tasks, SUMMARY_RUN));
+        let plain = (plain_first + plain_second) / 2.0;
+        println!(
+            "pool c={tasks}: plain {plain:.0} qps, entra {entra:.0} qps, ratio {:.3}",
+            entra / plain
+        );
+    }
+}
