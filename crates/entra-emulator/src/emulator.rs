@@ -37,6 +37,7 @@ use crate::error::EmulatorError;
 use crate::gate::{EntraGate, PrincipalKind};
 use crate::identity::{FakeIdentity, ManagedIdentity};
 use crate::jwt::Claims;
+use crate::pgbouncer::{PoolMode, TestPgBouncer};
 use crate::postgres::TestPostgres;
 
 /// The default principal: the system-assigned identity the fake's IMDS and App Service endpoints serve.
@@ -60,6 +61,7 @@ pub struct EmulatorBuilder {
     database: String,
     gate_skew: Option<Duration>,
     settings: Vec<(String, String)>,
+    pgbouncer: Option<PoolMode>,
 }
 
 impl Default for EmulatorBuilder {
@@ -73,6 +75,7 @@ impl Default for EmulatorBuilder {
             database: DEFAULT_DATABASE.to_string(),
             gate_skew: None,
             settings: Vec::new(),
+            pgbouncer: None,
         }
     }
 }
@@ -132,6 +135,13 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Put a [`TestPgBouncer`] in `mode` between the gate and the server, as Azure's built-in PgBouncer
+    /// (default: none, the gate relays to the server). Needs `pgbouncer` installed.
+    pub fn pgbouncer(mut self, mode: PoolMode) -> Self {
+        self.pgbouncer = Some(mode);
+        self
+    }
+
     /// Starts the fake identity endpoints, the server and the gate; registers the principals and creates
     /// the database.
     ///
@@ -154,6 +164,7 @@ impl EmulatorBuilder {
         Ok(Emulator {
             _runtime: background,
             gate: parts.gate,
+            pgbouncer: parts.pgbouncer,
             identity: parts.identity,
             postgres: parts.postgres,
             principal: parts.principal,
@@ -188,7 +199,14 @@ impl EmulatorBuilder {
         }
         let postgres = Arc::new(server.start().await?);
 
+        let pgbouncer = match self.pgbouncer {
+            Some(mode) => Some(TestPgBouncer::start(&postgres, mode).await?),
+            None => None,
+        };
         let mut gate = EntraGate::builder(postgres.clone()).issuer(identity.issuer().clone());
+        if let Some(bouncer) = &pgbouncer {
+            gate = gate.upstream_socket(bouncer.socket_dir(), bouncer.port());
+        }
         if let Some(skew) = self.gate_skew {
             gate = gate.skew(skew);
         }
@@ -202,6 +220,7 @@ impl EmulatorBuilder {
             identity,
             postgres,
             gate,
+            pgbouncer,
             principal,
         })
     }
@@ -212,6 +231,7 @@ struct Parts {
     identity: FakeIdentity,
     postgres: Arc<TestPostgres>,
     gate: EntraGate,
+    pgbouncer: Option<TestPgBouncer>,
     principal: ManagedIdentity,
 }
 
@@ -226,6 +246,8 @@ pub struct Emulator {
     // below are the last owners of what they hold and release it synchronously.
     _runtime: Background,
     gate: EntraGate,
+    // Before the server: its pooled sessions end first.
+    pgbouncer: Option<TestPgBouncer>,
     identity: FakeIdentity,
     postgres: Arc<TestPostgres>,
     principal: ManagedIdentity,
@@ -270,6 +292,11 @@ impl Emulator {
     /// The gate (test controls: revoke, terminate sessions, restart the upstream, pause).
     pub fn gate(&self) -> &EntraGate {
         &self.gate
+    }
+
+    /// The PgBouncer between the gate and the server, when [`EmulatorBuilder::pgbouncer`] asked for one.
+    pub fn pgbouncer(&self) -> Option<&TestPgBouncer> {
+        self.pgbouncer.as_ref()
     }
 
     /// The real server behind the gate.

@@ -16,6 +16,25 @@ pub enum EmulatorError {
         searched: String,
     },
 
+    /// The `pgbouncer` program was not found.
+    #[error(
+        "PgBouncer not found; searched: {searched}. Install it (Debian/Ubuntu: `apt-get install pgbouncer`; \
+         Fedora: `dnf install pgbouncer`; macOS: `brew install pgbouncer`)"
+    )]
+    PgBouncerNotInstalled {
+        /// The places that were searched, for the message.
+        searched: String,
+    },
+
+    /// PgBouncer did not start or stopped accepting; its log says why.
+    #[error("PgBouncer did not start: {reason}; read its log at {}", log.display())]
+    PgBouncerStartFailed {
+        /// A short reason.
+        reason: String,
+        /// PgBouncer's log.
+        log: PathBuf,
+    },
+
     /// Running as root, but the unprivileged user PostgreSQL must run as does not exist.
     #[error(
         "running as root and PostgreSQL refuses to run as root, but user {user:?} does not exist; \

@@ -11,6 +11,8 @@
 //!   on drop.
 //! - [`gate`]: [`EntraGate`], a PostgreSQL-protocol front that checks Entra tokens like Azure, answers
 //!   with Azure's errors and relays good sessions to a [`TestPostgres`].
+//! - [`pgbouncer`]: [`TestPgBouncer`], a throwaway PgBouncer (session or transaction pooling) the gate
+//!   can relay to instead of the server, like Azure's built-in PgBouncer on port 6432.
 //! - [`jwt`]: tokens as Entra ID issues them, signed by a published test key (never accepted by Azure).
 //! - [`error`]: [`EmulatorError`], what failed and what to do about it.
 #![forbid(unsafe_code)]
@@ -21,6 +23,7 @@ pub mod error;
 pub mod gate;
 pub mod identity;
 pub mod jwt;
+pub mod pgbouncer;
 pub mod postgres;
 
 pub use identity::{
@@ -32,4 +35,5 @@ pub use jwt::{Claims, JwtIssuer, JwtRejection, OSSRDBMS_RESOURCE, TEST_TENANT_ID
 pub use emulator::{Emulator, EmulatorBuilder};
 pub use error::EmulatorError;
 pub use gate::{EntraGate, GateStats, PrincipalKind, RejectReason, SessionRecord, TokenFingerprint};
+pub use pgbouncer::{PoolMode, TestPgBouncer};
 pub use postgres::{EmulatorCa, TestPostgres};

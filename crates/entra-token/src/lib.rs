@@ -42,3 +42,16 @@ pub use source::{scope_to_resource, FetchFuture, TokenSource, OSSRDBMS_SCOPE};
 pub use sources::*;
 pub use status::{TokenState, TokenStatus};
 pub use token::{AccessToken, Fingerprint};
+
+/// Entry points for the fuzz targets (`fuzz/`) and property tests only: not part of the API, exempt
+/// from semver, may change or vanish in any release.
+#[doc(hidden)]
+pub mod __fuzz {
+    /// Parses a token endpoint's response body as every HTTP source does.
+    pub fn parse_token_response(
+        body: &str,
+        now: std::time::SystemTime,
+    ) -> Result<crate::AccessToken, crate::TokenError> {
+        crate::response::parse_token_response("fuzz", body, now)
+    }
+}

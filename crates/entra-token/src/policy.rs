@@ -140,7 +140,11 @@ impl RefreshPolicy {
             lifetime.saturating_sub(self.refresh_margin).max(half)
         };
         match refresh_in {
-            Some(advised) => advised.min(lifetime.saturating_sub(self.refresh_margin).max(half)),
+            // An advice of "now" (0, or a time already past) would renew in a loop: never sooner than a
+            // tenth of the lifetime.
+            Some(advised) => advised
+                .max(lifetime / 10)
+                .min(lifetime.saturating_sub(self.refresh_margin).max(half)),
             None => by_margin,
         }
     }
@@ -236,6 +240,12 @@ mod tests {
         assert_eq!(d, Duration::from_secs(600));
         let d = p.base_refresh_delay(Duration::from_secs(H), Some(Duration::from_secs(3590)));
         assert_eq!(d, Duration::from_secs(55 * 60));
+        let d = p.base_refresh_delay(Duration::from_secs(H), Some(Duration::ZERO));
+        assert_eq!(
+            d,
+            Duration::from_secs(360),
+            "an advice of 0 waits a tenth of the lifetime"
+        );
     }
 
     #[test]

@@ -196,14 +196,14 @@ impl TokenHandle {
                 _ => return false,
             }
             shared.current.store(None);
+            shared.force.store(true, Ordering::Release);
+            shared.status.send_modify(|s| {
+                s.state = TokenState::Unavailable;
+                s.fingerprint = None;
+                s.usable_until = None;
+            });
         }
         tracing::info!(token = %token.fingerprint(), "token rejected by a server; fetching a new one");
-        shared.status.send_modify(|s| {
-            s.state = TokenState::Unavailable;
-            s.fingerprint = None;
-            s.usable_until = None;
-        });
-        shared.force.store(true, Ordering::Release);
         shared.wake.notify_one();
         true
     }
@@ -236,8 +236,42 @@ fn unavailable(status: &TokenStatus, reason: &str) -> TokenError {
     }
 }
 
+/// Empties the cache and reports `Stopped` however the task ends: normally, on a panicking source, or
+/// when its runtime shuts down (a dropped future runs no code after its last `.await`).
+struct StopGuard(Arc<Shared>);
+
+impl Drop for StopGuard {
+    fn drop(&mut self) {
+        {
+            let _guard = self.0.swap_lock.lock();
+            self.0.current.store(None);
+        }
+        self.0.status.send_modify(|s| {
+            s.state = TokenState::Stopped;
+            s.usable_until = None;
+            s.next_fetch = None;
+            s.fingerprint = None;
+        });
+    }
+}
+
+/// Stops handing out the cached token: it is within the safety margin of its expiry.
+fn expire(shared: &Shared, source: &str) {
+    {
+        let _guard = shared.swap_lock.lock();
+        shared.current.store(None);
+    }
+    tracing::warn!(source, "cached token expired before a renewal succeeded");
+    shared.status.send_modify(|s| {
+        s.state = TokenState::Unavailable;
+        s.usable_until = None;
+        s.fingerprint = None;
+    });
+}
+
 /// The refresher task: one fetch at a time, renewals ahead of expiry, backoff on failure.
 async fn run(shared: Arc<Shared>, source: Arc<dyn TokenSource>, mut stop: watch::Receiver<bool>) {
+    let _cleanup = StopGuard(shared.clone());
     let policy = &shared.policy;
     let mut next_fetch = Instant::now();
     let mut usable_until: Option<Instant> = None;
@@ -246,8 +280,8 @@ async fn run(shared: Arc<Shared>, source: Arc<dyn TokenSource>, mut stop: watch:
     let mut attempt: u64 = 0;
 
     loop {
-        if Instant::now() < next_fetch.min(usable_until.unwrap_or(next_fetch)) {
-            let wake_at = next_fetch.min(usable_until.unwrap_or(next_fetch));
+        let wake_at = usable_until.map_or(next_fetch, |u| next_fetch.min(u));
+        if Instant::now() < wake_at {
             tokio::select! {
                 biased;
                 changed = stop.changed() => if changed.is_err() || *stop.borrow() { break },
@@ -258,19 +292,7 @@ async fn run(shared: Arc<Shared>, source: Arc<dyn TokenSource>, mut stop: watch:
         let now = Instant::now();
         if usable_until.is_some_and(|u| now >= u) {
             usable_until = None;
-            {
-                let _guard = shared.swap_lock.lock();
-                shared.current.store(None);
-            }
-            tracing::warn!(
-                source = source.name(),
-                "cached token expired before a renewal succeeded"
-            );
-            shared.status.send_modify(|s| {
-                s.state = TokenState::Unavailable;
-                s.usable_until = None;
-                s.fingerprint = None;
-            });
+            expire(&shared, source.name());
         }
         if shared.force.swap(false, Ordering::AcqRel) {
             next_fetch = next_fetch.min(hold_until.max(now));
@@ -295,10 +317,19 @@ async fn run(shared: Arc<Shared>, source: Arc<dyn TokenSource>, mut stop: watch:
             expires_in = field::Empty,
         );
         let fetch = timeout(policy.fetch_timeout, source.fetch(&shared.scope)).instrument(span.clone());
-        let result = tokio::select! {
-            biased;
-            changed = stop.changed() => if changed.is_err() || *stop.borrow() { break } else { continue },
-            r = fetch => r,
+        tokio::pin!(fetch);
+        // The cached token's expiry is enforced while the fetch is in flight too: a hanging endpoint must
+        // not keep an expired token in service.
+        let result = loop {
+            tokio::select! {
+                biased;
+                changed = stop.changed() => if changed.is_err() || *stop.borrow() { return },
+                r = &mut fetch => break r,
+                _ = sleep_until(usable_until.unwrap_or(now)), if usable_until.is_some() => {
+                    usable_until = None;
+                    expire(&shared, source.name());
+                }
+            }
         };
         let result = match result {
             Ok(r) => r,
@@ -308,12 +339,16 @@ async fn run(shared: Arc<Shared>, source: Arc<dyn TokenSource>, mut stop: watch:
             )),
         };
         let result = result.and_then(|token| {
-            let lifetime = token.expires_on().duration_since(SystemTime::now()).unwrap_or_default();
+            let lifetime = token
+                .expires_on()
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
             if lifetime <= policy.expiry_margin {
                 Err(TokenError::invalid_response(
                     source.name(),
                     format!(
-                        "the token expires in {lifetime:?}, within the {:?} safety margin; is this machine's clock right?",
+                        "the token expires in {lifetime:?}, within the {:?} safety margin; is this machine's \
+                         clock right?",
                         policy.expiry_margin
                     ),
                 ))
@@ -344,17 +379,19 @@ async fn run(shared: Arc<Shared>, source: Arc<dyn TokenSource>, mut stop: watch:
                         token,
                         fetched_at: now,
                     })));
+                    // The new token replaces whatever a server rejected meanwhile: no second fetch for it.
+                    shared.force.store(false, Ordering::Release);
+                    shared.status.send_modify(|s| {
+                        s.state = TokenState::Valid;
+                        s.fingerprint = Some(fingerprint);
+                        s.usable_until = Some(until);
+                        s.next_fetch = Some(next_fetch);
+                        s.last_refresh = Some(SystemTime::now());
+                        s.consecutive_failures = 0;
+                        s.last_error = None;
+                        s.refreshes += 1;
+                    });
                 }
-                shared.status.send_modify(|s| {
-                    s.state = TokenState::Valid;
-                    s.fingerprint = Some(fingerprint);
-                    s.usable_until = Some(until);
-                    s.next_fetch = Some(next_fetch);
-                    s.last_refresh = Some(SystemTime::now());
-                    s.consecutive_failures = 0;
-                    s.last_error = None;
-                    s.refreshes += 1;
-                });
             }
             Err(error) => {
                 failures = failures.saturating_add(1);
@@ -381,16 +418,5 @@ async fn run(shared: Arc<Shared>, source: Arc<dyn TokenSource>, mut stop: watch:
             }
         }
     }
-
-    {
-        let _guard = shared.swap_lock.lock();
-        shared.current.store(None);
-    }
-    shared.status.send_modify(|s| {
-        s.state = TokenState::Stopped;
-        s.usable_until = None;
-        s.next_fetch = None;
-        s.fingerprint = None;
-    });
     tracing::debug!(source = source.name(), "token refresher stopped");
 }

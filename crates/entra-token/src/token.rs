@@ -153,6 +153,14 @@ mod tests {
         assert!(format!("{t}").contains("len=18"));
     }
 
+    /// The secret lives in a `SecretString`, whose drop overwrites the bytes; this fails to compile if
+    /// that container ever stops guaranteeing it.
+    #[test]
+    fn the_secret_container_zeroizes_on_drop() {
+        fn zeroized_on_drop<T: zeroize::ZeroizeOnDrop + ?Sized>() {}
+        zeroized_on_drop::<SecretString>();
+    }
+
     #[test]
     fn clones_are_the_same_token_and_new_fetches_are_not() {
         let a = AccessToken::new("x", SystemTime::now());

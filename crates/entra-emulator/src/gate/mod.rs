@@ -125,6 +125,8 @@ pub(crate) struct Shared {
     audience: String,
     skew: Duration,
     upstream: Arc<TestPostgres>,
+    /// Where sessions and cancel requests go instead of the server's socket (a PgBouncer's).
+    relay_socket: Option<PathBuf>,
     tls: tokio_rustls::TlsAcceptor,
     principals: principals::Principals,
     next_id: AtomicU64,
@@ -137,6 +139,9 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn upstream_socket(&self) -> PathBuf {
+        if let Some(socket) = &self.relay_socket {
+            return socket.clone();
+        }
         self.upstream
             .socket_dir()
             .join(format!(".s.PGSQL.{}", self.upstream.port()))
@@ -176,9 +181,19 @@ pub struct EntraGateBuilder {
     issuer: JwtIssuer,
     audience: String,
     skew: Duration,
+    relay_socket: Option<PathBuf>,
 }
 
 impl EntraGateBuilder {
+    /// Relay sessions and cancel requests to the PostgreSQL-protocol server listening on the unix socket
+    /// `dir/.s.PGSQL.<port>` instead of the upstream cluster's own socket, e.g. a
+    /// [`TestPgBouncer`](crate::TestPgBouncer)'s, which must trust the startup packet as the cluster's
+    /// socket does. Principals are still created on the upstream cluster.
+    pub fn upstream_socket(mut self, dir: impl AsRef<Path>, port: u16) -> Self {
+        self.relay_socket = Some(dir.as_ref().join(format!(".s.PGSQL.{port}")));
+        self
+    }
+
     /// Verify tokens with this issuer (default: the crate's test key).
     pub fn issuer(mut self, issuer: JwtIssuer) -> Self {
         self.issuer = issuer;
@@ -212,6 +227,7 @@ impl EntraGateBuilder {
             audience: self.audience,
             skew: self.skew,
             upstream: self.upstream,
+            relay_socket: self.relay_socket,
             tls,
             principals: Default::default(),
             next_id: AtomicU64::new(0),
@@ -266,6 +282,7 @@ impl EntraGate {
             issuer: JwtIssuer::new(),
             audience: OSSRDBMS_RESOURCE.to_string(),
             skew: DEFAULT_SKEW,
+            relay_socket: None,
         }
     }
 

@@ -60,3 +60,13 @@ pub fn status_of(err: &TokenError) -> Option<u16> {
         _ => None,
     }
 }
+
+/// An [`ImdsSource`](entra_token::ImdsSource) asking the fake's IMDS for the system identity, with
+/// loopback [`http`] options.
+pub fn imds_source(fake: &FakeIdentity) -> entra_token::ImdsSource {
+    entra_token::ImdsSource::builder()
+        .endpoint(fake.imds_authority())
+        .http_options(http())
+        .build()
+        .expect("a loopback IMDS endpoint is a valid configuration")
+}

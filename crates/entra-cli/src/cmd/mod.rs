@@ -1,0 +1,8 @@
+//! One module per subcommand.
+
+pub(crate) mod demo;
+pub(crate) mod doctor;
+pub(crate) mod emulate;
+pub(crate) mod grant;
+pub(crate) mod psql;
+pub(crate) mod token;

@@ -1,0 +1,614 @@
+//! The `entra-pg` binary, run as a user would: against the local emulator, through environment variables.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use entra_emulator::{Emulator, ManagedIdentity};
+
+const BIN: &str = env!("CARGO_BIN_EXE_entra-pg");
+
+/// Variables that would point the binary elsewhere than the test says: removed from every run.
+const AMBIENT: &[&str] = &[
+    "PGHOST",
+    "PGPORT",
+    "PGDATABASE",
+    "PGUSER",
+    "PGPASSWORD",
+    "PGSSLMODE",
+    "PGSSLROOTCERT",
+    "PGOPTIONS",
+    "AZURE_POSTGRESQL_CONNECTIONSTRING",
+    "AZURE_POSTGRESQL_HOST",
+    "AZURE_POSTGRESQL_PORT",
+    "AZURE_POSTGRESQL_DATABASE",
+    "AZURE_POSTGRESQL_USER",
+    "AZURE_POSTGRESQL_CLIENTID",
+    "AZURE_POSTGRESQL_SSL",
+    "AZURE_CLIENT_ID",
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+    "MSAL_MANAGED_IDENTITY_ENDPOINT",
+    "RUST_LOG",
+];
+
+fn entra_pg(args: &[&str], env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).stdin(Stdio::null());
+    for var in AMBIENT {
+        cmd.env_remove(var);
+    }
+    // No `az` on PATH: the default chain must not reach a developer's own login.
+    cmd.env("PATH", "/nonexistent");
+    cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    cmd
+}
+
+/// Runs to completion, failing the test instead of hanging after `secs`.
+fn run(mut cmd: Command, secs: u64) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the entra-pg binary runs");
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "entra-pg did not finish within {secs} s\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The number on a summary line `  <label>   <n> …`.
+fn summary_number(stdout: &str, label: &str) -> u64 {
+    stdout
+        .lines()
+        .find_map(|l| {
+            let rest = l.trim_start().strip_prefix(label)?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no {label:?} line in:\n{stdout}"))
+}
+
+async fn emulator() -> Emulator {
+    Emulator::builder()
+        .start()
+        .await
+        .expect("the emulator starts (is PostgreSQL installed?)")
+}
+
+/// Connects through the gate with `password` as `user` and returns `current_user`.
+async fn sign_in(emulator: &Emulator, user: &str, password: &str) -> Result<String, tokio_postgres::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut emulator.ca_pem().as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("CA cert");
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(config);
+    let (client, connection) = tokio_postgres::Config::new()
+        .host(emulator.host())
+        .port(emulator.port())
+        .user(user)
+        .dbname(emulator.dbname())
+        .password(password)
+        .ssl_mode(tokio_postgres::config::SslMode::Require)
+        .connect_timeout(Duration::from_secs(10))
+        .connect(tls)
+        .await?;
+    tokio::spawn(connection);
+    let row = client.query_one("SELECT current_user::text", &[]).await?;
+    Ok(row.get(0))
+}
+
+#[test]
+fn demo_survives_token_rotations_with_zero_errors() {
+    let out = run(entra_pg(&["demo", "--duration", "10"], &[]), 180);
+    let (stdout, stderr) = text(&out);
+    assert!(
+        out.status.success(),
+        "demo failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert_eq!(summary_number(&stdout, "errors"), 0, "{stdout}");
+    assert!(summary_number(&stdout, "rotations") > 0, "{stdout}");
+    assert!(summary_number(&stdout, "queries") > 0, "{stdout}");
+    // More connections than the pool holds: retired connections were re-created on new tokens.
+    assert!(summary_number(&stdout, "connections created") > 16, "{stdout}");
+}
+
+#[test]
+fn demo_refuses_nonsense_flags_with_a_usage_error() {
+    let out = run(entra_pg(&["demo", "--tasks", "0"], &[]), 30);
+    assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_prints_a_jwt_the_gate_accepts() {
+    let emu = emulator().await;
+    let out = run(entra_pg(&["token"], &emu.env_vars()), 60);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let token = stdout.trim();
+    assert_eq!(token.split('.').count(), 3, "not a JWT: {token:.20}…");
+    let user = sign_in(&emu, emu.user(), token)
+        .await
+        .expect("the gate accepts the token");
+    assert_eq!(user, emu.user());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_json_shows_claims_and_expiry_but_never_the_token() {
+    let emu = emulator().await;
+    let out = run(entra_pg(&["token", "--json"], &emu.env_vars()), 60);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    // Every JWT starts with the base64 of `{"`: none may appear anywhere.
+    assert!(!stdout.contains("eyJ"), "the token leaked: {stdout}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(doc["claims"]["oid"], emu.principal().object_id.as_str());
+    assert_eq!(doc["claims"]["aud"], "https://ossrdbms-aad.database.windows.net");
+    assert_eq!(doc["user"], emu.user());
+    assert!(
+        doc["expires_on"].as_str().is_some_and(|d| d.ends_with('Z')),
+        "{doc}"
+    );
+    assert!(
+        doc["claims"]["exp"].as_str().is_some_and(|d| d.contains('T')),
+        "{doc}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_for_a_user_assigned_identity_by_client_id() {
+    let emu = emulator().await;
+    let other = ManagedIdentity::new("reporting");
+    emu.add_principal(other.clone()).await.expect("add principal");
+    let out = run(
+        entra_pg(
+            &["token", "--json", "--client-id", &other.client_id],
+            &emu.env_vars(),
+        ),
+        60,
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(doc["claims"]["oid"], other.object_id.as_str());
+}
+
+#[test]
+fn token_without_any_identity_endpoint_exits_3_with_cause_and_fix() {
+    // A port nothing listens on: the IMDS the variable points at is absent.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = dead.local_addr().expect("addr").port();
+    drop(dead);
+    let env = [(
+        "AZURE_POD_IDENTITY_AUTHORITY_HOST".to_string(),
+        format!("http://127.0.0.1:{port}"),
+    )];
+    let out = run(entra_pg(&["token"], &env), 60);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("no identity endpoint"), "{stderr}");
+    assert!(stderr.contains("fix:"), "{stderr}");
+}
+
+#[test]
+fn grant_dry_run_quotes_awkward_names() {
+    let out = run(
+        entra_pg(
+            &[
+                "grant",
+                r#"O'Brien "ops" team"#,
+                "--database",
+                "my db",
+                "--schema",
+                r#"we"ird"#,
+                "--dry-run",
+            ],
+            &[],
+        ),
+        30,
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    for expected in [
+        "SET standard_conforming_strings = on;",
+        r#"SELECT * FROM pgaadauth_create_principal('O''Brien "ops" team', false, false);"#,
+        r#"GRANT CONNECT ON DATABASE "my db" TO "O'Brien ""ops"" team";"#,
+        r#"GRANT USAGE ON SCHEMA "we""ird" TO "O'Brien ""ops"" team";"#,
+        r#"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "we""ird" TO "O'Brien ""ops"" team";"#,
+        r#"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA "we""ird" TO "O'Brien ""ops"" team";"#,
+        r#"ALTER DEFAULT PRIVILEGES IN SCHEMA "we""ird" GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO "O'Brien ""ops"" team";"#,
+        r#"ALTER DEFAULT PRIVILEGES IN SCHEMA "we""ird" GRANT USAGE, SELECT ON SEQUENCES TO "O'Brien ""ops"" team";"#,
+    ] {
+        assert!(lines.contains(&expected), "missing {expected}\nin:\n{stdout}");
+    }
+}
+
+#[test]
+fn grant_dry_run_by_object_id() {
+    let out = run(
+        entra_pg(
+            &[
+                "grant",
+                "DBA team",
+                "--object-id",
+                "1b2c",
+                "--type",
+                "group",
+                "--admin",
+                "--dry-run",
+            ],
+            &[],
+        ),
+        30,
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains(
+            "SELECT * FROM pgaadauth_create_principal_with_oid('DBA team', '1b2c', 'group', true, false);"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn grant_refuses_a_name_with_a_newline() {
+    let out = run(entra_pg(&["grant", "x\nDROP TABLE t", "--dry-run"], &[]), 30);
+    assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+    assert!(out.stdout.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grant_gives_another_identity_read_write_on_a_database() {
+    let emu = emulator().await;
+    // The default principal owns the database and, here, a table: it plays the admin who grants.
+    let owner = emu.user().to_string();
+    let pg = emu.postgres();
+    let db = emu.dbname().to_string();
+    let mut config = pg.socket_config(&db);
+    config.user(pg.superuser());
+    let (admin, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("superuser connects");
+    tokio::spawn(connection);
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE orders (id serial PRIMARY KEY, item text); ALTER TABLE orders OWNER TO \"{owner}\";"
+        ))
+        .await
+        .expect("create table");
+    let reader = ManagedIdentity::new("reporting svc");
+    emu.add_principal(reader.clone()).await.expect("add principal");
+
+    let out = run(
+        entra_pg(&["grant", "reporting svc", "--grants-only"], &emu.env_vars()),
+        90,
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(
+        out.status.success(),
+        "grant failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+
+    let row = admin
+        .query_one(
+            "SELECT has_table_privilege('reporting svc', 'public.orders', 'SELECT, INSERT, UPDATE, DELETE'), \
+                    has_sequence_privilege('reporting svc', 'public.orders_id_seq', 'USAGE'), \
+                    has_database_privilege('reporting svc', current_database(), 'CONNECT')",
+            &[],
+        )
+        .await
+        .expect("privilege query");
+    assert!(row.get::<_, bool>(0), "table privileges missing");
+    assert!(row.get::<_, bool>(1), "sequence privilege missing");
+    assert!(row.get::<_, bool>(2), "connect privilege missing");
+}
+
+/// Processes (other than `except`) whose environment holds `marker`.
+fn processes_with(marker: &str, except: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == except {
+            continue;
+        }
+        if let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) {
+            if environ.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()) {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn emulate_prints_exports_and_stops_cleanly_on_sigterm() {
+    let marker = format!("ENTRA_PG_TEST_MARKER=emulate-{}", std::process::id());
+    let (key, value) = marker.split_once('=').expect("marker");
+    let mut cmd = entra_pg(&["emulate"], &[]);
+    cmd.env(key, value).stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn emulate");
+    let pid = child.id();
+    let stdout = child.stdout.take().expect("stdout");
+
+    // Read until the ready line, on a thread so a hang fails the test instead of blocking it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let ready = line.starts_with("# emulator ready");
+            lines.push(line);
+            if ready {
+                break;
+            }
+        }
+        let _ = tx.send(lines);
+    });
+    let lines = match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(lines) => lines,
+        Err(_) => {
+            let _ = child.kill();
+            panic!("emulate printed no ready line within 120 s");
+        }
+    };
+    let exports: Vec<&String> = lines.iter().filter(|l| l.starts_with("export ")).collect();
+    for var in [
+        "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+        "PGHOST",
+        "PGPORT",
+        "PGUSER",
+        "PGSSLROOTCERT",
+    ] {
+        assert!(
+            exports.iter().any(|l| l.starts_with(&format!("export {var}="))),
+            "no export of {var} in {lines:?}"
+        );
+    }
+    let ca = exports
+        .iter()
+        .find_map(|l| l.strip_prefix("export PGSSLROOTCERT="))
+        .map(|v| v.trim_matches('\'').to_string())
+        .expect("PGSSLROOTCERT");
+    assert!(std::path::Path::new(&ca).exists(), "{ca} missing while running");
+    assert!(
+        !processes_with(&marker, pid).is_empty(),
+        "no PostgreSQL process carries the marker: is the test's detection broken?"
+    );
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("emulate did not exit within 60 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "emulate exited with {status}");
+    assert!(!std::path::Path::new(&ca).exists(), "{ca} left behind");
+    // The server's processes exit a moment after pg_ctl returns.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = processes_with(&marker, pid);
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "processes left behind: {left:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The emulator's variables with one replaced.
+fn with_var(mut env: Vec<(String, String)>, name: &str, value: &str) -> Vec<(String, String)> {
+    env.retain(|(k, _)| k != name);
+    env.push((name.to_string(), value.to_string()));
+    env
+}
+
+fn dead_url() -> String {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = dead.local_addr().expect("addr").port();
+    drop(dead);
+    format!("http://127.0.0.1:{port}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_passes_every_step_on_a_healthy_emulator() {
+    let emu = emulator().await;
+    let out = run(entra_pg(&["doctor"], &emu.env_vars()), 90);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    for step in ["configuration", "token", "network", "tls", "sign-in", "query"] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with("ok") && l.contains(step)),
+            "step {step} not passed:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains(&emu.principal().object_id), "{stdout}");
+    assert!(
+        stdout.contains(&format!("signed in as \"{}\"", emu.user())),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("eyJ"), "the token leaked: {stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_json_reports_every_step() {
+    let emu = emulator().await;
+    let out = run(entra_pg(&["doctor", "--json"], &emu.env_vars()), 90);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stdout.contains("eyJ"), "the token leaked: {stdout}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(doc["ok"], true);
+    let steps = doc["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 6, "{doc}");
+    assert!(steps.iter().all(|s| s["ok"] == true), "{doc}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_without_an_identity_endpoint_names_cause_and_fix() {
+    let emu = emulator().await;
+    let env = with_var(emu.env_vars(), "AZURE_POD_IDENTITY_AUTHORITY_HOST", &dead_url());
+    let out = run(entra_pg(&["doctor"], &env), 90);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("token")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("cause: no identity endpoint"), "{stdout}");
+    assert!(
+        stdout.contains("fix:") && stdout.contains("managed identity"),
+        "{stdout}"
+    );
+    // It stopped at the first failure.
+    assert!(!stdout.contains("sign-in"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_on_a_revoked_principal_names_the_principal_call() {
+    let emu = emulator().await;
+    assert!(emu.gate().revoke_principal(emu.user()));
+    let out = run(entra_pg(&["doctor"], &emu.env_vars()), 90);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("sign-in")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("password authentication failed"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "pgaadauth_create_principal('{}', false, false)",
+            emu.user()
+        )),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_with_the_wrong_user_name_says_which_name_to_use() {
+    let emu = emulator().await;
+    let env = with_var(emu.env_vars(), "AZURE_POSTGRESQL_USER", "someone-else");
+    let env = with_var(env, "PGUSER", "someone-else");
+    let out = run(entra_pg(&["doctor"], &env), 90);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("password authentication failed"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "set PGUSER / AZURE_POSTGRESQL_USER (or user= in the connection string) to \"{}\"",
+            emu.user()
+        )),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_with_an_untrusted_certificate_fails_at_tls() {
+    let emu = emulator().await;
+    // A CA file that holds a real CA, just not the emulator's.
+    let other = tempfile_with(entra_postgres_digicert());
+    let env = with_var(emu.env_vars(), "PGSSLROOTCERT", &other.display().to_string());
+    let out = run(entra_pg(&["doctor"], &env), 90);
+    let (stdout, _) = text(&out);
+    let _ = std::fs::remove_file(&other);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("FAIL") && l.contains("tls")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("not signed by a trusted root"), "{stdout}");
+}
+
+fn entra_postgres_digicert() -> &'static str {
+    include_str!("../../entra-postgres/certs/DigiCertGlobalRootCA.pem")
+}
+
+fn tempfile_with(contents: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "entra-pg-test-ca-{}-{:?}.pem",
+        std::process::id(),
+        Instant::now()
+    ));
+    std::fs::write(&path, contents).expect("write CA file");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn psql_signs_in_with_a_token_and_passes_arguments_through() {
+    if Command::new("psql").arg("--version").output().is_err() {
+        eprintln!("psql not installed: skipped");
+        return;
+    }
+    let emu = emulator().await;
+    let mut cmd = entra_pg(&["psql", "--", "-Atc", "SELECT current_user"], &emu.env_vars());
+    // psql itself must be found; `az` still must not.
+    cmd.env("PATH", "/usr/bin:/bin");
+    let out = run(cmd, 60);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout.trim(), emu.user());
+
+    let mut cmd = entra_pg(&["psql", "--", "-c", "SELECT 1/0"], &emu.env_vars());
+    cmd.env("PATH", "/usr/bin:/bin");
+    let out = run(cmd, 60);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "psql's own exit code is passed on: {:?}",
+        text(&out)
+    );
+}
