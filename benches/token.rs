@@ -132,9 +132,16 @@ fn summary(handle: &TokenHandle) {
     let clone = per_call(N, || {
         black_box(Arc::clone(black_box(&arc)));
     });
+    let borrowed = per_call(N, || {
+        black_box(handle.with_current(|t| t.secret().len()));
+    });
     println!(
         "token current(): {current:.2} ns, Arc<String> clone: {clone:.2} ns, ratio X/Y = {:.2}",
         current / clone
+    );
+    println!(
+        "token with_current(): {borrowed:.2} ns, Arc<String> clone: {clone:.2} ns, ratio = {:.2}",
+        borrowed / clone
     );
     breakdown(N);
 }

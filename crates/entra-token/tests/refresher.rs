@@ -251,6 +251,7 @@ async fn invalidating_a_fresh_or_stale_copy_does_nothing() {
     sleep(secs(30)).await;
     assert!(!handle.invalidate(&first), "no longer current");
     assert!(handle.current().unwrap().same_as(&second));
+    assert_eq!(handle.with_current(|t| t.same_as(&second)), Some(true));
     assert_eq!(source.fetch_count(), 2);
 }
 
@@ -333,6 +334,7 @@ async fn shutdown_stops_the_task_and_get_says_so() {
     sleep(secs(1)).await;
     assert!(dropped.load(Ordering::SeqCst));
     assert!(matches!(handle.get().await, Err(TokenError::Shutdown)));
+    assert_eq!(handle.with_current(|_| ()), None, "nothing is handed out after shutdown");
     assert_eq!(handle.status().state, TokenState::Stopped);
 }
 
