@@ -57,6 +57,7 @@ pub struct PoolBuilder {
     limits: Limits,
     reaper_interval: Option<Duration>,
     recycling_method: RecyclingMethod,
+    transaction_pooling: bool,
     check_timeout: Duration,
 }
 
@@ -107,6 +108,7 @@ impl PoolBuilder {
             },
             reaper_interval: None,
             recycling_method: RecyclingMethod::Fast,
+            transaction_pooling: false,
             check_timeout: Duration::from_secs(5),
         }
     }
@@ -342,6 +344,16 @@ impl PoolBuilder {
         self
     }
 
+    /// For a server reached through PgBouncer in **transaction** mode (Azure's port 6432 when so
+    /// configured): forgets each connection's cached prepared statements when it returns to the pool, since
+    /// the next checkout may run on another server connection where they do not exist. Inside one
+    /// `client.transaction()`, `prepare_cached` then works; outside transactions use `query_typed` (unnamed
+    /// statements) or `simple_query`. See `docs/pgbouncer.md`.
+    pub fn transaction_pooling(mut self, on: bool) -> Self {
+        self.transaction_pooling = on;
+        self
+    }
+
     /// The settings that will be used, merged from every layer, without connecting.
     pub fn resolve(&self) -> Result<Settings, ConfigError> {
         let from_env = settings_from_env(&self.env, self.connection_string.as_deref())?;
@@ -514,6 +526,12 @@ impl PoolBuilder {
             .recycle_timeout(self.recycle_timeout);
         if self.limits.is_active() {
             builder = builder.pre_recycle(self.limits.hook());
+        }
+        if self.transaction_pooling {
+            builder = builder.post_recycle(deadpool_postgres::Hook::sync_fn(|client, _| {
+                client.statement_cache.clear();
+                Ok(())
+            }));
         }
         let pool = builder.build().map_err(|e| BuildError::Pool(e.to_string()))?;
         if self.limits.is_active() {

@@ -106,3 +106,36 @@ async fn simple_and_unnamed_statements_run_without_failures_under_load() {
         failures.first()
     );
 }
+
+/// With `transaction_pooling`, statements prepared (and cached) inside a transaction are prepared again on
+/// each checkout, so they always exist on the server connection the transaction runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_pooling_makes_cached_statements_safe_inside_transactions() {
+    let emulator = emulator().await;
+    let pool = support::builder(&emulator)
+        .max_size(4)
+        .transaction_pooling(true)
+        .build()
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for task in 0..4i32 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..50i32 {
+                let mut client = pool.get().await.unwrap();
+                let tx = client.transaction().await.unwrap();
+                let stmt = tx
+                    .prepare_cached("SELECT $1::int4 * 1000 + $2::int4")
+                    .await
+                    .unwrap();
+                let row = tx.query_one(&stmt, &[&task, &round]).await.unwrap();
+                assert_eq!(row.get::<_, i32>(0), task * 1000 + round);
+                tx.commit().await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        support::bounded(60, "a transaction task", t).await.unwrap();
+    }
+}
