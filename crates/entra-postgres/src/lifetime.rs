@@ -59,19 +59,23 @@ impl Limits {
     }
 
     /// Spawns the reaper: every `every`, drops idle connections that are retired. It holds the pool
-    /// weakly and ends when the pool is dropped.
+    /// weakly, looks at it at least once a second, and ends within a second of the pool being dropped or
+    /// closed.
     pub(crate) fn spawn_reaper(self, pool: &Pool, every: Duration) {
         let weak = pool.weak();
+        let check = every.min(Duration::from_secs(1));
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
+            let mut next_prune = tokio::time::Instant::now() + every;
             loop {
-                tick.tick().await;
+                tokio::time::sleep(check).await;
                 let Some(pool) = weak.upgrade() else { break };
                 if pool.is_closed() {
                     break;
                 }
+                if tokio::time::Instant::now() < next_prune {
+                    continue;
+                }
+                next_prune += every;
                 let removed = pool
                     .retain(|_, metrics| self.expired(&metrics).is_none())
                     .removed

@@ -334,7 +334,11 @@ async fn shutdown_stops_the_task_and_get_says_so() {
     sleep(secs(1)).await;
     assert!(dropped.load(Ordering::SeqCst));
     assert!(matches!(handle.get().await, Err(TokenError::Shutdown)));
-    assert_eq!(handle.with_current(|_| ()), None, "nothing is handed out after shutdown");
+    assert_eq!(
+        handle.with_current(|_| ()),
+        None,
+        "nothing is handed out after shutdown"
+    );
     assert_eq!(handle.status().state, TokenState::Stopped);
 }
 
