@@ -11,6 +11,7 @@ mod claims;
 mod cmd;
 mod diagnose;
 mod exit;
+mod load;
 mod output;
 mod source;
 mod sql;
@@ -60,6 +61,10 @@ enum Command {
     /// print the `export` lines that point clients at it; Ctrl-C stops it and deletes everything.
     #[command(after_help = EXIT_CODES_HELP)]
     Emulate(cmd::emulate::EmulateArgs),
+    /// Benchmark: a pool under load through the gate with short-lived tokens, then directly and with
+    /// pgbench; prints throughput and latency (rotation windows apart) and writes JSON and an SVG plot.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Bench(load::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +85,7 @@ fn main() -> ExitCode {
             Command::Doctor(args) => cmd::doctor::run(args).await,
             Command::Grant(args) => cmd::grant::run(args).await,
             Command::Emulate(args) => cmd::emulate::run(args).await,
+            Command::Bench(args) => load::run(args).await,
         }
     });
     // Tasks still running (pool reapers, refreshers) must not keep the process alive.

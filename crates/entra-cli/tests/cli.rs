@@ -573,6 +573,160 @@ async fn doctor_with_an_untrusted_certificate_fails_at_tls() {
     assert!(stdout.contains("not signed by a trusted root"), "{stdout}");
 }
 
+/// A token endpoint answer (IMDS's shape) that says the token lives an hour, whatever its `exp` says.
+fn token_answer(token: &str, resource: &str) -> entra_emulator::Fault {
+    let now = entra_emulator::jwt::epoch_secs(std::time::SystemTime::now());
+    entra_emulator::Fault::Json(serde_json::json!({
+        "access_token": token,
+        "expires_in": "3600",
+        "expires_on": (now + 3600).to_string(),
+        "resource": resource,
+        "token_type": "Bearer",
+    }))
+}
+
+/// The emulator principal's claims, as the fake would issue them.
+fn principal_claims(emu: &Emulator) -> entra_emulator::Claims {
+    let principal = emu.principal();
+    let mut claims = entra_emulator::Claims::new(&principal.object_id, Duration::from_secs(3600));
+    claims.appid = Some(principal.client_id.clone());
+    claims.xms_mirid = Some(principal.resource_id.clone());
+    claims
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_with_an_expired_token_points_at_the_clock() {
+    // No skew allowance: a token whose exp has passed is refused, as it is on a server whose clock is right.
+    let emu = Emulator::builder()
+        .gate_skew(Duration::ZERO)
+        .start()
+        .await
+        .expect("the emulator starts (is PostgreSQL installed?)");
+    let mut claims = principal_claims(&emu);
+    claims.exp = entra_emulator::jwt::epoch_secs(std::time::SystemTime::now()) - 120;
+    claims.iat = claims.exp - 3600;
+    claims.nbf = claims.iat;
+    let token = emu.identity().issuer().sign(&claims);
+    emu.identity()
+        .set_persistent_fault(Some(token_answer(&token, entra_emulator::OSSRDBMS_RESOURCE)));
+    let out = run(entra_pg(&["doctor"], &emu.env_vars()), 90);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    // The endpoint's answer looked fine: only the server could tell.
+    assert!(
+        stdout.lines().any(|l| l.starts_with("ok") && l.contains("token")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("sign-in")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("access token has expired"), "{stdout}");
+    assert!(stdout.contains("cause:") && stdout.contains("clock"), "{stdout}");
+    assert!(
+        stdout.contains("fix:") && stdout.contains("synchronise the clock"),
+        "{stdout}"
+    );
+    assert_eq!(
+        emu.gate().stats().rejected(entra_emulator::RejectReason::Expired),
+        1,
+        "{stdout}"
+    );
+    assert!(!stdout.contains("eyJ"), "the token leaked: {stdout}");
+}
+
+/// A token for the principal, but for Azure Resource Manager instead of PostgreSQL.
+const OTHER_RESOURCE: &str = "https://management.azure.com/";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_with_a_token_for_another_resource_fails_at_the_token_step() {
+    let emu = emulator().await;
+    let mut claims = principal_claims(&emu);
+    claims.aud = OTHER_RESOURCE.to_string();
+    let token = emu.identity().issuer().sign(&claims);
+    emu.identity()
+        .set_persistent_fault(Some(token_answer(&token, OTHER_RESOURCE)));
+    let out = run(entra_pg(&["doctor"], &emu.env_vars()), 90);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("token")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("wrong audience"), "{stdout}");
+    assert!(stdout.contains(OTHER_RESOURCE), "{stdout}");
+    assert!(
+        stdout.contains("ossrdbms-aad.database.windows.net/.default"),
+        "{stdout}"
+    );
+    // Caught before any sign-in was tried.
+    assert!(!stdout.contains("sign-in"), "{stdout}");
+    assert_eq!(emu.gate().stats().rejected_total(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_asked_for_another_scope_gets_the_servers_audience_refusal_explained() {
+    let emu = emulator().await;
+    let mut claims = principal_claims(&emu);
+    claims.aud = OTHER_RESOURCE.to_string();
+    let token = emu.identity().issuer().sign(&claims);
+    emu.identity()
+        .set_persistent_fault(Some(token_answer(&token, OTHER_RESOURCE)));
+    // The token matches the scope asked for, so only the server can say it is the wrong one.
+    let scope = format!("{OTHER_RESOURCE}.default");
+    let out = run(entra_pg(&["doctor", "--scope", &scope], &emu.env_vars()), 90);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("sign-in")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("valid audience claim"), "{stdout}");
+    assert!(
+        stdout.contains("cause: the token was issued for another resource (wrong audience)"),
+        "{stdout}"
+    );
+    assert_eq!(
+        emu.gate()
+            .stats()
+            .rejected(entra_emulator::RejectReason::WrongAudience),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_with_tls_disabled_says_the_server_requires_it() {
+    let emu = emulator().await;
+    // sslmode=disable is accepted for a loopback host, so the connection really goes out without TLS.
+    let mut env = with_var(emu.env_vars(), "PGSSLMODE", "disable");
+    env.retain(|(k, _)| k != "AZURE_POSTGRESQL_SSL");
+    let out = run(entra_pg(&["doctor"], &env), 90);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("sign-in")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("SSL off"), "{stdout}");
+    assert!(
+        stdout.contains("cause: the server requires TLS and the connection did not use it"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("sslmode=verify-full"), "{stdout}");
+    assert_eq!(
+        emu.gate().stats().rejected(entra_emulator::RejectReason::NoTls),
+        1
+    );
+}
+
 fn entra_postgres_digicert() -> &'static str {
     include_str!("../../entra-postgres/certs/DigiCertGlobalRootCA.pem")
 }
@@ -610,5 +764,58 @@ async fn psql_signs_in_with_a_token_and_passes_arguments_through() {
         Some(1),
         "psql's own exit code is passed on: {:?}",
         text(&out)
+    );
+}
+
+#[test]
+fn bench_write_mix_loses_no_acknowledged_write_through_the_gate_or_direct() {
+    let out_dir = tempfile::tempdir().expect("a temporary directory");
+    let out_arg = out_dir.path().display().to_string();
+    let args = [
+        "bench",
+        "--duration",
+        "5",
+        "--mix",
+        "write",
+        "--no-pgbench",
+        "--out",
+        &out_arg,
+    ];
+    let out = run(entra_pg(&args, &[]), 240);
+    let (stdout, stderr) = text(&out);
+    assert!(
+        out.status.success(),
+        "bench failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    // Every column (gate, direct) of a row, as numbers.
+    let row = |label: &str| -> Vec<u64> {
+        let line = stdout
+            .lines()
+            .find(|l| {
+                l.trim_start()
+                    .strip_prefix(label)
+                    .is_some_and(|r| r.starts_with("  "))
+            })
+            .unwrap_or_else(|| panic!("no {label:?} row in:\n{stdout}"));
+        line[line.find(label).unwrap_or(0) + label.len()..]
+            .split_whitespace()
+            .map(|n| n.parse().unwrap_or_else(|_| panic!("{label:?}: {line}")))
+            .collect()
+    };
+    assert_eq!(row("errors"), [0, 0], "{stdout}");
+    assert_eq!(row("acknowledged writes missing"), [0, 0], "{stdout}");
+    assert!(row("acknowledged writes").iter().all(|&n| n > 0), "{stdout}");
+    let results: Vec<_> = std::fs::read_dir(out_dir.path())
+        .expect("--out exists")
+        .flatten()
+        .collect();
+    assert!(
+        results
+            .iter()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            && results
+                .iter()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".svg")),
+        "no JSON or SVG in {out_arg}: {results:?}"
     );
 }

@@ -37,3 +37,61 @@ pub use error::EmulatorError;
 pub use gate::{EntraGate, GateStats, PrincipalKind, RejectReason, SessionRecord, TokenFingerprint};
 pub use pgbouncer::{PoolMode, TestPgBouncer};
 pub use postgres::{EmulatorCa, TestPostgres};
+
+/// Entry points for the fuzz targets (`fuzz/`) and property tests only: not part of the API, exempt
+/// from semver, may change or vanish in any release.
+#[doc(hidden)]
+pub mod __fuzz {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    use crate::gate::protocol::{self, FirstPacket};
+
+    /// A connection's first packet as the gate reads it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum First {
+        /// `SSLRequest`.
+        Ssl,
+        /// `GSSENCRequest`.
+        GssEnc,
+        /// `CancelRequest`.
+        Cancel,
+        /// `StartupMessage`: its parameters, role and database (defaulted as PostgreSQL does).
+        Startup {
+            /// Every parameter, in order.
+            params: Vec<(String, String)>,
+            /// The role, if given.
+            user: Option<String>,
+            /// The database.
+            database: String,
+        },
+    }
+
+    // Reading from a slice never waits, so one poll finishes the gate's async readers.
+    fn at_once<T>(future: impl Future<Output = Result<T, protocol::ProtocolError>>) -> Result<T, String> {
+        match std::pin::pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(result) => result.map_err(|e| e.to_string()),
+            Poll::Pending => Err("a slice reader never waits".into()),
+        }
+    }
+
+    /// Parses `bytes` as a connection's first packet; `Err` is the protocol error's text.
+    pub fn first_packet(mut bytes: &[u8]) -> Result<First, String> {
+        Ok(match at_once(protocol::read_first_packet(&mut bytes))? {
+            FirstPacket::SslRequest => First::Ssl,
+            FirstPacket::GssEncRequest => First::GssEnc,
+            FirstPacket::Cancel(_) => First::Cancel,
+            FirstPacket::Startup(s) => First::Startup {
+                user: s.user().map(str::to_string),
+                database: s.database().to_string(),
+                params: s.params,
+            },
+        })
+    }
+
+    /// Reads one message of at most `limit` bytes and returns the password if it is a `PasswordMessage`.
+    pub fn password_message(mut bytes: &[u8], limit: usize) -> Result<Option<String>, String> {
+        let (tag, body) = at_once(protocol::read_message(&mut bytes, limit))?;
+        Ok(protocol::password(tag, &body).map(str::to_string))
+    }
+}

@@ -13,7 +13,8 @@
 
 mod auth;
 mod principals;
-mod protocol;
+// Crate-visible only for the fuzzing entry points in `crate::__fuzz`.
+pub(crate) mod protocol;
 mod relay;
 
 use std::collections::{BTreeMap, HashMap};

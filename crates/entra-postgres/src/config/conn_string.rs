@@ -44,10 +44,11 @@ fn parse_key_values(text: &str, origin: &str) -> Result<Settings, ConfigError> {
             chars.next();
         }
         if chars.next() != Some('=') {
+            // The word may be a secret shifted out of place by a quoting mistake: never echo it.
             return Err(ConfigError::new(
                 origin,
-                &key,
-                "expected key=value pairs (a key without `=`)",
+                "(not shown)",
+                "expected key=value pairs; a word has no `=` (is a quote unbalanced?)",
             ));
         }
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
@@ -124,29 +125,62 @@ fn parse_url(text: &str, origin: &str) -> Result<Settings, ConfigError> {
     Ok(settings)
 }
 
-/// `Server=…;Database=…;Port=…;User Id=…;Ssl Mode=Require;` (what Service Connector writes for .NET).
+/// `Server=…;Database=…;Port=…;User Id=…;Ssl Mode=Require;` (what Service Connector writes for .NET): its
+/// first part, up to the first `;`, is exactly one `Key=Value` with a key of that form. A libpq string whose
+/// quoted value holds a `;` has several `key=` before it, so it is not mistaken for one.
 fn looks_like_ado(text: &str) -> bool {
-    text.contains(';') && {
-        let lower = text.to_ascii_lowercase();
-        [
-            "server=",
-            "database=",
-            "user id=",
-            "userid=",
-            "ssl mode=",
-            "sslmode=",
-        ]
-        .iter()
-        .any(|k| lower.contains(k))
+    let Some((first, _)) = text.split_once(';') else {
+        return false;
+    };
+    let Some((key, value)) = first.split_once('=') else {
+        return false;
+    };
+    if value.contains('=') {
+        return false;
     }
+    let key: String = key
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    ADO_KEYS.contains(&key.as_str())
 }
+
+/// The keys of the `;`-separated form, lower-cased without spaces.
+const ADO_KEYS: &[&str] = &[
+    "server",
+    "host",
+    "datasource",
+    "port",
+    "database",
+    "initialcatalog",
+    "dbname",
+    "userid",
+    "user",
+    "username",
+    "uid",
+    "password",
+    "pwd",
+    "sslmode",
+    "rootcertificate",
+    "sslrootcert",
+    "applicationname",
+    "timeout",
+    "connecttimeout",
+    "options",
+    "trustservercertificate",
+    "pooling",
+    "maxpoolsize",
+    "minpoolsize",
+    "commandtimeout",
+];
 
 fn parse_ado(text: &str, origin: &str) -> Result<Settings, ConfigError> {
     let mut settings = Settings::default();
     for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-        let (key, value) = part
-            .split_once('=')
-            .ok_or_else(|| ConfigError::new(origin, part, "expected Key=Value parts separated by `;`"))?;
+        let (key, value) = part.split_once('=').ok_or_else(|| {
+            ConfigError::new(origin, "(not shown)", "expected Key=Value parts separated by `;`")
+        })?;
         let normalized: String = key
             .chars()
             .filter(|c| !c.is_whitespace())
@@ -164,13 +198,16 @@ fn parse_ado(text: &str, origin: &str) -> Result<Settings, ConfigError> {
             "timeout" | "connecttimeout" => "connect_timeout",
             "options" => "options",
             // Client-side knobs of Npgsql that have no meaning here.
-            "trustservercertificate" | "pooling" | "maxpoolsize" | "minpoolsize" | "commandtimeout" => continue,
+            "trustservercertificate" | "pooling" | "maxpoolsize" | "minpoolsize" | "commandtimeout" => {
+                continue
+            }
             _ => {
+                // A misspelt `Pasword=` must not print the password.
                 return Err(ConfigError::new(
                     key_origin(origin, key),
-                    value,
+                    "(not shown)",
                     "unknown key; supported: Server, Port, Database, User Id, Password, Ssl Mode, Application Name, Timeout",
-                ))
+                ));
             }
         };
         settings.set(libpq_key, value.trim(), &key_origin(origin, key))?;

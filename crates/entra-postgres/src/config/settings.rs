@@ -214,14 +214,15 @@ impl Settings {
             }
             "options" => self.options = Some(src(value.to_string(), origin)),
             _ => {
+                // A misspelt `pasword=` must not print the password.
                 return Err(ConfigError::new(
                     origin,
-                    value,
+                    "(not shown)",
                     format!(
                         "unknown key {key:?}; supported: host, hostaddr, port, dbname, user, sslmode, \
                          sslrootcert, application_name, connect_timeout, options"
                     ),
-                ))
+                ));
             }
         }
         Ok(())

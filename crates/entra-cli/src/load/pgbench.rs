@@ -1,0 +1,88 @@
+//! `pgbench -S -M prepared` against the same server, as the yardstick for the pool's own throughput.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use entra_emulator::TestPostgres;
+
+use super::setup::PGBENCH_DB;
+
+/// Runs `pgbench -n -S -M prepared -c C -j 2 -T T` over TCP + verify-full TLS as the superuser and
+/// returns its tps (without initial connection time). `Ok(None)`: pgbench is not installed.
+pub(super) async fn run(
+    pg: &TestPostgres,
+    connections: usize,
+    duration: Duration,
+) -> Result<Option<f64>, String> {
+    let mut command = tokio::process::Command::new(program());
+    command
+        .args(["-n", "-S", "-M", "prepared", "-j", "2"])
+        .arg("-c")
+        .arg(connections.to_string())
+        .arg("-T")
+        .arg(duration.as_secs().max(1).to_string())
+        .arg(PGBENCH_DB)
+        .env("PGHOST", pg.host())
+        .env("PGPORT", pg.port().to_string())
+        .env("PGUSER", pg.superuser())
+        .env("PGPASSWORD", pg.superuser_password())
+        .env("PGSSLMODE", "verify-full")
+        .env("PGSSLROOTCERT", pg.ca_path())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let output = match command.output().await {
+        Ok(output) => output,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("running pgbench: {e}")),
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "pgbench failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    parse_tps(&stdout).map(Some).ok_or_else(|| {
+        format!("no \"tps = … (without initial connection time)\" in pgbench's output:\n{stdout}")
+    })
+}
+
+/// `pgbench` from PATH, else from the PostgreSQL installation the emulator uses (Debian keeps it in
+/// /usr/lib/postgresql/N/bin).
+fn program() -> std::path::PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("pgbench").is_file()))
+        .unwrap_or(false);
+    if !on_path {
+        if let Ok(binaries) = entra_emulator::postgres::PgBinaries::find() {
+            let candidate = binaries.program("pgbench");
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    "pgbench".into()
+}
+
+/// The tps of `tps = 1234.5 (without initial connection time)`.
+fn parse_tps(output: &str) -> Option<f64> {
+    output
+        .lines()
+        .filter(|l| l.contains("without initial connection time"))
+        .find_map(|l| l.split('=').nth(1)?.split_whitespace().next()?.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_tps;
+
+    #[test]
+    fn reads_tps_without_connection_time() {
+        let out = "number of failed transactions: 0 (0.000%)\nlatency average = 0.640 ms\n\
+                   initial connection time = 45.1 ms\ntps = 24987.402118 (without initial connection time)\n";
+        assert_eq!(parse_tps(out), Some(24987.402118));
+        assert_eq!(parse_tps("tps = abc (without initial connection time)"), None);
+        assert_eq!(parse_tps("latency average = 1 ms"), None);
+    }
+}

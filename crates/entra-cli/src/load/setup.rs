@@ -1,0 +1,132 @@
+//! Tables for the workloads (created as the superuser over the server's unix socket) and the end-of-run
+//! check that every acknowledged write is there.
+
+use entra_emulator::postgres::quote_ident;
+use entra_emulator::TestPostgres;
+use tokio_postgres::Client;
+
+use super::workload::ROWS;
+
+/// The database pgbench and our direct point run use (pgbench's own schema, scale 1).
+pub(super) const PGBENCH_DB: &str = "pgbench";
+
+/// A superuser session on `database` over the unix socket; its connection task runs on this runtime.
+pub(super) async fn superuser(pg: &TestPostgres, database: &str) -> Result<Client, String> {
+    let (client, connection) = pg
+        .socket_config(database)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| {
+            format!(
+                "connecting as superuser to {database:?}: {}",
+                entra_postgres::report(&e)
+            )
+        })?;
+    tokio::spawn(async move {
+        // Ends when the client drops; a failure shows up on the client's next call.
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// Creates `accounts` (filled) and `ledger` in `database`, readable and writable by `role`.
+pub(super) async fn prepare_app_tables(pg: &TestPostgres, database: &str, role: &str) -> Result<(), String> {
+    let client = superuser(pg, database).await?;
+    let role = quote_ident(role).map_err(|e| e.to_string())?;
+    let sql = format!(
+        "CREATE TABLE IF NOT EXISTS accounts (id int PRIMARY KEY, balance bigint NOT NULL, name text NOT NULL);
+         INSERT INTO accounts SELECT g, g * 10, 'account ' || g FROM generate_series(1, {ROWS}) g
+           ON CONFLICT DO NOTHING;
+         CREATE TABLE IF NOT EXISTS ledger (id bigserial PRIMARY KEY, run smallint NOT NULL, task int NOT NULL,
+           seq bigint NOT NULL, amount bigint NOT NULL, UNIQUE (run, task, seq));
+         GRANT SELECT ON accounts TO {role};
+         GRANT SELECT, INSERT ON ledger TO {role};
+         GRANT USAGE ON SEQUENCE ledger_id_seq TO {role};"
+    );
+    // VACUUM cannot share the implicit transaction of a multi-statement batch.
+    for sql in [sql.as_str(), "VACUUM ANALYZE accounts"] {
+        client
+            .batch_execute(sql)
+            .await
+            .map_err(|e| format!("creating the benchmark tables: {}", entra_postgres::report(&e)))?;
+    }
+    Ok(())
+}
+
+/// Creates database `pgbench` with pgbench's tables at scale 1, as `pgbench -i -s 1` would, so the
+/// direct run and `pgbench -S` read the very same rows.
+pub(super) async fn prepare_pgbench_db(pg: &TestPostgres) -> Result<(), String> {
+    let admin = superuser(pg, "postgres").await?;
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&PGBENCH_DB])
+        .await
+        .map_err(|e| entra_postgres::report(&e))?
+        .is_some();
+    if !exists {
+        admin
+            .batch_execute(&format!("CREATE DATABASE {PGBENCH_DB}"))
+            .await
+            .map_err(|e| format!("creating database {PGBENCH_DB}: {}", entra_postgres::report(&e)))?;
+    }
+    let client = superuser(pg, PGBENCH_DB).await?;
+    let sql = format!(
+        "DROP TABLE IF EXISTS pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history;
+         CREATE TABLE pgbench_branches (bid int PRIMARY KEY, bbalance int, filler char(88)) WITH (fillfactor = 100);
+         CREATE TABLE pgbench_tellers (tid int PRIMARY KEY, bid int, tbalance int, filler char(84)) WITH (fillfactor = 100);
+         CREATE TABLE pgbench_accounts (aid int PRIMARY KEY, bid int, abalance int, filler char(84)) WITH (fillfactor = 100);
+         CREATE TABLE pgbench_history (tid int, bid int, aid int, delta int, mtime timestamp, filler char(22));
+         INSERT INTO pgbench_branches VALUES (1, 0, NULL);
+         INSERT INTO pgbench_tellers SELECT g, 1, 0, NULL FROM generate_series(1, 10) g;
+         INSERT INTO pgbench_accounts SELECT g, 1, 0, '' FROM generate_series(1, {ROWS}) g;"
+    );
+    let vacuum = "VACUUM ANALYZE pgbench_branches, pgbench_tellers, pgbench_accounts, pgbench_history";
+    for sql in [sql.as_str(), vacuum] {
+        client
+            .batch_execute(sql)
+            .await
+            .map_err(|e| format!("creating pgbench's tables: {}", entra_postgres::report(&e)))?;
+    }
+    Ok(())
+}
+
+/// What the ledger holds for one run.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct WriteCheck {
+    pub(super) acknowledged: u64,
+    /// Acknowledged writes not found: must be 0.
+    pub(super) missing: u64,
+    /// Rows of this run in the ledger (more than acknowledged only when a COMMIT's answer was lost).
+    pub(super) rows: u64,
+}
+
+/// Looks up every acknowledged `(task, seq)` of run `run_id` in `database`'s ledger.
+pub(super) async fn check_writes(
+    pg: &TestPostgres,
+    database: &str,
+    run_id: i16,
+    acked: &[(i32, i64)],
+) -> Result<WriteCheck, String> {
+    let client = superuser(pg, database).await?;
+    let tasks: Vec<i32> = acked.iter().map(|a| a.0).collect();
+    let seqs: Vec<i64> = acked.iter().map(|a| a.1).collect();
+    let sql_error = |e: tokio_postgres::Error| format!("checking the ledger: {}", entra_postgres::report(&e));
+    let found: i64 = client
+        .query_one(
+            "SELECT count(*) FROM ledger l JOIN unnest($2::int[], $3::int8[]) AS a(task, seq)
+               ON l.run = $1 AND l.task = a.task AND l.seq = a.seq",
+            &[&run_id, &tasks, &seqs],
+        )
+        .await
+        .map_err(sql_error)?
+        .get(0);
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM ledger WHERE run = $1", &[&run_id])
+        .await
+        .map_err(sql_error)?
+        .get(0);
+    Ok(WriteCheck {
+        acknowledged: acked.len() as u64,
+        missing: (acked.len() as u64).saturating_sub(found.max(0) as u64),
+        rows: rows.max(0) as u64,
+    })
+}

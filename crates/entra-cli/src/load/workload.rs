@@ -1,0 +1,169 @@
+//! The query mixes and the load tasks that run them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+use rand::Rng;
+
+use super::stats::Sample;
+
+/// Rows in the point-lookup tables (pgbench's scale 1).
+pub(super) const ROWS: i32 = 100_000;
+
+/// What each operation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Mix {
+    /// `SELECT 1`.
+    Select1,
+    /// A prepared primary-key lookup on a 100k-row table.
+    Point,
+    /// `BEGIN; INSERT … RETURNING id; COMMIT`, every acknowledged row checked at the end.
+    Write,
+    /// 80 % point lookups, 10 % `SELECT 1`, 10 % writes.
+    Mixed,
+}
+
+impl Mix {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Mix::Select1 => "select1",
+            Mix::Point => "point",
+            Mix::Write => "write",
+            Mix::Mixed => "mixed",
+        }
+    }
+
+    pub(super) fn writes(self) -> bool {
+        matches!(self, Mix::Write | Mix::Mixed)
+    }
+}
+
+/// Where one run's operations go.
+#[derive(Debug, Clone)]
+pub(super) struct Workload {
+    pub(super) mix: Mix,
+    /// The prepared point lookup, `$1` an id in 1..=ROWS.
+    pub(super) point_sql: &'static str,
+    /// Tags this run's ledger rows, so the check counts only its own.
+    pub(super) run_id: i16,
+}
+
+/// The point lookup on our `accounts` table.
+pub(super) const ACCOUNTS_POINT: &str = "SELECT balance FROM accounts WHERE id = $1";
+/// pgbench's `-S` query (`SELECT abalance FROM pgbench_accounts WHERE aid = :aid`).
+pub(super) const PGBENCH_POINT: &str = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
+
+const INSERT_SQL: &str = "INSERT INTO ledger (run, task, seq, amount) VALUES ($1, $2, $3, $4) RETURNING id";
+
+/// What one task saw.
+#[derive(Debug, Default)]
+pub(super) struct TaskOutcome {
+    pub(super) task: i32,
+    pub(super) samples: Vec<Sample>,
+    pub(super) errors_ms: Vec<u32>,
+    pub(super) first_error: Option<String>,
+    /// Sequence numbers of the writes whose COMMIT was acknowledged.
+    pub(super) acked: Vec<i64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Select1,
+    Point,
+    Write,
+}
+
+/// One task: operations back to back until `deadline`, timing each (pool checkout included).
+pub(super) async fn task(
+    pool: Pool,
+    workload: Arc<Workload>,
+    task_id: i32,
+    started: Instant,
+    deadline: Instant,
+) -> TaskOutcome {
+    let mut out = TaskOutcome {
+        task: task_id,
+        samples: Vec::with_capacity(8192),
+        ..TaskOutcome::default()
+    };
+    let mut seq: i64 = 0;
+    while Instant::now() < deadline {
+        let op = pick(workload.mix);
+        let t0 = Instant::now();
+        let result = run_op(&pool, &workload, op, task_id, seq).await;
+        let done = Instant::now();
+        let at_ms = done.duration_since(started).as_millis().min(u32::MAX as u128) as u32;
+        match result {
+            Ok(()) => {
+                if matches!(op, Op::Write) {
+                    out.acked.push(seq);
+                }
+                let latency = done.duration_since(t0).as_micros().min(u32::MAX as u128) as u32;
+                out.samples.push(Sample {
+                    at_ms,
+                    latency_us: latency,
+                });
+            }
+            Err(e) => {
+                out.errors_ms.push(at_ms);
+                out.first_error.get_or_insert(e);
+                // Do not spin on a persistent failure.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        if matches!(op, Op::Write) {
+            seq += 1;
+        }
+    }
+    out
+}
+
+fn pick(mix: Mix) -> Op {
+    match mix {
+        Mix::Select1 => Op::Select1,
+        Mix::Point => Op::Point,
+        Mix::Write => Op::Write,
+        Mix::Mixed => match rand::rng().random_range(0..10) {
+            0 => Op::Select1,
+            1 => Op::Write,
+            _ => Op::Point,
+        },
+    }
+}
+
+async fn run_op(pool: &Pool, workload: &Workload, op: Op, task: i32, seq: i64) -> Result<(), String> {
+    let report = |e: &(dyn std::error::Error + 'static)| entra_postgres::report(e);
+    let mut client = pool.get().await.map_err(|e| report(&e))?;
+    match op {
+        Op::Select1 => {
+            let statement = client.prepare_cached("SELECT 1").await.map_err(|e| report(&e))?;
+            let row = client.query_one(&statement, &[]).await.map_err(|e| report(&e))?;
+            match row.try_get::<_, i32>(0) {
+                Ok(1) => Ok(()),
+                other => Err(format!("SELECT 1 returned {other:?}")),
+            }
+        }
+        Op::Point => {
+            let id: i32 = rand::rng().random_range(1..=ROWS);
+            let statement = client
+                .prepare_cached(workload.point_sql)
+                .await
+                .map_err(|e| report(&e))?;
+            match client.query_opt(&statement, &[&id]).await {
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => Err(format!("no row for id {id}: the table was not filled")),
+                Err(e) => Err(report(&e)),
+            }
+        }
+        Op::Write => {
+            let tx = client.transaction().await.map_err(|e| report(&e))?;
+            let statement = tx.prepare_cached(INSERT_SQL).await.map_err(|e| report(&e))?;
+            let amount: i64 = rand::rng().random_range(1..=1000);
+            tx.query_one(&statement, &[&workload.run_id, &task, &seq, &amount])
+                .await
+                .map_err(|e| report(&e))?;
+            tx.commit().await.map_err(|e| report(&e))
+        }
+    }
+}
