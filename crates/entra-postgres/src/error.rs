@@ -14,7 +14,7 @@ use crate::config::ConfigError;
 /// ```
 /// # fn check(e: &deadpool_postgres::PoolError) {
 /// if let Some(entra_postgres::ConnectError::Token(token_error)) = entra_postgres::ConnectError::find(e) {
-///     eprintln!("no token: {token_error}");
+///     eprintln!("identity endpoint failing: {token_error}");
 /// }
 /// # }
 /// ```
