@@ -516,6 +516,38 @@ async fn doctor_without_an_identity_endpoint_names_cause_and_fix() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn doctor_with_an_identity_the_machine_does_not_have_says_identity_not_found() {
+    let emu = emulator().await;
+    // A user-assigned client id that is not assigned here: IMDS answers 400 "Identity not found".
+    let env = with_var(
+        emu.env_vars(),
+        "AZURE_POSTGRESQL_CLIENTID",
+        "00000000-1111-2222-3333-444444444444",
+    );
+    let out = run(entra_pg(&["doctor"], &env), 90);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("token")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("identity not found"), "{stdout}");
+    assert!(stdout.contains("fix:"), "{stdout}");
+    assert!(
+        !stdout.contains("sign-in"),
+        "stopped at the first failure: {stdout}"
+    );
+    // The fake saw the user-assigned id on the request.
+    assert!(emu
+        .identity()
+        .requests()
+        .iter()
+        .any(|r| r.query("client_id") == Some("00000000-1111-2222-3333-444444444444")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn doctor_on_a_revoked_principal_names_the_principal_call() {
     let emu = emulator().await;
     assert!(emu.gate().revoke_principal(emu.user()));
