@@ -60,7 +60,11 @@ async fn connect(config: &tokio_postgres::Config, tls: &MakeRustlsConnect) -> Ar
 
 impl Setup {
     async fn start() -> Setup {
-        let emulator = Emulator::start()
+        // The gate on this runtime, as a service's own tests would run it: measuring the relay, not wake-ups
+        // across two runtimes (see `EmulatorBuilder::on_caller_runtime`).
+        let emulator = Emulator::builder()
+            .on_caller_runtime(true)
+            .start()
             .await
             .unwrap_or_else(|e| panic!("starting the emulator: {e}"));
         let role = emulator.user().to_string();

@@ -392,6 +392,33 @@ async fn dropping_the_emulator_leaves_no_process_no_directory_and_no_listener() 
     assert!(fake.is_err(), "the fake identity still answers");
 }
 
+/// With `on_caller_runtime` the gate's tasks live on this runtime: sessions work the same, and once the
+/// runtime has dropped the aborted tasks nothing is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_callers_runtime_it_works_and_cleans_up_after_its_tasks_end() {
+    let emulator = start(Emulator::builder().on_caller_runtime(true)).await;
+    let data_dir = emulator.postgres().data_dir().to_path_buf();
+    let ca_path = emulator.ca_path().to_path_buf();
+    let session = Target::of(&emulator)
+        .connect(&emulator.token_for(emulator.principal()))
+        .await
+        .unwrap();
+    assert_eq!(whoami(&session).await.0, emulator.user());
+    drop(session);
+    drop(emulator);
+
+    // The aborted tasks held the server; they are dropped at the runtime's next turns.
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    while (!processes_mentioning(&data_dir).is_empty() || data_dir.exists())
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(processes_mentioning(&data_dir), Vec::<u32>::new());
+    assert!(!data_dir.exists(), "{} is left behind", data_dir.display());
+    assert!(!ca_path.exists(), "{} is left behind", ca_path.display());
+}
+
 #[tokio::test]
 async fn app_service_env_vars_serve_an_app_service_style_request() {
     let emulator = start(Emulator::builder()).await;
