@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+mod claims;
 mod env;
 mod error;
 mod http;
@@ -32,6 +33,7 @@ mod token;
 
 pub mod sources;
 
+pub use claims::unverified_claims;
 pub use env::Env;
 pub use error::TokenError;
 pub use http::HttpOptions;
