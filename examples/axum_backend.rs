@@ -24,7 +24,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use entra_emulator::Emulator;
-use entra_pool::postgres::{report, EntraPool, PoolBuilder};
+use entra_pool::postgres::{diagnose, report, EntraPool, GetError, PoolBuilder};
 use entra_pool::token::Env;
 use serde_json::{json, Value};
 
@@ -249,9 +249,14 @@ fn error(code: StatusCode, message: &str) -> Reply {
 }
 
 /// No connection could be had (pool exhausted, token unavailable, server down): retrying later may work.
-fn unavailable(e: &deadpool_postgres::PoolError) -> Reply {
-    tracing::warn!(error = %report(e), "no database connection");
-    error(StatusCode::SERVICE_UNAVAILABLE, &report(e))
+/// The log line and the answer carry the typed diagnosis: what went wrong and what to do.
+fn unavailable(e: &GetError) -> Reply {
+    let d = diagnose(e);
+    tracing::warn!(error = %report(e), cause = ?d.cause, fix = %d.fix, "no database connection");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "error": report(e), "cause": d.summary, "fix": d.fix })),
+    )
 }
 
 fn failed(e: &tokio_postgres::Error) -> Reply {

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
-    let parsed = entra_token::parse_expiry(text);
+    let parsed = entra_token::__fuzz::parse_expiry(text);
     let trimmed = text.trim();
     if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
         let epoch = trimmed

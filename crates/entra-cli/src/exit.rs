@@ -47,13 +47,25 @@ impl fmt::Display for CliError {
     }
 }
 
-impl From<entra_token::TokenError> for CliError {
-    fn from(e: entra_token::TokenError) -> Self {
-        let exit = match e {
-            entra_token::TokenError::Config(_) => Exit::Usage,
-            _ => Exit::Token,
-        };
-        CliError::new(exit, format!("no token: {}", entra_postgres::report(&e)))
+impl CliError {
+    /// A failure told as `what: <every layer of the error>`, then its cause and fix from
+    /// `entra_postgres::diagnose`.
+    pub(crate) fn explained(
+        exit: Exit,
+        what: &str,
+        error: &(dyn std::error::Error + 'static),
+        context: &entra_postgres::DiagnosisContext<'_>,
+    ) -> Self {
+        let d = entra_postgres::diagnose_with(error, context);
+        CliError::new(
+            exit,
+            format!(
+                "{what}: {}\n  cause: {}\n  fix:   {}",
+                entra_postgres::report(error),
+                d.summary,
+                d.fix
+            ),
+        )
     }
 }
 
@@ -65,12 +77,17 @@ impl From<entra_postgres::ConfigError> for CliError {
 
 impl From<entra_postgres::BuildError> for CliError {
     fn from(e: entra_postgres::BuildError) -> Self {
-        let exit = match e {
-            entra_postgres::BuildError::Token(_) => Exit::Token,
-            entra_postgres::BuildError::Config(_) => Exit::Usage,
-            _ => Exit::Failure,
+        let (exit, what) = match &e {
+            entra_postgres::BuildError::Token(t) => (crate::source::token_exit(t), "no token"),
+            entra_postgres::BuildError::Config(_) => (Exit::Usage, "configuration error"),
+            _ => (Exit::Failure, "cannot build the pool"),
         };
-        CliError::new(exit, entra_postgres::report(&e))
+        let source: &(dyn std::error::Error + 'static) = match &e {
+            entra_postgres::BuildError::Token(t) => t,
+            entra_postgres::BuildError::Config(c) => c,
+            other => other,
+        };
+        CliError::explained(exit, what, source, &Default::default())
     }
 }
 

@@ -21,7 +21,7 @@ use clap::Args;
 use deadpool_postgres::Pool;
 use entra_emulator::Emulator;
 use entra_postgres::PoolBuilder;
-use entra_token::{Env, RefreshPolicy, StartMode, TokenHandle};
+use entra_token::{Env, RefreshPolicy, TokenHandle};
 use serde_json::json;
 
 use crate::exit::{CliError, Exit};
@@ -59,17 +59,6 @@ pub(crate) struct BenchArgs {
     /// Skip the direct run (and so pgbench too).
     #[arg(long)]
     no_direct: bool,
-}
-
-/// A refresh policy scaled for tokens of a few seconds (the defaults assume hours).
-fn short_policy() -> RefreshPolicy {
-    RefreshPolicy::default()
-        .expiry_margin(Duration::from_millis(500))
-        .refresh_margin(Duration::from_secs(1))
-        .backoff(Duration::from_millis(100), Duration::from_secs(1))
-        .get_timeout(Duration::from_secs(5))
-        .min_invalidate_interval(Duration::from_millis(200))
-        .start_mode(StartMode::FailFast)
 }
 
 /// What one run (through the gate or direct) produced.
@@ -206,7 +195,7 @@ async fn run_gate(args: &BenchArgs, emulator: &Emulator, duration: Duration) -> 
     let pool = PoolBuilder::from_env()
         .env(Env::from_pairs(emulator.env_vars()))
         .http_options(crate::source::http_options())
-        .refresh_policy(short_policy())
+        .refresh_policy(RefreshPolicy::short_lived())
         .max_size(args.connections)
         .max_lifetime(Some(max_lifetime))
         .wait_timeout(Some(Duration::from_secs(10)))

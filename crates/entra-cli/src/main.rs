@@ -9,12 +9,10 @@
 
 mod claims;
 mod cmd;
-mod diagnose;
 mod exit;
 mod load;
 mod output;
 mod source;
-mod sql;
 
 use std::process::ExitCode;
 

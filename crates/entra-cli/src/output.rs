@@ -24,6 +24,14 @@ impl Style {
         }
     }
 
+    pub(crate) fn warn(self) -> &'static str {
+        if self.fancy {
+            "\x1b[33m!\x1b[0m"
+        } else {
+            "WARN"
+        }
+    }
+
     pub(crate) fn fail(self) -> &'static str {
         if self.fancy {
             "\x1b[31m✗\x1b[0m"

@@ -14,6 +14,7 @@
 //! - [`pgbouncer`]: [`TestPgBouncer`], a throwaway PgBouncer (session or transaction pooling) the gate
 //!   can relay to instead of the server, like Azure's built-in PgBouncer on port 6432.
 //! - [`jwt`]: tokens as Entra ID issues them, signed by a published test key (never accepted by Azure).
+//! - [`trap`]: [`Trap`], a listener that records whatever reaches it, to prove a token was not sent.
 //! - [`error`]: [`EmulatorError`], what failed and what to do about it.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -25,10 +26,11 @@ pub mod identity;
 pub mod jwt;
 pub mod pgbouncer;
 pub mod postgres;
+pub mod trap;
 
 pub use identity::{
-    Endpoint, FakeIdentity, FakeIdentityBuilder, Fault, ManagedIdentity, NumberFormat, RecordedRequest,
-    ServicePrincipal,
+    Endpoint, FakeIdentity, FakeIdentityBuilder, Fault, ManagedIdentity, NumberFormat, RateLimit,
+    RecordedRequest, ServicePrincipal,
 };
 pub use jwt::{Claims, JwtIssuer, JwtRejection, OSSRDBMS_RESOURCE, TEST_TENANT_ID};
 
@@ -37,6 +39,7 @@ pub use error::EmulatorError;
 pub use gate::{EntraGate, GateStats, PrincipalKind, RejectReason, SessionRecord, TokenFingerprint};
 pub use pgbouncer::{PoolMode, TestPgBouncer};
 pub use postgres::{EmulatorCa, TestPostgres};
+pub use trap::Trap;
 
 /// Entry points for the fuzz targets (`fuzz/`) and property tests only: not part of the API, exempt
 /// from semver, may change or vanish in any release.

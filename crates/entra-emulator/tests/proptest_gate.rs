@@ -46,7 +46,7 @@ fn params() -> impl Strategy<Value = Vec<(String, String)>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::default())]
 
     #[test]
     fn arbitrary_first_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..64)) {

@@ -6,18 +6,17 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use entra_token::{
-    ClientSecretSource, DefaultSource, Env, HttpOptions, RefreshPolicy, Refresher, TokenHandle, TokenSource,
-    TokenStatus, UserAssignedId, OSSRDBMS_SCOPE,
+    AccessToken, Env, HttpOptions, RefreshPolicy, Refresher, ServicePrincipalSecret, SourceKind,
+    SourceSelection, TokenHandle, TokenSource, TokenStatus, UserAssignedId, OSSRDBMS_SCOPE,
 };
 use rustls::pki_types::CertificateDer;
-use secrecy::{ExposeSecret, SecretString};
-use tokio_postgres_rustls::MakeRustlsConnect;
+use secrecy::SecretString;
 
 use crate::config::{settings_from_env, ConfigError, Settings, Sourced, SslMode};
-use crate::connect::{Credential, EntraConnect, Transport};
-use crate::error::BuildError;
+use crate::connect::{EntraConnect, DEFAULT_TOKEN_WAIT};
+use crate::error::{BuildError, GetError};
 use crate::lifetime::Limits;
-use crate::tls;
+use crate::plan::{ConnectionPlan, CredentialKind, PlanOptions};
 
 /// Builds a `deadpool_postgres::Pool` whose connections sign in with Entra ID tokens.
 ///
@@ -44,11 +43,13 @@ pub struct PoolBuilder {
     layer: Settings,
     scope: String,
     source: Option<Arc<dyn TokenSource>>,
+    source_kind: SourceKind,
+    managed_identity: Option<UserAssignedId>,
     tokens: Option<TokenHandle>,
     static_password: Option<SecretString>,
     policy: RefreshPolicy,
     http: HttpOptions,
-    extra_roots: Vec<CertificateDer<'static>>,
+    plan_options: PlanOptions,
     max_size: usize,
     wait_timeout: Option<Duration>,
     create_timeout: Option<Duration>,
@@ -91,16 +92,18 @@ impl PoolBuilder {
             layer: Settings::default(),
             scope: OSSRDBMS_SCOPE.to_string(),
             source: None,
+            source_kind: SourceKind::Auto,
+            managed_identity: None,
             tokens: None,
             static_password: None,
             policy: RefreshPolicy::default(),
             http: HttpOptions::default(),
-            extra_roots: Vec::new(),
+            plan_options: PlanOptions::default(),
             max_size: 16,
             wait_timeout: Some(Duration::from_secs(30)),
             create_timeout: Some(Duration::from_secs(30)),
             recycle_timeout: Some(Duration::from_secs(5)),
-            token_wait: Duration::from_secs(15),
+            token_wait: DEFAULT_TOKEN_WAIT,
             limits: Limits {
                 max_lifetime: Some(Duration::from_secs(3600)),
                 idle_timeout: None,
@@ -196,7 +199,16 @@ impl PoolBuilder {
 
     /// Trusts this CA certificate in addition to the roots.
     pub fn add_root_certificate(mut self, cert: CertificateDer<'static>) -> Self {
-        self.extra_roots.push(cert);
+        self.plan_options = self.plan_options.add_root_certificate(cert);
+        self
+    }
+
+    /// **Dangerous.** Lets `sslmode=require` skip certificate verification, as libpq's `require` does
+    /// without a root file: the connection is encrypted, but whoever answers at the server's address
+    /// (DNS spoofing, a hostile network) receives the token. Without this option `require` verifies (see
+    /// [`ConnectionPlan`]); `entra-pg doctor` warns when it is in force.
+    pub fn danger_accept_unverified_tls(mut self, accept: bool) -> Self {
+        self.plan_options = self.plan_options.danger_accept_unverified_tls(accept);
         self
     }
 
@@ -218,12 +230,23 @@ impl PoolBuilder {
         self
     }
 
-    /// Signs in as this user-assigned managed identity (its client id).
-    pub fn managed_identity_client_id(mut self, client_id: impl Into<String>) -> Self {
-        self.layer.client_id = Some(Sourced {
-            value: client_id.into(),
-            origin: builder_origin("managed_identity_client_id"),
-        });
+    /// Signs in as this user-assigned managed identity (its client id). Shorthand for
+    /// [`managed_identity`](Self::managed_identity) with [`UserAssignedId::ClientId`].
+    pub fn managed_identity_client_id(self, client_id: impl Into<String>) -> Self {
+        self.managed_identity(UserAssignedId::ClientId(client_id.into()))
+    }
+
+    /// Signs in as this user-assigned managed identity, named by client id, object id or resource id
+    /// (above `AZURE_POSTGRESQL_CLIENTID`).
+    pub fn managed_identity(mut self, id: UserAssignedId) -> Self {
+        self.managed_identity = Some(id);
+        self
+    }
+
+    /// Which kind of token source to use (default [`SourceKind::Auto`]: a service principal's secret when
+    /// configured, else the default chain with the configured managed identity).
+    pub fn token_source_kind(mut self, kind: SourceKind) -> Self {
+        self.source_kind = kind;
         self
     }
 
@@ -354,168 +377,101 @@ impl PoolBuilder {
         self
     }
 
-    /// The settings that will be used, merged from every layer, without connecting.
+    /// The settings that will be used, merged from every layer, without connecting or checking them.
     pub fn resolve(&self) -> Result<Settings, ConfigError> {
         let from_env = settings_from_env(&self.env, self.connection_string.as_deref())?;
-        let merged = from_env.overlaid_with(self.layer.clone());
-        if self.static_password.is_none() {
-            if let Some(p) = &merged.password {
-                return Err(ConfigError::new(
-                    &p.origin,
-                    "<redacted>",
-                    "a password is set, but entra-pool signs in with Entra ID tokens: remove it, or choose \
-                     static-password mode by name with PoolBuilder::static_password",
-                ));
-            }
-        }
-        Ok(merged)
+        Ok(from_env.overlaid_with(self.layer.clone()))
     }
 
-    /// Resolves the configuration, starts the token refresher (failing fast on the first fetch unless
-    /// the policy says otherwise), and builds the pool. No connection is opened yet.
+    /// The connection plan: the merged settings checked against every rule (TLS, no token in
+    /// cleartext, no password with tokens). Nothing is sent anywhere.
+    pub fn plan(&self) -> Result<ConnectionPlan, ConfigError> {
+        let credential = match self.static_password {
+            Some(_) => CredentialKind::StaticPassword,
+            None => CredentialKind::EntraToken,
+        };
+        let mut options = self.plan_options.clone();
+        options.credential = credential;
+        ConnectionPlan::new(&self.resolve()?, &options)
+    }
+
+    /// The token source the pool would use, chosen from the configuration: the one given to
+    /// [`token_source`](Self::token_source), else by [`SourceSelection`] from the kind, the managed
+    /// identity and the service principal configured.
+    pub fn build_token_source(&self) -> Result<Arc<dyn TokenSource>, BuildError> {
+        if let Some(source) = &self.source {
+            return Ok(source.clone());
+        }
+        Ok(self.source_selection(&self.resolve()?)?.build()?)
+    }
+
+    /// Fetches one token as the pool would, retrying transient failures within the refresh policy's
+    /// retry budget ([`entra_token::fetch_with_retry`]): for one-shot tools.
+    pub async fn fetch_token(&self) -> Result<AccessToken, BuildError> {
+        let source = self.build_token_source()?;
+        Ok(entra_token::fetch_with_retry(source.as_ref(), &self.scope, self.policy.retry_policy()).await?)
+    }
+
+    /// The token scope.
+    pub fn get_scope(&self) -> &str {
+        &self.scope
+    }
+
+    /// Checks the configuration, starts the token refresher (in the default fail-fast start, the first
+    /// fetch retries transient failures within the retry budget and fails on a definitive error), and
+    /// builds the pool. No connection is opened yet.
     pub async fn build(self) -> Result<EntraPool, BuildError> {
-        let settings = self.resolve()?;
-        let hosts = settings.hosts.clone().ok_or_else(|| {
-            ConfigError::new(
-                "host",
-                "",
-                "no server host: set PoolBuilder::host, host= in the connection string, AZURE_POSTGRESQL_HOST \
-                 or PGHOST",
-            )
-        })?;
-        let sslmode = settings.sslmode.clone().map(|s| s.value).unwrap_or_default();
-        let token_mode = self.static_password.is_none();
-        let all_unix = hosts.value.iter().all(|h| h.starts_with('/'));
-        if sslmode == SslMode::Disable && token_mode {
-            if let Some(remote) = hosts.value.iter().find(|h| !tls::is_local_host(h)) {
-                let origin = settings
-                    .sslmode
-                    .as_ref()
-                    .map(|s| s.origin.clone())
-                    .unwrap_or_default();
-                return Err(ConfigError::new(
-                    origin,
-                    "disable",
-                    format!(
-                        "an Entra token may not travel without TLS to {remote:?}; sslmode=disable is allowed \
-                         only for loopback hosts and unix sockets. Use verify-full"
-                    ),
-                )
-                .into());
-            }
-        }
-        let transport = if sslmode == SslMode::Disable || all_unix {
-            Transport::Plain
-        } else {
-            let mut roots = match &settings.sslrootcert {
-                Some(s) if s.value.as_os_str() != "system" => {
-                    let mut store = rustls::RootCertStore::empty();
-                    for cert in tls::load_pem_file(&s.value, &s.origin)? {
-                        store.add(cert).map_err(|e| {
-                            ConfigError::new(
-                                &s.origin,
-                                s.value.display().to_string(),
-                                format!("unusable CA certificate: {e}"),
-                            )
-                        })?;
+        let plan = self.plan()?;
+        let connect = self.connector(plan).await?;
+        let user = connect.plan().role().unwrap_or_default().to_string();
+        let tokens = connect.tokens().cloned();
+        tracing::info!(
+            hosts = ?connect.plan().hosts(),
+            user,
+            tls = %connect.plan().tls().reason,
+            max_size = self.max_size,
+            "entra pool ready"
+        );
+        let pool = self.deadpool(connect)?;
+        self.start_reaper(&pool);
+        Ok(EntraPool {
+            pool,
+            tokens,
+            user,
+            check_timeout: self.check_timeout,
+        })
+    }
+
+    /// The credential (a started refresher, or the static password) and the plan's role settled.
+    async fn connector(&self, plan: ConnectionPlan) -> Result<EntraConnect, BuildError> {
+        let connect = match &self.static_password {
+            Some(password) => {
+                if plan.role().is_none() {
+                    return Err(ConfigError::Missing {
+                        setting: "user",
+                        how: "PoolBuilder::user or PGUSER",
                     }
-                    store
+                    .into());
                 }
-                _ => tls::azure_roots(),
-            };
-            for cert in &self.extra_roots {
-                roots
-                    .add(cert.clone())
-                    .map_err(|e| ConfigError::new("PoolBuilder::add_root_certificate", "", format!("{e}")))?;
+                EntraConnect::with_static_password(plan, password.clone())
             }
-            match tls::client_config(sslmode, roots)? {
-                Some(config) => Transport::Tls(MakeRustlsConnect::new(config)),
-                None => Transport::Plain,
+            None => {
+                let tokens = self.start_tokens().await?;
+                let plan = plan.resolve_role(&tokens).await?;
+                EntraConnect::new(plan, tokens)?
             }
         };
+        Ok(connect.token_wait(self.token_wait))
+    }
 
-        let credential = match &self.static_password {
-            Some(p) => Credential::Password(Arc::new(p.clone())),
-            None => Credential::Token(self.start_tokens(&settings).await?),
-        };
-
-        let user = match (&settings.user, &credential) {
-            (Some(u), _) => u.value.clone(),
-            (None, Credential::Token(tokens)) => {
-                let token = tokens.get().await?;
-                let (user, claim) = crate::claims::user_from_token(token.secret()).ok_or_else(|| {
-                    ConfigError::new(
-                        "user",
-                        "",
-                        "no user is configured and the token names none (no xms_mirid, upn or preferred_username \
-                         claim): set PoolBuilder::user, user= in the connection string, AZURE_POSTGRESQL_USER or \
-                         PGUSER to the Entra principal's name",
-                    )
-                })?;
-                tracing::info!(
-                    user,
-                    claim,
-                    "no user configured; using the name from the token's claim"
-                );
-                user
-            }
-            (None, Credential::Password(_)) => {
-                return Err(ConfigError::new("user", "", "no user: set PoolBuilder::user or PGUSER").into())
-            }
-        };
-
-        let mut pg = tokio_postgres::Config::new();
-        for host in &hosts.value {
-            pg.host(host);
-        }
-        for addr in settings.hostaddrs.iter().flat_map(|a| &a.value) {
-            pg.hostaddr(*addr);
-        }
-        pg.port(settings.port.as_ref().map(|p| p.value).unwrap_or(5432))
-            .dbname(
-                settings
-                    .dbname
-                    .as_ref()
-                    .map(|d| d.value.as_str())
-                    .unwrap_or("postgres"),
-            )
-            .user(&user)
-            .application_name(
-                settings
-                    .application_name
-                    .as_ref()
-                    .map(|a| a.value.as_str())
-                    .unwrap_or("entra-pool"),
-            )
-            .connect_timeout(
-                settings
-                    .connect_timeout
-                    .as_ref()
-                    .map(|c| c.value)
-                    .unwrap_or(Duration::from_secs(10)),
-            )
-            .ssl_mode(match transport {
-                Transport::Tls(_) => tokio_postgres::config::SslMode::Require,
-                Transport::Plain => tokio_postgres::config::SslMode::Disable,
-            });
-        if let Some(options) = &settings.options {
-            pg.options(&options.value);
-        }
-
-        let tokens = match &credential {
-            Credential::Token(t) => Some(t.clone()),
-            Credential::Password(_) => None,
-        };
-        let connect = EntraConnect {
-            credential,
-            transport,
-            token_wait: self.token_wait,
-        };
+    /// The deadpool pool around the connector, with the lifetime and PgBouncer hooks.
+    fn deadpool(&self, connect: EntraConnect) -> Result<Pool, BuildError> {
+        let config = connect.plan().config().clone();
         let manager = Manager::from_connect(
-            pg,
+            config,
             connect,
             ManagerConfig {
-                recycling_method: self.recycling_method,
+                recycling_method: self.recycling_method.clone(),
             },
         );
         let mut builder = Pool::builder(manager)
@@ -533,79 +489,65 @@ impl PoolBuilder {
                 Ok(())
             }));
         }
-        let pool = builder.build().map_err(|e| BuildError::Pool(e.to_string()))?;
-        if self.limits.is_active() {
-            let shortest = [self.limits.max_lifetime, self.limits.idle_timeout]
-                .into_iter()
-                .flatten()
-                .min();
-            let every = self.reaper_interval.unwrap_or_else(|| {
-                (shortest.unwrap_or(Duration::from_secs(120)) / 4)
-                    .clamp(Duration::from_secs(1), Duration::from_secs(30))
-            });
-            self.limits.spawn_reaper(&pool, every);
-        }
-        tracing::info!(
-            hosts = ?hosts.value,
-            user,
-            sslmode = sslmode.as_str(),
-            max_size = self.max_size,
-            "entra pool ready"
-        );
-        Ok(EntraPool {
-            pool,
-            tokens,
-            user,
-            check_timeout: self.check_timeout,
-        })
+        builder.build().map_err(|e| BuildError::Pool(e.to_string()))
     }
 
-    async fn start_tokens(&self, settings: &Settings) -> Result<TokenHandle, BuildError> {
+    /// Starts the reaper that retires idle connections past their lifetime or idle timeout.
+    fn start_reaper(&self, pool: &Pool) {
+        if !self.limits.is_active() {
+            return;
+        }
+        let shortest = [self.limits.max_lifetime, self.limits.idle_timeout]
+            .into_iter()
+            .flatten()
+            .min();
+        let every = self.reaper_interval.unwrap_or_else(|| {
+            (shortest.unwrap_or(Duration::from_secs(120)) / 4)
+                .clamp(Duration::from_secs(1), Duration::from_secs(30))
+        });
+        self.limits.spawn_reaper(pool, every);
+    }
+
+    /// Which source the settings name: the one place a client id, a service principal or an explicit
+    /// managed identity becomes a token source.
+    fn source_selection(&self, settings: &Settings) -> Result<SourceSelection, ConfigError> {
+        let mut selection = SourceSelection::new(self.source_kind)
+            .env(self.env.clone())
+            .http_options(self.http.clone());
+        if let Some(secret) = &settings.client_secret {
+            let tenant = settings.tenant_id.as_ref().ok_or_else(|| {
+                ConfigError::invalid(
+                    &secret.origin,
+                    "<redacted>",
+                    "a client secret needs a tenant id too (AZURE_POSTGRESQL_TENANTID)",
+                )
+            })?;
+            let client_id = settings.client_id.as_ref().ok_or_else(|| {
+                ConfigError::invalid(
+                    &secret.origin,
+                    "<redacted>",
+                    "a client secret needs a client id too (AZURE_POSTGRESQL_CLIENTID)",
+                )
+            })?;
+            selection = selection.service_principal(ServicePrincipalSecret::new(
+                &tenant.value,
+                &client_id.value,
+                secret.value.clone(),
+            ));
+        } else if let Some(client_id) = &settings.client_id {
+            selection = selection.user_assigned(UserAssignedId::ClientId(client_id.value.clone()));
+        }
+        if let Some(id) = &self.managed_identity {
+            selection = selection.user_assigned(id.clone());
+        }
+        Ok(selection)
+    }
+
+    async fn start_tokens(&self) -> Result<TokenHandle, BuildError> {
         if let Some(tokens) = &self.tokens {
             return Ok(tokens.clone());
         }
-        let source: Arc<dyn TokenSource> = match (&self.source, &settings.client_secret, &settings.client_id)
-        {
-            (Some(source), _, _) => source.clone(),
-            (None, Some(secret), client_id) => {
-                let tenant = settings.tenant_id.as_ref().ok_or_else(|| {
-                    ConfigError::new(
-                        &secret.origin,
-                        "<redacted>",
-                        "a client secret needs a tenant id too (AZURE_POSTGRESQL_TENANTID)",
-                    )
-                })?;
-                let client_id = client_id.as_ref().ok_or_else(|| {
-                    ConfigError::new(
-                        &secret.origin,
-                        "<redacted>",
-                        "a client secret needs a client id too (AZURE_POSTGRESQL_CLIENTID)",
-                    )
-                })?;
-                Arc::new(
-                    ClientSecretSource::builder()
-                        .tenant_id(&tenant.value)
-                        .client_id(&client_id.value)
-                        .secret(secret.value.expose_secret())
-                        .env(self.env.clone())
-                        .http_options(self.http.clone())
-                        .build()?,
-                )
-            }
-            (None, None, Some(client_id)) => Arc::new(
-                DefaultSource::builder()
-                    .env(self.env.clone())
-                    .managed_identity(UserAssignedId::ClientId(client_id.value.clone()))
-                    .http_options(self.http.clone())
-                    .build(),
-            ),
-            (None, None, None) => Arc::new(
-                DefaultSource::builder()
-                    .env(self.env.clone())
-                    .http_options(self.http.clone())
-                    .build(),
-            ),
-        };
+        let source = self.build_token_source()?;
         Ok(Refresher::start(source, self.scope.clone(), self.policy.clone()).await?)
     }
 }
@@ -638,6 +580,7 @@ impl std::ops::Deref for EntraPool {
 
 /// A pool's state: deadpool's counts and the token's state.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct PoolStatus {
     /// deadpool's status (size, available, waiting).
     pub pool: deadpool_postgres::Status,
@@ -646,6 +589,14 @@ pub struct PoolStatus {
 }
 
 impl EntraPool {
+    /// A connection from the pool, opened with the current token when none is free.
+    ///
+    /// The same as deadpool's `Pool::get` (reachable through [`pool`](Self::pool)), with an error whose
+    /// chain shows each layer once.
+    pub async fn get(&self) -> Result<deadpool_postgres::Object, GetError> {
+        Ok(self.pool.get().await?)
+    }
+
     /// The deadpool pool.
     pub fn pool(&self) -> &Pool {
         &self.pool
@@ -677,7 +628,7 @@ impl EntraPool {
     /// Runs `SELECT 1` on a pooled connection within the check timeout (5 s): for health endpoints.
     pub async fn check(&self) -> Result<(), CheckError> {
         let run = async {
-            let client = self.pool.get().await.map_err(CheckError::Pool)?;
+            let client = self.get().await.map_err(CheckError::Pool)?;
             client.simple_query("SELECT 1").await.map_err(CheckError::Query)?;
             Ok(())
         };
@@ -693,10 +644,10 @@ impl EntraPool {
 #[non_exhaustive]
 pub enum CheckError {
     /// No connection could be had.
-    #[error("no connection: {0}")]
-    Pool(#[source] deadpool_postgres::PoolError),
+    #[error("no connection for the check")]
+    Pool(#[source] GetError),
     /// `SELECT 1` failed.
-    #[error("SELECT 1 failed: {0}")]
+    #[error("SELECT 1 failed")]
     Query(#[source] tokio_postgres::Error),
     /// The check took too long.
     #[error("the check did not finish within {0:?}")]

@@ -2,29 +2,23 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use deadpool_postgres::Connect;
 use entra_token::{AccessToken, TokenHandle};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::task::JoinHandle;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::tls::NoTls;
 use tokio_postgres::{Client, Config};
-use tokio_postgres_rustls::MakeRustlsConnect;
 
+use crate::config::ConfigError;
 use crate::error::ConnectError;
-use crate::tls::is_local_host;
+use crate::plan::{ConnectionPlan, CredentialKind};
+use crate::tunnel::fail;
 
 type BoxFuture<'a, T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
-/// How connections are secured.
-#[derive(Clone)]
-pub(crate) enum Transport {
-    Tls(MakeRustlsConnect),
-    Plain,
-}
+/// How long a new connection waits for a token by default.
+pub(crate) const DEFAULT_TOKEN_WAIT: Duration = Duration::from_secs(15);
 
 /// Where the password comes from.
 #[derive(Clone)]
@@ -34,18 +28,33 @@ pub(crate) enum Credential {
     Password(Arc<secrecy::SecretString>),
 }
 
-/// A [`deadpool_postgres::Connect`] that sets the password of every new physical connection to the
-/// refresher's current token (never a stale copy), over verified TLS by default.
+/// A [`deadpool_postgres::Connect`] that opens connections by a [`ConnectionPlan`] and sets the password
+/// of every new physical connection to the refresher's current token (never a stale copy).
+///
+/// It connects with its plan's settings and ignores the `Config` deadpool passes, so the plan's rules
+/// (TLS verified, no token in cleartext) cannot be bypassed by a different config.
 ///
 /// When the server refuses the token (SQLSTATE 28P01/28000, or Azure's "access token has expired" /
 /// "valid audience claim" messages), it [invalidates](TokenHandle::invalidate) it, waits for the new one
 /// and retries once; a second refusal fails with [`ConnectError::TokenRejected`], which says what to
 /// check.
+///
+/// ```no_run
+/// # async fn demo(settings: entra_postgres::Settings, tokens: entra_token::TokenHandle) -> Result<(), Box<dyn std::error::Error>> {
+/// use entra_postgres::{ConnectionPlan, EntraConnect, PlanOptions};
+///
+/// let plan = ConnectionPlan::new(&settings, &PlanOptions::default())?.resolve_role(&tokens).await?;
+/// let config = plan.config().clone();
+/// let connect = EntraConnect::new(plan, tokens)?;
+/// let manager = deadpool_postgres::Manager::from_connect(config, connect, Default::default());
+/// let pool = deadpool_postgres::Pool::builder(manager).max_size(8).build()?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct EntraConnect {
-    pub(crate) credential: Credential,
-    pub(crate) transport: Transport,
-    pub(crate) token_wait: Duration,
+    plan: Arc<ConnectionPlan>,
+    credential: Credential,
+    token_wait: Duration,
 }
 
 impl std::fmt::Debug for EntraConnect {
@@ -54,18 +63,47 @@ impl std::fmt::Debug for EntraConnect {
             Credential::Token(t) => format!("{t:?}"),
             Credential::Password(_) => "static password".into(),
         };
-        let transport = match self.transport {
-            Transport::Tls(_) => "tls",
-            Transport::Plain => "plain",
-        };
         f.debug_struct("EntraConnect")
             .field("credential", &credential)
-            .field("transport", &transport)
+            .field("plan", &self.plan)
             .finish()
     }
 }
 
 impl EntraConnect {
+    /// A connector signing in with `tokens` by `plan`, which must have been made for Entra tokens.
+    pub fn new(plan: ConnectionPlan, tokens: TokenHandle) -> Result<Self, ConfigError> {
+        if plan.credential() != CredentialKind::EntraToken {
+            return Err(ConfigError::invalid(
+                "EntraConnect::new",
+                "",
+                "the plan was made for static-password mode, whose rules do not protect a token: make it \
+                 with CredentialKind::EntraToken",
+            ));
+        }
+        Ok(EntraConnect {
+            plan: Arc::new(plan),
+            credential: Credential::Token(tokens),
+            token_wait: DEFAULT_TOKEN_WAIT,
+        })
+    }
+
+    /// A connector signing in with a fixed password by `plan` (static-password mode).
+    pub fn with_static_password(plan: ConnectionPlan, password: secrecy::SecretString) -> Self {
+        EntraConnect {
+            plan: Arc::new(plan),
+            credential: Credential::Password(Arc::new(password)),
+            token_wait: DEFAULT_TOKEN_WAIT,
+        }
+    }
+
+    /// How long a new connection waits for a token before failing with [`ConnectError::Token`]
+    /// (default 15 s).
+    pub fn token_wait(mut self, wait: Duration) -> Self {
+        self.token_wait = wait;
+        self
+    }
+
     /// The token handle, in token mode.
     pub fn tokens(&self) -> Option<&TokenHandle> {
         match &self.credential {
@@ -74,23 +112,9 @@ impl EntraConnect {
         }
     }
 
-    async fn open(
-        &self,
-        config: &Config,
-        password: &[u8],
-    ) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
-        let mut config = config.clone();
-        config.password(password);
-        match &self.transport {
-            Transport::Tls(tls) => {
-                let (client, connection) = config.connect(tls.clone()).await?;
-                Ok((client, spawn_connection(connection)))
-            }
-            Transport::Plain => {
-                let (client, connection) = config.connect(NoTls).await?;
-                Ok((client, spawn_connection(connection)))
-            }
-        }
+    /// The plan connections are opened by.
+    pub fn plan(&self) -> &ConnectionPlan {
+        &self.plan
     }
 
     async fn token(&self, tokens: &TokenHandle) -> Result<AccessToken, tokio_postgres::Error> {
@@ -107,18 +131,17 @@ impl EntraConnect {
 
     async fn connect_with_token(
         &self,
-        config: &Config,
         tokens: &TokenHandle,
     ) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
         let token = self.token(tokens).await?;
-        let first = match self.open(config, token.secret().as_bytes()).await {
+        let first = match self.plan.open(token.secret().as_bytes()).await {
             Ok(opened) => return Ok(opened),
             Err(e) => e,
         };
         let Some(rejection) = Rejection::of(&first) else {
             return Err(first);
         };
-        let role = config.get_user().unwrap_or_default().to_string();
+        let role = self.plan.role().unwrap_or_default().to_string();
         tracing::warn!(
             role,
             token = %token.fingerprint(),
@@ -132,7 +155,7 @@ impl EntraConnect {
             // Fetched moments ago, so not refetched: a new token would be refused the same way.
             return Err(fail(rejection.into_error(role)).await);
         }
-        match self.open(config, fresh.secret().as_bytes()).await {
+        match self.plan.open(fresh.secret().as_bytes()).await {
             Ok(opened) => {
                 tracing::info!(token = %fresh.fingerprint(), "connected with the new token");
                 Ok(opened)
@@ -154,24 +177,14 @@ impl EntraConnect {
 }
 
 impl Connect for EntraConnect {
-    fn connect(
-        &self,
-        pg_config: &Config,
-    ) -> BoxFuture<'_, Result<(Client, JoinHandle<()>), tokio_postgres::Error>> {
-        let config = pg_config.clone();
+    fn connect(&self, _: &Config) -> BoxFuture<'_, Result<(Client, JoinHandle<()>), tokio_postgres::Error>> {
         Box::pin(async move {
-            if matches!(self.transport, Transport::Plain) {
-                if let Some(host) = remote_host(&config) {
-                    if matches!(self.credential, Credential::Token(_)) {
-                        return Err(fail(ConnectError::PlaintextToken { host }).await);
-                    }
-                }
-            }
             let started = std::time::Instant::now();
             let result = match &self.credential {
-                Credential::Token(tokens) => self.connect_with_token(&config, tokens).await,
+                Credential::Token(tokens) => self.connect_with_token(tokens).await,
                 Credential::Password(p) => {
-                    self.open(&config, secrecy::ExposeSecret::expose_secret(&**p).as_bytes())
+                    self.plan
+                        .open(secrecy::ExposeSecret::expose_secret(&**p).as_bytes())
                         .await
                 }
             };
@@ -185,25 +198,6 @@ impl Connect for EntraConnect {
             result
         })
     }
-}
-
-fn remote_host(config: &Config) -> Option<String> {
-    config.get_hosts().iter().find_map(|h| match h {
-        tokio_postgres::config::Host::Tcp(name) if !is_local_host(name) => Some(name.clone()),
-        _ => None,
-    })
-}
-
-fn spawn_connection<S, T>(connection: tokio_postgres::Connection<S, T>) -> JoinHandle<()>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "connection closed with an error");
-        }
-    })
 }
 
 /// A server refusal that a new token may cure.
@@ -255,78 +249,5 @@ impl Rejection {
             message: self.message,
             hint,
         }
-    }
-}
-
-/// Wraps our error in a `tokio_postgres::Error` (deadpool's connector must return one, and it has no
-/// public constructor): a stream that fails at once, so no byte leaves this machine.
-async fn fail(error: ConnectError) -> tokio_postgres::Error {
-    let mut config = Config::new();
-    config
-        .user("entra-pool")
-        .ssl_mode(tokio_postgres::config::SslMode::Disable);
-    match config
-        .connect_raw(FailingStream(Some(std::io::Error::other(error))), NoTls)
-        .await
-    {
-        Err(e) => e,
-        // Unreachable: the stream fails its first read and write.
-        Ok(_) => tokio_postgres::Error::__private_api_timeout(),
-    }
-}
-
-struct FailingStream(Option<std::io::Error>);
-
-impl FailingStream {
-    fn take(&mut self) -> std::io::Error {
-        self.0
-            .take()
-            .unwrap_or_else(|| std::io::Error::other("connection attempt abandoned"))
-    }
-}
-
-impl AsyncRead for FailingStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        _: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Err(self.take()))
-    }
-}
-
-impl AsyncWrite for FailingStream {
-    fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, _: &[u8]) -> Poll<std::io::Result<usize>> {
-        Poll::Ready(Err(self.take()))
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Err(self.take()))
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn our_error_survives_inside_a_tokio_postgres_error() {
-        let e = fail(ConnectError::PlaintextToken {
-            host: "db.example.com".into(),
-        })
-        .await;
-        let found = ConnectError::find(&e).expect("found in the chain");
-        assert!(matches!(found, ConnectError::PlaintextToken { .. }));
-        let text = crate::report(&e);
-        assert!(
-            text.contains("refusing to send an Entra token without TLS"),
-            "{text}"
-        );
-        assert!(
-            text.starts_with("error communicating with the server: "),
-            "{text}"
-        );
     }
 }

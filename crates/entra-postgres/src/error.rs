@@ -23,7 +23,7 @@ use crate::config::ConfigError;
 pub enum ConnectError {
     /// No usable token: the identity endpoint is failing and the cached token expired (or none was ever
     /// fetched).
-    #[error("{0}")]
+    #[error("no usable Entra token")]
     Token(#[source] TokenError),
     /// The server refused a freshly fetched token too. `hint` says what to check.
     #[error("the server refused the Entra token for role {role:?} twice ({code}: {message}). {hint}")]
@@ -36,15 +36,6 @@ pub enum ConnectError {
         message: String,
         /// What to check.
         hint: String,
-    },
-    /// A token would have been sent without TLS to a host that is not this machine.
-    #[error(
-        "refusing to send an Entra token without TLS to {host:?}: sslmode=disable is allowed only for \
-         loopback hosts and unix sockets; use sslmode=verify-full"
-    )]
-    PlaintextToken {
-        /// The remote host.
-        host: String,
     },
 }
 
@@ -115,12 +106,77 @@ pub fn report(error: &(dyn std::error::Error + 'static)) -> String {
 #[non_exhaustive]
 pub enum BuildError {
     /// A configuration value is wrong (names the variable or key).
-    #[error("configuration error: {0}")]
+    #[error("invalid configuration")]
     Config(#[from] ConfigError),
-    /// The first token could not be fetched (with the fail-fast start mode).
-    #[error("could not get an Entra token: {0}")]
+    /// The first token could not be fetched (with the fail-fast start mode, after retrying transient
+    /// failures within the retry budget).
+    #[error("could not get an Entra token")]
     Token(#[from] TokenError),
     /// deadpool refused the pool settings.
     #[error("invalid pool settings: {0}")]
     Pool(String),
+}
+
+/// Why [`EntraPool::get`](crate::EntraPool::get) returned no connection.
+///
+/// Its `Display` is this layer alone and `source()` leads to the rest (tokio-postgres's error, then ours
+/// or the server's), so a chain printer (`report`, anyhow's `{:#}`) shows each layer once. deadpool's own
+/// error is at hand with [`as_pool_error`](Self::as_pool_error).
+#[derive(Debug)]
+pub struct GetError(deadpool_postgres::PoolError);
+
+impl GetError {
+    /// deadpool's error.
+    pub fn as_pool_error(&self) -> &deadpool_postgres::PoolError {
+        &self.0
+    }
+
+    /// deadpool's error, owned.
+    pub fn into_pool_error(self) -> deadpool_postgres::PoolError {
+        self.0
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for GetError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        GetError(e)
+    }
+}
+
+impl From<GetError> for deadpool_postgres::PoolError {
+    fn from(e: GetError) -> Self {
+        e.0
+    }
+}
+
+impl std::fmt::Display for GetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use deadpool_postgres::{PoolError, TimeoutType};
+        match &self.0 {
+            PoolError::Timeout(TimeoutType::Wait) => {
+                f.write_str("no connection became free within the wait timeout")
+            }
+            PoolError::Timeout(TimeoutType::Create) => {
+                f.write_str("opening a connection took longer than the create timeout")
+            }
+            PoolError::Timeout(TimeoutType::Recycle) => {
+                f.write_str("checking a pooled connection took longer than the recycle timeout")
+            }
+            PoolError::Backend(_) => f.write_str("could not open a connection"),
+            PoolError::Closed => f.write_str("the pool is closed"),
+            PoolError::NoRuntimeSpecified => f.write_str("the pool has no runtime for its timeouts"),
+            PoolError::PostCreateHook(_) => f.write_str("a post_create hook refused the new connection"),
+        }
+    }
+}
+
+impl std::error::Error for GetError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        use deadpool_postgres::PoolError;
+        match &self.0 {
+            PoolError::Backend(e) => Some(e),
+            PoolError::PostCreateHook(e) => Some(e),
+            _ => None,
+        }
+    }
 }

@@ -9,9 +9,18 @@
 //! What you get is a plain [`deadpool_postgres::Pool`] (inside [`EntraPool`], which adds the token's
 //! status and a health check), so every function that takes a deadpool-postgres pool works unchanged.
 //!
-//! Security defaults: TLS with full verification (`verify-full`) against Mozilla's roots plus the
-//! DigiCert root Azure still uses; a token is never sent without TLS to a remote host; a password in the
-//! configuration is an error unless static-password mode is chosen by name.
+//! Every connection is opened by a [`ConnectionPlan`], which decides the security rules once for every
+//! path (the pool, and each `entra-pg` command): TLS with full verification (`verify-full`) against
+//! Mozilla's roots plus the DigiCert root Azure still uses; `sslmode=require` verifies too (fully with the
+//! built-in roots, as `verify-ca` with an `sslrootcert` file) unless
+//! [`PoolBuilder::danger_accept_unverified_tls`] says otherwise; a token is never sent without TLS to a
+//! host that is not loopback; a password in the configuration is an error unless static-password mode is
+//! chosen by name.
+//!
+//! When something fails, [`diagnose`] names the cause and the fix from the error's types, as
+//! `entra-pg doctor` prints them. The token is handed to tokio-postgres for each new connection, whose
+//! copy of it (in `Config` and in the password message) is not zeroized; see `entra_token`'s crate docs
+//! for exactly what is.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,15 +37,21 @@ mod builder;
 mod claims;
 pub mod config;
 mod connect;
+mod diagnose;
 mod error;
 mod lifetime;
+pub mod plan;
+pub mod sql;
 pub mod tls;
+mod tunnel;
 
 pub use builder::{CheckError, EntraPool, PoolBuilder, PoolStatus};
 pub use claims::user_from_token;
 pub use config::{parse_connection_string, ConfigError, Settings, SslMode};
 pub use connect::EntraConnect;
-pub use error::{report, BuildError, ConnectError};
+pub use diagnose::{diagnose, diagnose_with, Cause, Diagnosis, DiagnosisContext};
+pub use error::{report, BuildError, ConnectError, GetError};
+pub use plan::{ConnectionPlan, CredentialKind, PlanOptions, Roots, TlsChoice};
 
 pub use deadpool_postgres;
 pub use entra_token;

@@ -9,7 +9,7 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::config::{ConfigError, SslMode};
+use crate::config::ConfigError;
 
 /// DigiCert Global Root CA: Azure Database for PostgreSQL still presents chains to it in China regions
 /// and on new read replicas, and Mozilla's store (webpki-roots 1.0) no longer carries it.
@@ -33,12 +33,12 @@ pub fn azure_roots() -> RootCertStore {
 pub fn load_pem_file(path: &Path, origin: &str) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let shown = path.display().to_string();
     let bytes = std::fs::read(path)
-        .map_err(|e| ConfigError::new(origin, &shown, format!("cannot read the CA file: {e}")))?;
+        .map_err(|e| ConfigError::invalid(origin, &shown, format!("cannot read the CA file: {e}")))?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut bytes.as_slice())
         .collect::<Result<_, _>>()
-        .map_err(|e| ConfigError::new(origin, &shown, format!("not a PEM certificate file: {e}")))?;
+        .map_err(|e| ConfigError::invalid(origin, &shown, format!("not a PEM certificate file: {e}")))?;
     if certs.is_empty() {
-        return Err(ConfigError::new(
+        return Err(ConfigError::invalid(
             origin,
             &shown,
             "the file holds no PEM certificate",
@@ -51,32 +51,56 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// A rustls client configuration for `mode` with these roots. `None` for [`SslMode::Disable`].
-pub fn client_config(mode: SslMode, roots: RootCertStore) -> Result<Option<ClientConfig>, ConfigError> {
+/// How a server's certificate is checked: what an `sslmode` means once the roots are known (see
+/// [`ConnectionPlan`](crate::ConnectionPlan) for the rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Verification {
+    /// The chain leads to a trusted root and the certificate names the host (`verify-full`).
+    Full,
+    /// The chain leads to a trusted root; the name is not checked (`verify-ca`).
+    ChainOnly,
+    /// Encrypted, but the server is not authenticated: anyone on the path can read the token. Only with
+    /// [`PoolBuilder::danger_accept_unverified_tls`](crate::PoolBuilder::danger_accept_unverified_tls).
+    Unverified,
+}
+
+impl Verification {
+    /// The libpq `sslmode` that checks the same.
+    pub fn as_sslmode(self) -> &'static str {
+        match self {
+            Verification::Full => "verify-full",
+            Verification::ChainOnly => "verify-ca",
+            Verification::Unverified => "require",
+        }
+    }
+}
+
+/// A rustls client configuration that verifies as `verification` says, with these roots.
+pub fn client_config(verification: Verification, roots: RootCertStore) -> Result<ClientConfig, ConfigError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| ConfigError::new("TLS", "ring", format!("cannot set up TLS: {e}")))?;
+        .map_err(|e| ConfigError::invalid("TLS", "ring", format!("cannot set up TLS: {e}")))?;
     let roots = Arc::new(roots);
-    let config = match mode {
-        SslMode::Disable => return Ok(None),
-        SslMode::VerifyFull => builder.with_root_certificates(roots).with_no_client_auth(),
-        SslMode::VerifyCa => {
+    let config = match verification {
+        Verification::Full => builder.with_root_certificates(roots).with_no_client_auth(),
+        Verification::ChainOnly => {
             let inner = WebPkiServerVerifier::builder_with_provider(roots, provider())
                 .build()
                 .map_err(|e| {
-                    ConfigError::new("sslrootcert", "", format!("no usable root certificate: {e}"))
+                    ConfigError::invalid("sslrootcert", "", format!("no usable root certificate: {e}"))
                 })?;
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(ChainOnly { inner }))
                 .with_no_client_auth()
         }
-        SslMode::Require => builder
+        Verification::Unverified => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
             .with_no_client_auth(),
     };
-    Ok(Some(config))
+    Ok(config)
 }
 
 /// `verify-ca`: the chain must lead to a trusted root; the host name is not checked.
@@ -131,7 +155,7 @@ impl ServerCertVerifier for ChainOnly {
     }
 }
 
-/// `require`: encryption without authentication of the server, as libpq does. Chosen by name only.
+/// Encryption without authentication of the server. Chosen by name only.
 struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
 
 impl fmt::Debug for NoVerification {

@@ -17,9 +17,9 @@ use tokio::time::Instant;
 
 use entra_emulator::{Emulator, Fault, PrincipalKind};
 use entra_postgres::{ConnectError, EntraPool};
-use entra_token::{HttpOptions, TokenError};
+use entra_token::{HttpOptions, RefreshPolicy, TokenError};
 use parking_lot::Mutex;
-use support::{bounded, builder, short_policy};
+use support::{bounded, builder};
 
 /// Lifetime of the tokens in the token-endpoint cases: long enough for a steady-state phase in which
 /// the refresher already fails, short enough to expire within the case.
@@ -28,17 +28,15 @@ const HANG: Duration = Duration::from_secs(20);
 const TOKEN_LIFETIME: Duration = Duration::from_secs(5);
 /// One HTTP request to the token endpoint: a fault that hangs costs this much.
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(800);
-/// The backoff cap of [`short_policy`].
+/// The backoff cap of `RefreshPolicy::short_lived`.
 const BACKOFF_CAP: Duration = Duration::from_secs(1);
 /// Scheduling slack on a shared CI machine, added to every recovery bound.
 const SLACK: Duration = Duration::from_millis(1500);
 
 fn fast_http() -> HttpOptions {
-    HttpOptions {
-        connect_timeout: REQUEST_TIMEOUT,
-        timeout: REQUEST_TIMEOUT,
-        ..support::http()
-    }
+    support::http()
+        .connect_timeout(REQUEST_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
 }
 
 fn alive_tasks() -> usize {
@@ -71,7 +69,7 @@ enum Class {
     Throttled(Duration),
     /// `InvalidResponse`.
     Invalid,
-    /// `CredentialUnavailable`: IMDS says the system identity is not assigned.
+    /// `IdentityNotFound`: IMDS says the system identity is not assigned.
     NoIdentity,
 }
 
@@ -88,7 +86,7 @@ impl Class {
                 },
             ) => *retry_after == Some(want),
             (Class::Invalid, TokenError::InvalidResponse { .. }) => true,
-            (Class::NoIdentity, TokenError::CredentialUnavailable { .. }) => true,
+            (Class::NoIdentity, TokenError::IdentityNotFound { identity: None, .. }) => true,
             _ => false,
         }
     }
@@ -127,7 +125,7 @@ async fn token_fault_case(fault: Fault, class: Class) {
     let pool = builder(&emulator)
         .http_options(fast_http())
         // refresh 3 s into a 5 s token: the refresher fails while the token is still good for 1.5 s
-        .refresh_policy(short_policy().refresh_margin(Duration::from_secs(2)))
+        .refresh_policy(RefreshPolicy::short_lived().refresh_margin(Duration::from_secs(2)))
         .max_size(8)
         .max_lifetime(Some(Duration::from_millis(300)))
         .reaper_interval(Duration::from_millis(100))

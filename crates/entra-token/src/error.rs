@@ -34,6 +34,19 @@ pub enum TokenError {
         /// Azure's error code (`invalid_request`, `AADSTS700213`…), when there was one.
         error_code: Option<String>,
     },
+    /// The managed-identity endpoint answered that the identity asked for is not assigned to this
+    /// resource (HTTP 400 "Identity not found"). For the system-assigned identity (`identity: None`) a
+    /// chain moves on, as for an unavailable source; for a user-assigned one it stops.
+    #[error("{source_name}: identity not found ({message}): {}", identity_text(.identity.as_deref()))]
+    IdentityNotFound {
+        /// The source's name.
+        source_name: String,
+        /// The user-assigned identity asked for (`client id …`, `object id …`, `resource id …`), or
+        /// `None` for the system-assigned identity.
+        identity: Option<String>,
+        /// The endpoint's message, passed through.
+        message: String,
+    },
     /// A failure worth retrying: timeout, refused connection, throttling (429), server errors, IMDS
     /// updating (404/410).
     #[error("{source_name}: temporary failure{}: {reason}", status_suffix(*.status, None))]
@@ -62,9 +75,33 @@ pub enum TokenError {
     /// Every source of a chain failed; lists each one's reason.
     #[error("no token source succeeded:{}", list_errors(.0))]
     ChainFailed(Vec<TokenError>),
+    /// [`fetch_with_retry`](crate::fetch_with_retry) spent its budget on transient failures. `last` (the
+    /// error's source) is the last cause.
+    #[error(
+        "{source_name}: gave up after {attempts} attempt{} in {:.1} s (retry budget {} s): {}",
+        if *.attempts == 1 { "" } else { "s" },
+        .elapsed.as_secs_f64(),
+        .budget.as_secs(),
+        .outcomes.join(", ")
+    )]
+    RetriesExhausted {
+        /// The source's name.
+        source_name: String,
+        /// How many requests were made.
+        attempts: u32,
+        /// What each attempt got, in order: `HTTP 429`, `timeout`, `connection failed`…
+        outcomes: Vec<String>,
+        /// How long the attempts took.
+        elapsed: Duration,
+        /// The budget that was spent.
+        budget: Duration,
+        /// The last attempt's error.
+        #[source]
+        last: Box<TokenError>,
+    },
     /// The [`Refresher`](crate::Refresher) has no usable token: the cached one has expired (or is about to)
     /// and fetching a new one keeps failing. `last_error` is the most recent cause.
-    #[error("no usable token: {reason}{}", last_error.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default())]
+    #[error("no usable token: {reason}")]
     Unavailable {
         /// What the refresher knows.
         reason: String,
@@ -86,6 +123,17 @@ fn status_suffix(status: Option<u16>, code: Option<&str>) -> String {
     }
 }
 
+fn identity_text(identity: Option<&str>) -> String {
+    match identity {
+        Some(id) => format!(
+            "the user-assigned identity with {id} is not assigned to this resource; assign it, or fix the id"
+        ),
+        None => "no system-assigned managed identity is assigned to this resource; enable one, or configure \
+                 a user-assigned identity"
+            .to_string(),
+    }
+}
+
 fn list_errors(errors: &[TokenError]) -> String {
     let mut out = String::new();
     for e in errors {
@@ -100,7 +148,8 @@ impl TokenError {
     pub fn is_retryable(&self) -> bool {
         match self {
             TokenError::Transient { .. } | TokenError::InvalidResponse { .. } => true,
-            TokenError::ChainFailed(errors) => errors.iter().any(TokenError::is_retryable),
+            TokenError::RetriesExhausted { .. } => true,
+            TokenError::ChainFailed(errors) => errors.last().is_some_and(TokenError::is_retryable),
             _ => false,
         }
     }
@@ -109,14 +158,57 @@ impl TokenError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             TokenError::Transient { retry_after, .. } => *retry_after,
-            TokenError::ChainFailed(errors) => errors.iter().find_map(TokenError::retry_after),
+            TokenError::ChainFailed(errors) => errors.last().and_then(TokenError::retry_after),
             _ => None,
+        }
+    }
+
+    /// The HTTP status of the answer behind this error, if there was one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            TokenError::Transient { status, .. } | TokenError::AuthenticationFailed { status, .. } => *status,
+            TokenError::IdentityNotFound { .. } => Some(400),
+            TokenError::ChainFailed(errors) => errors.last().and_then(TokenError::status),
+            TokenError::RetriesExhausted { last, .. } => last.status(),
+            _ => None,
+        }
+    }
+
+    /// A few words on what one attempt got, for [`TokenError::RetriesExhausted`]: `HTTP 429`,
+    /// `timeout or connection failure`, `invalid response`…
+    pub(crate) fn outcome(&self) -> String {
+        match self {
+            TokenError::ChainFailed(errors) => errors.last().map_or_else(|| "failed".into(), Self::outcome),
+            _ => match (self.status(), self) {
+                (Some(status), _) => format!("HTTP {status}"),
+                (None, TokenError::Transient { .. }) => "no answer (timeout or connection failure)".into(),
+                (None, TokenError::InvalidResponse { .. }) => "invalid response".into(),
+                (None, _) => "failed".into(),
+            },
         }
     }
 
     /// Whether a chain should move on to its next source.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, TokenError::CredentialUnavailable { .. })
+        matches!(
+            self,
+            TokenError::CredentialUnavailable { .. } | TokenError::IdentityNotFound { identity: None, .. }
+        )
+    }
+
+    /// Every single-source error inside this one: the members of a chain's failure, the cause behind
+    /// [`Unavailable`](Self::Unavailable) and [`RetriesExhausted`](Self::RetriesExhausted), or this
+    /// error itself. For diagnosis, which wants the most telling of them.
+    pub fn leaves(&self) -> Vec<&TokenError> {
+        match self {
+            TokenError::ChainFailed(all) => all.iter().flat_map(TokenError::leaves).collect(),
+            TokenError::Unavailable {
+                last_error: Some(inner),
+                ..
+            } => inner.leaves(),
+            TokenError::RetriesExhausted { last, .. } => last.leaves(),
+            other => vec![other],
+        }
     }
 
     /// Shorthand for [`TokenError::CredentialUnavailable`].

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::{HeaderMap, LOCATION, RETRY_AFTER};
 use rustls::pki_types::CertificateDer;
 use tracing::Instrument;
+use zeroize::Zeroizing;
 
 use crate::{AccessToken, TokenError};
 
@@ -27,11 +28,11 @@ use crate::{AccessToken, TokenError};
 /// use std::time::Duration;
 /// use entra_token::HttpOptions;
 ///
-/// let mut options = HttpOptions::default();
-/// options.timeout = Duration::from_secs(10);
+/// let options = HttpOptions::default().timeout(Duration::from_secs(10));
 /// assert_eq!(options.connect_timeout, Duration::from_secs(5));
 /// ```
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct HttpOptions {
     /// How long to wait for a TCP (and TLS) connection.
     pub connect_timeout: Duration,
@@ -55,6 +56,30 @@ impl Default for HttpOptions {
 }
 
 impl HttpOptions {
+    /// Sets [`connect_timeout`](Self::connect_timeout).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets [`timeout`](Self::timeout).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets [`max_body_bytes`](Self::max_body_bytes).
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Trusts this certificate as a root, in addition to `webpki-roots`.
+    pub fn add_root_certificate(mut self, cert: CertificateDer<'static>) -> Self {
+        self.extra_root_certificates.push(cert);
+        self
+    }
+
     /// Adds every certificate of a PEM bundle as a trusted root.
     ///
     /// Fails with [`TokenError::Config`] when the text holds no certificate or a malformed one.
@@ -107,7 +132,8 @@ impl fmt::Debug for HttpClient {
 pub(crate) struct HttpResponse {
     pub(crate) status: u16,
     pub(crate) headers: HeaderMap,
-    pub(crate) body: String,
+    /// Zeroized on drop: a success's body holds the token.
+    pub(crate) body: Zeroizing<String>,
 }
 
 impl HttpResponse {
@@ -230,14 +256,17 @@ impl HttpClient {
             }
         }
         let headers = response.headers().clone();
-        let mut body = Vec::new();
+        // Sized once from Content-Length when the server sent one; otherwise grown by copying into a
+        // bigger buffer and zeroizing the old one, so no stray copy of a token is left in freed memory.
+        let expected = response.content_length().unwrap_or(0) as usize;
+        let mut body = Zeroizing::new(Vec::with_capacity(expected.min(self.max_body_bytes)));
         loop {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
                     if body.len() + chunk.len() > self.max_body_bytes {
                         return Err(too_big((body.len() + chunk.len()) as u64));
                     }
-                    body.extend_from_slice(&chunk);
+                    append_zeroizing(&mut body, &chunk);
                 }
                 Ok(None) => break,
                 Err(e) if e.is_timeout() => {
@@ -263,21 +292,36 @@ impl HttpClient {
                 }
             }
         }
-        let body = String::from_utf8(body).map_err(|e| {
-            other(TokenError::invalid_response(
-                source_name,
-                format!(
-                    "the body of an HTTP {status} response is not UTF-8 (invalid byte at {})",
-                    e.utf8_error().valid_up_to()
-                ),
-            ))
-        })?;
+        let body = match String::from_utf8(std::mem::take(&mut *body)) {
+            Ok(text) => Zeroizing::new(text),
+            Err(e) => {
+                let valid_up_to = e.utf8_error().valid_up_to();
+                drop(Zeroizing::new(e.into_bytes()));
+                return Err(other(TokenError::invalid_response(
+                    source_name,
+                    format!(
+                        "the body of an HTTP {status} response is not UTF-8 (invalid byte at {valid_up_to})"
+                    ),
+                )));
+            }
+        };
         Ok(HttpResponse {
             status,
             headers,
             body,
         })
     }
+}
+
+/// Appends `chunk`, moving to a bigger buffer (and zeroizing the old one) when it does not fit.
+fn append_zeroizing(buf: &mut Zeroizing<Vec<u8>>, chunk: &[u8]) {
+    if buf.capacity() - buf.len() < chunk.len() {
+        let wanted = (buf.len() + chunk.len()).max(buf.capacity() * 2);
+        let mut bigger = Zeroizing::new(Vec::with_capacity(wanted));
+        bigger.extend_from_slice(buf);
+        *buf = bigger;
+    }
+    buf.extend_from_slice(chunk);
 }
 
 fn other(error: TokenError) -> HttpError {

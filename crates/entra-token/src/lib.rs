@@ -14,9 +14,36 @@
 //!   jitter, backoff and `Retry-After`), keeps serving the old token through an outage while it is still
 //!   valid, and hands it out through a cheap [`TokenHandle`].
 //!
-//! Security stance: a token is a secret. [`AccessToken`] never shows it in `Debug`/`Display` (only a
-//! [`Fingerprint`]) and zeroizes it on drop; no log line or error carries it. Token requests never use an
-//! HTTP proxy, never follow redirects, cap response bodies and time out.
+//! Every fetch a caller waits for follows Azure's retry guidance through one function,
+//! [`fetch_with_retry`]: 404, 410, 429, 5xx and timeouts are retried with jittered exponential backoff,
+//! `Retry-After` is honoured, the budget is about 70 s ([`RetryPolicy`]), and a definitive answer fails
+//! at once. [`Refresher::start`] uses it for the first token; [`SourceSelection`] picks a source from a
+//! kind and an identity.
+//!
+//! # Security stance
+//!
+//! A token is a secret. [`AccessToken`] never shows it in `Debug`/`Display` (only a [`Fingerprint`]); no
+//! log line or error carries it. Token requests never use an HTTP proxy, never follow redirects, cap
+//! response bodies and time out.
+//!
+//! ## What is zeroized, and what is not
+//!
+//! Zeroized when dropped, because this crate owns the memory:
+//! - the token inside [`AccessToken`] (a `secrecy::SecretString`, allocated at its exact size so that no
+//!   reallocation leaves a copy), when its last clone drops;
+//! - the response body of every token request, read into a buffer that is zeroized when it grows and
+//!   when it is dropped, and every string of the JSON parsed from it;
+//! - the Azure CLI's output and the token parsed from it; the workload-identity assertion read from its
+//!   file; the Azure Arc key; a service principal's secret (held as a `SecretString`).
+//!
+//! Not zeroized, because other crates or the kernel own the memory:
+//! - hyper's and rustls's receive and record buffers, which hold the response before this crate copies
+//!   it, and the request bodies reqwest builds (a form with the client secret or the assertion);
+//! - serde_json's scratch buffer, used only for strings with escape sequences (tokens have none);
+//! - the pipe buffers of `az`'s output, and kernel socket buffers;
+//! - whatever a consumer copies out of [`AccessToken::secret`]: `entra-postgres` hands it to
+//!   tokio-postgres, whose `Config::password` keeps a plain `Vec<u8>` for the connection attempt and
+//!   writes it into an unzeroized `PasswordMessage` buffer.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
@@ -27,6 +54,7 @@ mod http;
 mod policy;
 mod refresher;
 mod response;
+mod retry;
 mod source;
 mod status;
 mod token;
@@ -39,7 +67,7 @@ pub use error::TokenError;
 pub use http::HttpOptions;
 pub use policy::{RefreshPolicy, StartMode};
 pub use refresher::{Refresher, TokenHandle};
-pub use response::parse_expiry;
+pub use retry::{fetch_with_retry, RetryPolicy};
 pub use source::{scope_to_resource, FetchFuture, TokenSource, OSSRDBMS_SCOPE};
 pub use sources::*;
 pub use status::{TokenState, TokenStatus};
@@ -55,5 +83,10 @@ pub mod __fuzz {
         now: std::time::SystemTime,
     ) -> Result<crate::AccessToken, crate::TokenError> {
         crate::response::parse_token_response("fuzz", body, now)
+    }
+
+    /// Parses an `expires_on` value in any of the forms the endpoints send.
+    pub fn parse_expiry(value: &str) -> Option<std::time::SystemTime> {
+        crate::response::parse_expiry(value)
     }
 }

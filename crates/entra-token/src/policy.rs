@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use rand::Rng;
 
+use crate::RetryPolicy;
+
 /// What [`Refresher::start`](crate::Refresher::start) does when the first fetch fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -25,9 +27,10 @@ pub enum StartMode {
 ///   not trigger a refresh storm;
 ///
 /// then moved earlier by a random `jitter` fraction of the wait, so a fleet started together does not
-/// refresh in step. On failure: exponential backoff with full jitter from `backoff_initial` to
-/// `backoff_max`, never sooner than the server's `Retry-After`. The old token is served until
-/// `expiry − expiry_margin`.
+/// refresh in step. On failure: the [`RetryPolicy`]'s backoff (exponential with full jitter, 1 s → 60 s,
+/// never sooner than the server's `Retry-After`), but never planned past the moment the cached token
+/// stops being usable. The old token is served until `expiry − expiry_margin`. The first fetch of
+/// [`Refresher::start`](crate::Refresher::start) retries within the retry policy's budget (70 s).
 ///
 /// ```
 /// use std::time::Duration;
@@ -44,10 +47,7 @@ pub struct RefreshPolicy {
     pub(crate) half_life_threshold: Duration,
     pub(crate) jitter: f64,
     pub(crate) expiry_margin: Duration,
-    pub(crate) backoff_initial: Duration,
-    pub(crate) backoff_max: Duration,
-    pub(crate) backoff_floor: Duration,
-    pub(crate) fetch_timeout: Duration,
+    pub(crate) retry: RetryPolicy,
     pub(crate) get_timeout: Duration,
     pub(crate) min_invalidate_interval: Duration,
     pub(crate) start_mode: StartMode,
@@ -60,10 +60,7 @@ impl Default for RefreshPolicy {
             half_life_threshold: Duration::from_secs(2 * 3600),
             jitter: 0.1,
             expiry_margin: Duration::from_secs(30),
-            backoff_initial: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(60),
-            backoff_floor: Duration::from_millis(50),
-            fetch_timeout: Duration::from_secs(60),
+            retry: RetryPolicy::default(),
             get_timeout: Duration::from_secs(30),
             min_invalidate_interval: Duration::from_secs(10),
             start_mode: StartMode::FailFast,
@@ -72,6 +69,30 @@ impl Default for RefreshPolicy {
 }
 
 impl RefreshPolicy {
+    /// A policy for tokens that live seconds rather than hours (tests, demos and benchmarks against the
+    /// emulator): renewal 1 s before expiry but never before half-life, served until 0.5 s before expiry,
+    /// quick backoff (100 ms → 1 s), `get()` waiting at most 5 s, a rejected token refetched after
+    /// 200 ms, and a 10 s budget for the first fetch.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let p = entra_token::RefreshPolicy::short_lived();
+    /// assert_eq!(p.base_refresh_delay(Duration::from_secs(4), None), Duration::from_secs(3));
+    /// ```
+    pub fn short_lived() -> Self {
+        RefreshPolicy::default()
+            .expiry_margin(Duration::from_millis(500))
+            .refresh_margin(Duration::from_secs(1))
+            .get_timeout(Duration::from_secs(5))
+            .min_invalidate_interval(Duration::from_millis(200))
+            .retry(
+                RetryPolicy::default()
+                    .backoff(Duration::from_millis(100), Duration::from_secs(1))
+                    .budget(Duration::from_secs(10))
+                    .attempt_timeout(Duration::from_secs(5)),
+            )
+    }
+
     /// Renew this long before expiry (default 5 min).
     pub fn refresh_margin(mut self, margin: Duration) -> Self {
         self.refresh_margin = margin;
@@ -95,17 +116,30 @@ impl RefreshPolicy {
         self
     }
 
-    /// Backoff after failed fetches: first delay and cap (default 1 s → 60 s).
+    /// Backoff after failed fetches: first delay and cap (default 1 s → 60 s). Shorthand for the same
+    /// setting of [`retry`](Self::retry).
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
-        self.backoff_initial = initial.max(Duration::from_millis(1));
-        self.backoff_max = max.max(self.backoff_initial);
+        self.retry = self.retry.backoff(initial, max);
         self
     }
 
     /// Give up on one fetch after this long (default 60 s); sources also have their own network timeouts.
+    /// Shorthand for [`RetryPolicy::attempt_timeout`].
     pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
-        self.fetch_timeout = timeout;
+        self.retry = self.retry.attempt_timeout(timeout);
         self
+    }
+
+    /// How failed fetches are retried, and the budget of the first fetch in
+    /// [`StartMode::FailFast`].
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The retry policy.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
     }
 
     /// How long [`TokenHandle::get`](crate::TokenHandle::get) waits for a first or renewed token before
@@ -162,31 +196,7 @@ impl RefreshPolicy {
     /// The upper bound of the delay after `failures` consecutive failures (1 = the first): the cap of
     /// the full-jitter draw.
     pub fn backoff_ceiling(&self, failures: u32) -> Duration {
-        let exp = failures.saturating_sub(1).min(30);
-        self.backoff_initial
-            .saturating_mul(1u32 << exp)
-            .min(self.backoff_max)
-    }
-
-    /// The delay before the next attempt after `failures` consecutive failures, never shorter than the
-    /// server's `Retry-After`.
-    pub(crate) fn backoff_delay(
-        &self,
-        failures: u32,
-        retry_after: Option<Duration>,
-        retryable: bool,
-    ) -> Duration {
-        // An error that retrying cannot fix (unknown identity, bad secret) may still be fixed by an admin
-        // while we run: keep trying, but at the slowest pace.
-        let ceiling = if retryable {
-            self.backoff_ceiling(failures)
-        } else {
-            self.backoff_max
-        };
-        let drawn = ceiling
-            .mul_f64(rand::rng().random::<f64>())
-            .max(self.backoff_floor);
-        drawn.max(retry_after.unwrap_or_default())
+        self.retry.backoff_ceiling(failures)
     }
 }
 
@@ -259,19 +269,5 @@ mod tests {
             seen_below |= d < base;
         }
         assert!(seen_below, "jitter never moved the renewal");
-    }
-
-    #[test]
-    fn backoff_doubles_to_its_cap_and_honours_retry_after() {
-        let p = RefreshPolicy::default();
-        let ceilings: Vec<u64> = (1..=8).map(|n| p.backoff_ceiling(n).as_secs()).collect();
-        assert_eq!(ceilings, [1, 2, 4, 8, 16, 32, 60, 60]);
-        for n in 1..=8 {
-            for _ in 0..200 {
-                let d = p.backoff_delay(n, None, true);
-                assert!(d <= p.backoff_ceiling(n).max(p.backoff_floor), "{n}: {d:?}");
-            }
-            assert!(p.backoff_delay(n, Some(Duration::from_secs(120)), true) >= Duration::from_secs(120));
-        }
     }
 }

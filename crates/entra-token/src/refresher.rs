@@ -3,13 +3,12 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
 use tokio::sync::{watch, Notify};
-use tokio::time::{sleep_until, timeout, timeout_at, Instant};
-use tracing::{field, Instrument};
+use tokio::time::{sleep_until, timeout_at, Instant};
 
 use crate::status::{TokenState, TokenStatus};
 use crate::{AccessToken, RefreshPolicy, StartMode, TokenError, TokenSource};
@@ -37,11 +36,41 @@ impl Refresher {
         scope: impl Into<String>,
         policy: RefreshPolicy,
     ) -> TokenHandle {
+        Self::spawn_with(Arc::new(source), scope.into(), policy, None)
+    }
+
+    /// Starts the refresher. With [`StartMode::FailFast`] (the default) it first fetches a token with
+    /// [`fetch_with_retry`](crate::fetch_with_retry), within the policy's retry budget (70 s), and returns
+    /// the error if that fails: at once on a definitive error (no identity endpoint, unknown identity, bad
+    /// secret), or once the budget is spent on transient ones (throttling, IMDS updating). It never fails
+    /// on the first 429. With [`StartMode::KeepRetrying`] it returns at once, as
+    /// [`spawn`](Self::spawn) does.
+    pub async fn start(
+        source: impl TokenSource + 'static,
+        scope: impl Into<String>,
+        policy: RefreshPolicy,
+    ) -> Result<TokenHandle, TokenError> {
         let source: Arc<dyn TokenSource> = Arc::new(source);
+        let scope = scope.into();
+        if policy.start_mode == StartMode::KeepRetrying {
+            return Ok(Self::spawn_with(source, scope, policy, None));
+        }
+        let (token, attempts) = crate::retry::retrying(source.as_ref(), &scope, &policy.retry).await;
+        let token = token?;
+        usable_lifetime(&policy, source.name(), &token)?;
+        Ok(Self::spawn_with(source, scope, policy, Some((token, attempts))))
+    }
+
+    fn spawn_with(
+        source: Arc<dyn TokenSource>,
+        scope: String,
+        policy: RefreshPolicy,
+        first: Option<(AccessToken, u32)>,
+    ) -> TokenHandle {
         let (status_tx, _) = watch::channel(TokenStatus::new(source.name().to_string()));
         let (stop_tx, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
-            scope: scope.into(),
+            scope,
             policy,
             current: ArcSwapOption::empty(),
             swap_lock: Mutex::new(()),
@@ -49,37 +78,81 @@ impl Refresher {
             wake: Notify::new(),
             status: status_tx,
         });
-        tokio::spawn(run(shared.clone(), source, stop_rx));
+        // Published before the task runs, so `current()` has it the moment `start` returns.
+        let planned = first.and_then(|(token, attempts)| {
+            shared.status.send_modify(|s| s.fetches += u64::from(attempts));
+            publish(&shared, source.name(), token, Instant::now()).ok()
+        });
+        tokio::spawn(run(shared.clone(), source, stop_rx, planned));
         TokenHandle {
             shared,
             alive: Arc::new(Alive { stop: stop_tx }),
         }
     }
+}
 
-    /// Spawns the refresher and, with [`StartMode::FailFast`] (the default), waits for the first fetch and
-    /// returns its error if it fails. With [`StartMode::KeepRetrying`] it returns at once, as
-    /// [`spawn`](Self::spawn) does.
-    pub async fn start(
-        source: impl TokenSource + 'static,
-        scope: impl Into<String>,
-        policy: RefreshPolicy,
-    ) -> Result<TokenHandle, TokenError> {
-        let mode = policy.start_mode;
-        let handle = Self::spawn(source, scope, policy);
-        if mode == StartMode::FailFast {
-            if let Err(e) = handle.get().await {
-                handle.shutdown();
-                return Err(match e {
-                    TokenError::Unavailable {
-                        last_error: Some(cause),
-                        ..
-                    } => *cause,
-                    other => other,
-                });
-            }
-        }
-        Ok(handle)
+/// How long `token` will be served, or why it cannot be: it expires within the safety margin.
+fn usable_lifetime(
+    policy: &RefreshPolicy,
+    source: &str,
+    token: &AccessToken,
+) -> Result<Duration, TokenError> {
+    let lifetime = token
+        .expires_on()
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    if lifetime <= policy.expiry_margin {
+        return Err(TokenError::invalid_response(
+            source,
+            format!(
+                "the token expires in {lifetime:?}, within the {:?} safety margin; is this machine's clock \
+                 right?",
+                policy.expiry_margin
+            ),
+        ));
     }
+    Ok(lifetime)
+}
+
+/// When a published token is renewed, and until when it is served.
+#[derive(Clone, Copy)]
+struct Plan {
+    renew_at: Instant,
+    usable_until: Instant,
+}
+
+/// Checks a fetched token and makes it the cached one.
+fn publish(shared: &Shared, source: &str, token: AccessToken, now: Instant) -> Result<Plan, TokenError> {
+    let policy = &shared.policy;
+    let lifetime = usable_lifetime(policy, source, &token)?;
+    let refresh_in = token
+        .refresh_on()
+        .map(|r| r.duration_since(SystemTime::now()).unwrap_or_default());
+    let until = now + (lifetime - policy.expiry_margin);
+    let renew_at = (now + policy.refresh_delay(lifetime, refresh_in)).min(until);
+    tracing::info!(token = %token.fingerprint(), expires_in = lifetime.as_secs(), "token fetched");
+    let fingerprint = token.fingerprint();
+    let _guard = shared.swap_lock.lock();
+    shared.current.store(Some(Arc::new(Cached {
+        token,
+        fetched_at: now,
+    })));
+    // The new token replaces whatever a server rejected meanwhile: no second fetch for it.
+    shared.force.store(false, Ordering::Release);
+    shared.status.send_modify(|s| {
+        s.state = TokenState::Valid;
+        s.fingerprint = Some(fingerprint);
+        s.usable_until = Some(until);
+        s.next_fetch = Some(renew_at);
+        s.last_refresh = Some(SystemTime::now());
+        s.consecutive_failures = 0;
+        s.last_error = None;
+        s.refreshes += 1;
+    });
+    Ok(Plan {
+        renew_at,
+        usable_until: until,
+    })
 }
 
 struct Shared {
@@ -284,15 +357,33 @@ fn expire(shared: &Shared, source: &str) {
     });
 }
 
-/// The refresher task: one fetch at a time, renewals ahead of expiry, backoff on failure.
-async fn run(shared: Arc<Shared>, source: Arc<dyn TokenSource>, mut stop: watch::Receiver<bool>) {
+/// When to retry after a failure: the retry policy's backoff, but never later than shortly before the
+/// cached token stops being usable (an attempt then can still save it), and never sooner than the
+/// server's `Retry-After`.
+fn retry_at(now: Instant, delay: Duration, hold: Option<Duration>, usable_until: Option<Instant>) -> Instant {
+    let mut at = now + delay;
+    if let Some(until) = usable_until.filter(|u| *u > now) {
+        let lead = (until - now).min(Duration::from_secs(2)) / 2;
+        at = at.min(until - lead);
+    }
+    at.max(now + hold.unwrap_or_default())
+}
+
+/// The refresher task: one fetch at a time, renewals ahead of expiry, backoff on failure. `first` is the
+/// plan of a token [`Refresher::start`] already fetched and published.
+async fn run(
+    shared: Arc<Shared>,
+    source: Arc<dyn TokenSource>,
+    mut stop: watch::Receiver<bool>,
+    first: Option<Plan>,
+) {
     let _cleanup = StopGuard(shared.clone());
     let policy = &shared.policy;
-    let mut next_fetch = Instant::now();
-    let mut usable_until: Option<Instant> = None;
+    let mut next_fetch = first.map_or_else(Instant::now, |p| p.renew_at);
+    let mut usable_until: Option<Instant> = first.map(|p| p.usable_until);
     let mut hold_until = Instant::now(); // a server's Retry-After also holds forced refetches
     let mut failures: u32 = 0;
-    let mut attempt: u64 = 0;
+    let mut attempt: u64 = u64::from(first.is_some());
 
     loop {
         let wake_at = usable_until.map_or(next_fetch, |u| next_fetch.min(u));
@@ -324,14 +415,12 @@ async fn run(shared: Arc<Shared>, source: Arc<dyn TokenSource>, mut stop: watch:
             s.fetches += 1;
             s.next_fetch = None;
         });
-        let span = tracing::info_span!(
-            "token_fetch",
-            source = source.name(),
+        let fetch = crate::retry::fetch_once(
+            source.as_ref(),
+            &shared.scope,
+            policy.retry.attempt_timeout,
             attempt,
-            outcome = field::Empty,
-            expires_in = field::Empty,
         );
-        let fetch = timeout(policy.fetch_timeout, source.fetch(&shared.scope)).instrument(span.clone());
         tokio::pin!(fetch);
         // The cached token's expiry is enforced while the fetch is in flight too: a hanging endpoint must
         // not keep an expired token in service.
@@ -346,79 +435,29 @@ async fn run(shared: Arc<Shared>, source: Arc<dyn TokenSource>, mut stop: watch:
                 }
             }
         };
-        let result = match result {
-            Ok(r) => r,
-            Err(_) => Err(TokenError::transient(
-                source.name(),
-                format!("no answer within {:?}", policy.fetch_timeout),
-            )),
-        };
-        let result = result.and_then(|token| {
-            let lifetime = token
-                .expires_on()
-                .duration_since(SystemTime::now())
-                .unwrap_or_default();
-            if lifetime <= policy.expiry_margin {
-                Err(TokenError::invalid_response(
-                    source.name(),
-                    format!(
-                        "the token expires in {lifetime:?}, within the {:?} safety margin; is this machine's \
-                         clock right?",
-                        policy.expiry_margin
-                    ),
-                ))
-            } else {
-                Ok((token, lifetime))
-            }
-        });
         let now = Instant::now();
+        let result = result.and_then(|token| publish(&shared, source.name(), token, now));
         match result {
-            Ok((token, lifetime)) => {
+            Ok(plan) => {
                 failures = 0;
-                let refresh_in = token
-                    .refresh_on()
-                    .map(|r| r.duration_since(SystemTime::now()).unwrap_or_default());
-                let until = now + (lifetime - policy.expiry_margin);
-                let renew = now + policy.refresh_delay(lifetime, refresh_in);
-                next_fetch = renew.min(until);
-                usable_until = Some(until);
-                span.record("outcome", "ok");
-                span.record("expires_in", lifetime.as_secs());
-                span.in_scope(|| {
-                    tracing::info!(token = %token.fingerprint(), expires_in = lifetime.as_secs(), "token fetched")
-                });
-                let fingerprint = token.fingerprint();
-                {
-                    let _guard = shared.swap_lock.lock();
-                    shared.current.store(Some(Arc::new(Cached {
-                        token,
-                        fetched_at: now,
-                    })));
-                    // The new token replaces whatever a server rejected meanwhile: no second fetch for it.
-                    shared.force.store(false, Ordering::Release);
-                    shared.status.send_modify(|s| {
-                        s.state = TokenState::Valid;
-                        s.fingerprint = Some(fingerprint);
-                        s.usable_until = Some(until);
-                        s.next_fetch = Some(next_fetch);
-                        s.last_refresh = Some(SystemTime::now());
-                        s.consecutive_failures = 0;
-                        s.last_error = None;
-                        s.refreshes += 1;
-                    });
-                }
+                next_fetch = plan.renew_at;
+                usable_until = Some(plan.usable_until);
             }
             Err(error) => {
                 failures = failures.saturating_add(1);
-                let delay = policy.backoff_delay(failures, error.retry_after(), error.is_retryable());
+                let delay = policy.retry.delay_after(failures, &error);
                 if let Some(after) = error.retry_after() {
                     hold_until = now + after;
                 }
-                next_fetch = now + delay;
-                span.record("outcome", "error");
-                span.in_scope(|| {
-                    tracing::warn!(error = %error, failures, retry_in_ms = delay.as_millis() as u64, "token fetch failed")
-                });
+                next_fetch = retry_at(now, delay, error.retry_after(), usable_until);
+                let retry_in = next_fetch - now;
+                tracing::warn!(
+                    source = source.name(),
+                    error = %error,
+                    failures,
+                    retry_in_ms = retry_in.as_millis() as u64,
+                    "token fetch failed"
+                );
                 let usable = shared.current.load().is_some();
                 shared.status.send_modify(|s| {
                     s.state = if usable {
@@ -434,4 +473,34 @@ async fn run(shared: Arc<Shared>, source: Arc<dyn TokenSource>, mut stop: watch:
         }
     }
     tracing::debug!(source = source.name(), "token refresher stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retry_is_never_planned_past_the_cached_tokens_last_usable_moment() {
+        let now = Instant::now();
+        let until = now + Duration::from_secs(20);
+        let at = retry_at(now, Duration::from_secs(55), None, Some(until));
+        assert!(
+            at < until && at >= until - Duration::from_secs(1),
+            "{:?}",
+            at - now
+        );
+        // A server's Retry-After still wins: an earlier request would only be throttled again.
+        let held = retry_at(
+            now,
+            Duration::from_secs(55),
+            Some(Duration::from_secs(30)),
+            Some(until),
+        );
+        assert_eq!(held, now + Duration::from_secs(30));
+        // Without a cached token the backoff stands.
+        assert_eq!(
+            retry_at(now, Duration::from_secs(55), None, None),
+            now + Duration::from_secs(55)
+        );
+    }
 }

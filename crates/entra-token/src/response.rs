@@ -23,7 +23,7 @@ pub(crate) fn parse_token_response(
     body: &str,
     now: SystemTime,
 ) -> Result<AccessToken, TokenError> {
-    let value: Value = serde_json::from_str(body).map_err(|e| {
+    let mut value: Value = serde_json::from_str(body).map_err(|e| {
         TokenError::invalid_response(
             source_name,
             format!(
@@ -32,13 +32,26 @@ pub(crate) fn parse_token_response(
             ),
         )
     })?;
-    let Value::Object(fields) = value else {
-        return Err(TokenError::invalid_response(
+    let result = match &value {
+        Value::Object(fields) => token_from_fields(source_name, fields, now),
+        _ => Err(TokenError::invalid_response(
             source_name,
             "the body is JSON but not an object",
-        ));
+        )),
     };
-    token_from_fields(source_name, &fields, now)
+    zeroize_strings(&mut value);
+    result
+}
+
+/// Overwrites every string of a parsed body (the token among them) before it is freed.
+pub(crate) fn zeroize_strings(value: &mut Value) {
+    use zeroize::Zeroize;
+    match value {
+        Value::String(s) => s.zeroize(),
+        Value::Array(items) => items.iter_mut().for_each(zeroize_strings),
+        Value::Object(fields) => fields.values_mut().for_each(zeroize_strings),
+        _ => {}
+    }
 }
 
 fn token_from_fields(
@@ -170,16 +183,9 @@ fn cap(s: &str, max_chars: usize) -> String {
 /// - RFC 3339: `"2006-01-02T15:04:05Z"`, `"2006-01-02T15:04:05.5+02:00"`.
 ///
 /// Dates without an offset are taken as UTC, as MSAL does; the Azure CLI's `expiresOn` is local time, so
-/// prefer its `expires_on` epoch field. Returns `None` for anything else.
-///
-/// ```
-/// use std::time::{Duration, SystemTime};
-/// let t = entra_token::parse_expiry("11/23/2026 3:04:05 PM +00:00").unwrap();
-/// assert_eq!(t, entra_token::parse_expiry("2026-11-23T15:04:05Z").unwrap());
-/// assert_eq!(entra_token::parse_expiry("60"), Some(SystemTime::UNIX_EPOCH + Duration::from_secs(60)));
-/// assert_eq!(entra_token::parse_expiry("soon"), None);
-/// ```
-pub fn parse_expiry(value: &str) -> Option<SystemTime> {
+/// prefer its `expires_on` epoch field. Returns `None` for anything else: `"11/23/2026 3:04:05 PM +00:00"`
+/// and `"2026-11-23T15:04:05Z"` are the same instant, `"60"` is a minute after the epoch.
+pub(crate) fn parse_expiry(value: &str) -> Option<SystemTime> {
     let value = value.trim();
     if let Some(secs) = parse_seconds(value) {
         return epoch(secs);

@@ -24,6 +24,7 @@ pub enum TokenState {
 
 /// A snapshot of a refresher's state. Holds no secret.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct TokenStatus {
     /// The source's name.
     pub source: String,

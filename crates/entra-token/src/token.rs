@@ -9,8 +9,10 @@ use secrecy::{ExposeSecret, SecretString};
 /// An Entra ID access token: the secret (a JWT), when it expires and, optionally, when the issuer advises
 /// refreshing it.
 ///
-/// Cloning is cheap (a reference count). The secret is zeroized when the last clone drops, and neither
-/// `Debug` nor `Display` ever shows it: they print a [`fingerprint`](Self::fingerprint) instead.
+/// Cloning is cheap (a reference count). The secret is zeroized when the last clone drops (copies made
+/// with [`secret`](Self::secret) are the caller's; see the crate docs for what is and is not zeroized),
+/// and neither `Debug` nor `Display` ever shows it: they print a [`fingerprint`](Self::fingerprint)
+/// instead.
 ///
 /// ```
 /// use std::time::{Duration, SystemTime};
@@ -45,7 +47,7 @@ impl AccessToken {
         let secret: String = secret.into();
         let fingerprint = Fingerprint::of(&secret);
         AccessToken(Arc::new(Inner {
-            secret: SecretString::from(secret),
+            secret: exact_secret(secret),
             expires_on,
             refresh_on,
             fingerprint,
@@ -86,6 +88,18 @@ impl AccessToken {
     pub fn same_as(&self, other: &AccessToken) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
     }
+}
+
+/// The secret in a `SecretString` without a stray copy: `SecretString::from(String)` shrinks the string
+/// to a `Box<str>`, which reallocates (and frees the old bytes unzeroized) when it has spare capacity.
+fn exact_secret(mut secret: String) -> SecretString {
+    if secret.capacity() == secret.len() {
+        return SecretString::from(secret);
+    }
+    let mut exact = String::with_capacity(secret.len());
+    exact.push_str(&secret);
+    zeroize::Zeroize::zeroize(&mut secret);
+    SecretString::from(exact)
 }
 
 impl fmt::Debug for AccessToken {

@@ -80,9 +80,18 @@ fn extra_fields() -> impl Strategy<Value = Map<String, Value>> {
     .prop_map(|m| m.into_iter().collect())
 }
 
+/// 48 cases (each runs a process), unless `PROPTEST_CASES` asks for more (TESTING.md).
+fn config() -> ProptestConfig {
+    let mut config = ProptestConfig::default();
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        config.cases = 48;
+    }
+    config
+}
+
 proptest! {
     // Each case runs a process: few cases keep this file within a couple of seconds.
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(config())]
 
     #[test]
     fn arbitrary_output_never_panics(printed in prop::collection::vec(any::<u8>(), 0..256)) {

@@ -68,7 +68,7 @@ fn assert_no_secret(shown: &str, vars: &[(String, String)]) -> Result<(), TestCa
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::default())]
 
     #[test]
     fn any_environment_builds_a_source_or_an_error_without_secrets(

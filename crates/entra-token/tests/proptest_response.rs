@@ -3,8 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use entra_token::__fuzz::parse_expiry;
 use entra_token::__fuzz::parse_token_response;
-use entra_token::parse_expiry;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
@@ -144,9 +144,9 @@ fn extra_fields() -> impl Strategy<Value = Map<String, Value>> {
     .prop_map(|m| m.into_iter().collect())
 }
 
+/// 256 cases; `PROPTEST_CASES` and `PROPTEST_RNG_SEED` (fixed by `.ci/run`) override (TESTING.md).
 fn config() -> ProptestConfig {
-    // PROPTEST_CASES still overrides this for a longer local run.
-    ProptestConfig::with_cases(256)
+    ProptestConfig::default()
 }
 
 proptest! {

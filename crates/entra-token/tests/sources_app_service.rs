@@ -148,8 +148,8 @@ async fn missing_system_identity_is_unavailable_and_unassigned_user_identity_fai
     assert!(
         matches!(
             err,
-            TokenError::AuthenticationFailed {
-                status: Some(400),
+            TokenError::IdentityNotFound {
+                identity: Some(_),
                 ..
             }
         ),

@@ -133,7 +133,7 @@ async fn missing_system_identity_is_unavailable() {
 }
 
 #[tokio::test]
-async fn unassigned_user_identity_is_auth_failed() {
+async fn unassigned_user_identity_is_identity_not_found_and_not_retried() {
     let fake = FakeIdentity::start().await.unwrap();
     let source = imds_for(
         &fake,
@@ -141,7 +141,7 @@ async fn unassigned_user_identity_is_auth_failed() {
     );
     let err = source.fetch(OSSRDBMS_SCOPE).await.unwrap_err();
     assert!(
-        matches!(&err, TokenError::AuthenticationFailed { status: Some(400), error_code: Some(c), .. } if c == "invalid_request"),
+        matches!(&err, TokenError::IdentityNotFound { identity: Some(id), .. } if id.contains("dead")),
         "{err:?}"
     );
     assert!(!err.is_retryable());

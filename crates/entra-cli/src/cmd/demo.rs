@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use entra_emulator::Emulator;
 use entra_postgres::{EntraPool, PoolBuilder};
-use entra_token::{Env, RefreshPolicy, StartMode};
+use entra_token::{Env, RefreshPolicy};
 use error_log::ErrorLog;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -40,17 +40,6 @@ pub(crate) struct DemoArgs {
     max_lifetime_ms: u64,
 }
 
-/// A refresh policy scaled for tokens of a few seconds (the defaults assume hours).
-fn short_policy() -> RefreshPolicy {
-    RefreshPolicy::default()
-        .expiry_margin(Duration::from_millis(500))
-        .refresh_margin(Duration::from_secs(1))
-        .backoff(Duration::from_millis(100), Duration::from_secs(1))
-        .get_timeout(Duration::from_secs(5))
-        .min_invalidate_interval(Duration::from_millis(200))
-        .start_mode(StartMode::FailFast)
-}
-
 #[derive(Default)]
 struct Counters {
     queries: AtomicU64,
@@ -73,7 +62,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     let pool = PoolBuilder::from_env()
         .env(Env::from_pairs(emulator.env_vars()))
         .http_options(crate::source::http_options())
-        .refresh_policy(short_policy())
+        .refresh_policy(RefreshPolicy::short_lived())
         .max_size(args.connections)
         .max_lifetime(Some(Duration::from_millis(args.max_lifetime_ms.max(100))))
         .wait_timeout(Some(Duration::from_secs(10)))

@@ -1,23 +1,23 @@
 //! `entra-pg doctor`: from configuration to a query, one step at a time; the first failure is explained
-//! with its cause and fix.
+//! with its cause and fix (`entra_postgres::diagnose`).
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use entra_postgres::{tls, PoolBuilder, Settings, SslMode};
-use entra_token::{scope_to_resource, AccessToken, Env};
+use entra_postgres::{ConnectionPlan, Diagnosis, DiagnosisContext};
+use entra_token::{scope_to_resource, Env};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::claims;
-use crate::diagnose::{self, Problem};
 use crate::exit::{CliError, Exit};
 use crate::output::Style;
-use crate::source::{self, IdentityArgs};
+use crate::source::{token_exit, IdentityArgs};
 
 const NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -26,15 +26,41 @@ const NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct DoctorArgs {
     #[command(flatten)]
     identity: IdentityArgs,
+    /// Let sslmode=require skip certificate verification, as `psql --danger-accept-unverified-tls`;
+    /// doctor then warns that the token goes to whoever answers.
+    #[arg(long)]
+    danger_accept_unverified_tls: bool,
     /// Print the steps as JSON (no colours; the token is never included).
     #[arg(long)]
     json: bool,
 }
 
+/// What went wrong at a step, and what to do.
+struct Problem {
+    cause: String,
+    fix: String,
+}
+
+impl From<Diagnosis> for Problem {
+    fn from(d: Diagnosis) -> Self {
+        Problem {
+            cause: d.summary,
+            fix: d.fix,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Pass,
+    Warn,
+    Fail,
+}
+
 /// One checked step.
 struct Step {
     name: &'static str,
-    ok: bool,
+    outcome: Outcome,
     detail: String,
     problem: Option<Problem>,
 }
@@ -50,9 +76,18 @@ impl Report {
     fn pass(&mut self, name: &'static str, detail: String) {
         self.add(Step {
             name,
-            ok: true,
+            outcome: Outcome::Pass,
             detail,
             problem: None,
+        });
+    }
+
+    fn warn(&mut self, name: &'static str, detail: String, problem: Problem) {
+        self.add(Step {
+            name,
+            outcome: Outcome::Warn,
+            detail,
+            problem: Some(problem),
         });
     }
 
@@ -60,7 +95,7 @@ impl Report {
     fn fail(&mut self, name: &'static str, detail: String, problem: Problem, exit: Exit) -> CliError {
         self.add(Step {
             name,
-            ok: false,
+            outcome: Outcome::Fail,
             detail,
             problem: Some(problem),
         });
@@ -70,10 +105,10 @@ impl Report {
 
     fn add(&mut self, step: Step) {
         if !self.json {
-            let mark = if step.ok {
-                self.style.ok()
-            } else {
-                self.style.fail()
+            let mark = match step.outcome {
+                Outcome::Pass => self.style.ok(),
+                Outcome::Warn => self.style.warn(),
+                Outcome::Fail => self.style.fail(),
             };
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{mark} {:<14} {}", step.name, step.detail);
@@ -95,14 +130,15 @@ impl Report {
             .map(|s| {
                 json!({
                     "step": s.name,
-                    "ok": s.ok,
+                    "ok": s.outcome != Outcome::Fail,
+                    "warning": s.outcome == Outcome::Warn,
                     "detail": s.detail,
                     "cause": s.problem.as_ref().map(|p| p.cause.clone()),
                     "fix": s.problem.as_ref().map(|p| p.fix.clone()),
                 })
             })
             .collect();
-        let ok = self.steps.iter().all(|s| s.ok);
+        let ok = self.steps.iter().all(|s| s.outcome != Outcome::Fail);
         let doc = json!({ "ok": ok, "steps": steps });
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     }
@@ -114,43 +150,49 @@ pub(crate) async fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
         style: Style::stdout(),
         steps: Vec::new(),
     };
-    let env = Env::process();
+    let builder = args
+        .identity
+        .builder(&Env::process())
+        .danger_accept_unverified_tls(args.danger_accept_unverified_tls);
 
-    // 1. Configuration.
-    let settings = match PoolBuilder::from_env().env(env.clone()).resolve() {
-        Ok(s) => s,
+    // 1. Configuration: every rule of the connection plan, before anything is sent.
+    let plan = match builder.plan() {
+        Ok(plan) => plan,
         Err(e) => {
-            let problem = Problem {
-                cause: format!("{e}"),
-                fix: format!("fix {} (see `entra-pg --help` for the variables read)", e.origin),
-            };
+            let problem = entra_postgres::diagnose(&e).into();
             return Err(report.fail("configuration", "not usable".into(), problem, Exit::Usage));
         }
     };
-    let Some(host) = settings.hosts.as_ref().and_then(|h| h.value.first().cloned()) else {
-        let problem = Problem {
-            cause: "no server host is configured".into(),
-            fix: "set AZURE_POSTGRESQL_HOST or PGHOST to <server>.postgres.database.azure.com (or a connection \
-                  string in AZURE_POSTGRESQL_CONNECTIONSTRING)"
-                .into(),
-        };
-        return Err(report.fail("configuration", "no host".into(), problem, Exit::Usage));
-    };
-    let port = settings.port.as_ref().map_or(5432, |p| p.value);
-    let dbname = settings
-        .dbname
-        .as_ref()
-        .map_or_else(|| "postgres".to_string(), |d| d.value.clone());
-    let sslmode = settings.sslmode.as_ref().map(|s| s.value).unwrap_or_default();
-    report.pass(
-        "configuration",
-        describe(&settings, &host, port, &dbname, sslmode),
-    );
+    report.pass("configuration", describe(&plan));
+    let tls = plan.tls().clone();
+    if tls.is_unverified() {
+        report.warn(
+            "tls mode",
+            tls.reason.clone(),
+            Problem {
+                cause: "the server's certificate is not verified: whoever answers at its address (a spoofed \
+                        DNS name, a hostile network) receives the token"
+                    .into(),
+                fix: "drop --danger-accept-unverified-tls so that sslmode=require verifies, or use \
+                      sslmode=verify-full with the server's CA in PGSSLROOTCERT"
+                    .into(),
+            },
+        );
+    } else {
+        report.pass("tls mode", tls.reason.clone());
+    }
 
-    // 2. Identity endpoint and token.
-    let token = match token_step(&args.identity, &env).await {
+    // 2. Identity endpoint and token (retried within the budget, as the pool's start is).
+    let token = match builder.fetch_token().await {
         Ok(token) => token,
-        Err((detail, problem, exit)) => return Err(report.fail("token", detail, problem, exit)),
+        Err(e) => {
+            let exit = match &e {
+                entra_postgres::BuildError::Token(t) => token_exit(t),
+                _ => Exit::Usage,
+            };
+            let detail = entra_postgres::report(&e);
+            return Err(report.fail("token", detail, entra_postgres::diagnose(&e).into(), exit));
+        }
     };
     let claims = claims::decode(token.secret()).unwrap_or_default();
     let claim = |name: &str| claims::text(&claims, name).unwrap_or_else(|| "-".into());
@@ -174,10 +216,10 @@ pub(crate) async fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
     }
     report.pass("token", token_detail);
     let token_user = entra_postgres::user_from_token(token.secret()).map(|(u, _)| u);
-    let user = match (settings.user.as_ref().map(|u| u.value.clone()), &token_user) {
-        (Some(u), _) => u,
-        (None, Some(u)) => u.clone(),
-        (None, None) => {
+    let plan = match (plan.role().is_some(), &token_user) {
+        (true, _) => plan,
+        (false, Some(u)) => plan.with_role(u),
+        (false, None) => {
             let problem = Problem {
                 cause: "no user name is configured and the token names none".into(),
                 fix: "set PGUSER or AZURE_POSTGRESQL_USER to the identity's name".into(),
@@ -185,14 +227,15 @@ pub(crate) async fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
             return Err(report.fail("configuration", "no user".into(), problem, Exit::Usage));
         }
     };
+    let user = plan.role().unwrap_or_default().to_string();
 
     // 3. DNS and TCP.
-    let unix = host.starts_with('/');
-    let addr = if unix {
+    let host = plan.hosts().first().cloned().unwrap_or_default();
+    let addr = if host.starts_with('/') {
         report.pass("network", format!("unix socket in {host}"));
         None
     } else {
-        match network_step(&host, port, &settings).await {
+        match network_step(&plan, &host).await {
             Ok((addr, detail)) => {
                 report.pass("network", detail);
                 Some(addr)
@@ -201,39 +244,41 @@ pub(crate) async fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
         }
     };
 
-    // 4. TLS.
-    let tls_config = match (addr, sslmode) {
-        (None, _) | (_, SslMode::Disable) => {
-            report.pass(
+    // 4. TLS, with the plan's own configuration.
+    match (addr, plan.rustls_config()) {
+        (Some(addr), Some(config)) => match tls_step(&host, addr, config).await {
+            Ok(version) => report.pass(
                 "tls",
-                format!("not used (sslmode={}, or a unix socket)", sslmode.as_str()),
-            );
-            None
-        }
-        (Some(addr), mode) => match tls_step(&host, addr, mode, &settings).await {
-            Ok((config, detail)) => {
-                report.pass("tls", detail);
-                Some(config)
+                format!(
+                    "{version}, certificate checked ({})",
+                    tls.verification.map_or("none", |v| v.as_sslmode())
+                ),
+            ),
+            Err(e) => {
+                let detail = entra_postgres::report(&e);
+                return Err(report.fail("tls", detail, entra_postgres::diagnose(&e).into(), Exit::Failure));
             }
-            Err((detail, problem)) => return Err(report.fail("tls", detail, problem, Exit::Failure)),
         },
-    };
+        _ => report.pass(
+            "tls",
+            "not used (loopback with sslmode=disable, or a unix socket)".into(),
+        ),
+    }
 
     // 5. Sign-in, 6. query.
-    let client = match sign_in(&host, port, &dbname, &user, &token, tls_config, &settings).await {
-        Ok(client) => client,
+    let context = DiagnosisContext {
+        role: Some(&user),
+        token_role: token_user.as_deref(),
+    };
+    let client = match plan.open(token.secret().as_bytes()).await {
+        Ok((client, _connection)) => client,
         Err(e) => {
             let text = entra_postgres::report(&e);
-            let code = diagnose::sqlstate(&e);
-            let problem = diagnose::server_problem(&text, code.as_deref(), &user, token_user.as_deref())
-                .unwrap_or_else(|| Problem {
-                    cause: text.clone(),
-                    fix: "see the server's message above".into(),
-                });
+            let problem = entra_postgres::diagnose_with(&e, &context).into();
             return Err(report.fail("sign-in", format!("as {user:?}: {text}"), problem, Exit::Failure));
         }
     };
-    report.pass("sign-in", format!("as {user:?} on database {dbname:?}"));
+    report.pass("sign-in", format!("as {user:?} on database {:?}", plan.dbname()));
     match client
         .query_one("SELECT current_user::text, version()", &[])
         .await
@@ -246,11 +291,7 @@ pub(crate) async fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
         }
         Err(e) => {
             let text = entra_postgres::report(&e);
-            let code = diagnose::sqlstate(&e);
-            let problem = diagnose::server_problem(&text, code.as_deref(), &user, None).unwrap_or(Problem {
-                cause: text.clone(),
-                fix: "see the server's message above".into(),
-            });
+            let problem = entra_postgres::diagnose_with(&e, &context).into();
             return Err(report.fail("query", text, problem, Exit::Failure));
         }
     }
@@ -258,58 +299,31 @@ pub(crate) async fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn describe(settings: &Settings, host: &str, port: u16, dbname: &str, sslmode: SslMode) -> String {
+fn describe(plan: &ConnectionPlan) -> String {
+    let settings = plan.settings();
     let origin = |o: Option<&str>| o.map_or_else(|| "default".to_string(), str::to_string);
     let user = settings.user.as_ref().map_or_else(
         || "from the token".to_string(),
         |u| format!("{:?} ({})", u.value, u.origin),
     );
+    let tls = plan.tls().clone();
     format!(
-        "host {host} ({}), port {port}, database {dbname:?} ({}), user {user}, sslmode {} ({}){}",
+        "host {} ({}), port {}, database {:?} ({}), user {user}, sslmode {} ({})",
+        plan.hosts().join(","),
         origin(settings.hosts.as_ref().map(|h| h.origin.as_str())),
+        plan.port(),
+        plan.dbname(),
         origin(settings.dbname.as_ref().map(|d| d.origin.as_str())),
-        sslmode.as_str(),
-        origin(settings.sslmode.as_ref().map(|s| s.origin.as_str())),
-        settings
-            .sslrootcert
-            .as_ref()
-            .map(|c| format!(", CA file {} ({})", c.value.display(), c.origin))
-            .unwrap_or_default()
+        tls.requested.as_str(),
+        tls.requested_origin,
     )
 }
 
-type StepError = (String, Problem);
-
-async fn token_step(identity: &IdentityArgs, env: &Env) -> Result<AccessToken, (String, Problem, Exit)> {
-    let source = source::build(identity, env).map_err(|e| {
-        (
-            "cannot set up the token source".to_string(),
-            Problem {
-                cause: e.message.clone(),
-                fix: "fix the variable or flag named above".into(),
-            },
-            e.exit,
-        )
-    })?;
-    source::fetch_once(source.as_ref(), &identity.scope)
-        .await
-        .map_err(|e| {
-            (
-                format!("from {}: {}", source.name(), entra_postgres::report(&e)),
-                diagnose::token_problem(&e),
-                source::token_exit(&e),
-            )
-        })
-}
-
-async fn network_step(
-    host: &str,
-    port: u16,
-    settings: &Settings,
-) -> Result<(std::net::SocketAddr, String), StepError> {
-    let addrs: Vec<std::net::SocketAddr> =
-        match settings.hostaddrs.as_ref().and_then(|a| a.value.first()) {
-            Some(ip) => vec![std::net::SocketAddr::new(*ip, port)],
+async fn network_step(plan: &ConnectionPlan, host: &str) -> Result<(SocketAddr, String), (String, Problem)> {
+    let port = plan.port();
+    let addrs: Vec<SocketAddr> =
+        match plan.hostaddrs().first() {
+            Some(ip) => vec![SocketAddr::new(*ip, port)],
             None => match tokio::time::timeout(NETWORK_TIMEOUT, tokio::net::lookup_host((host, port))).await {
                 Ok(Ok(addrs)) => addrs.collect(),
                 Ok(Err(e)) => return Err((
@@ -332,141 +346,59 @@ async fn network_step(
                 }
             },
         };
-    let mut last = String::from("no address");
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
     for addr in &addrs {
         match tokio::time::timeout(NETWORK_TIMEOUT, TcpStream::connect(addr)).await {
             Ok(Ok(_)) => return Ok((*addr, format!("{host} resolves to {addr}; TCP connect ok"))),
-            Ok(Err(e)) => last = format!("{addr}: {e}"),
-            Err(_) => last = format!("{addr}: no answer within {NETWORK_TIMEOUT:?} (timed out)"),
-        }
-    }
-    let problem = diagnose::server_problem(&last, None, "", None).unwrap_or(Problem {
-        cause: "the server cannot be reached".into(),
-        fix: "check the host, port and firewall".into(),
-    });
-    Err((format!("cannot connect to {host}:{port}: {last}"), problem))
-}
-
-fn roots(settings: &Settings) -> Result<rustls::RootCertStore, entra_postgres::ConfigError> {
-    match &settings.sslrootcert {
-        Some(s) if s.value.as_os_str() != "system" => {
-            let mut store = rustls::RootCertStore::empty();
-            for cert in tls::load_pem_file(&s.value, &s.origin)? {
-                store.add(cert).map_err(|e| {
-                    entra_postgres::ConfigError::new(
-                        &s.origin,
-                        s.value.display().to_string(),
-                        format!("unusable CA certificate: {e}"),
-                    )
-                })?;
+            Ok(Err(e)) => last = e,
+            Err(_) => {
+                last = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("{addr}: no answer within {NETWORK_TIMEOUT:?}"),
+                )
             }
-            Ok(store)
         }
-        _ => Ok(tls::azure_roots()),
     }
+    Err((
+        format!("cannot connect to {host}:{port}: {last}"),
+        entra_postgres::diagnose(&last).into(),
+    ))
 }
 
+/// A TLS handshake after PostgreSQL's SSLRequest, with the plan's rustls configuration: the protocol
+/// version, or the handshake's error (a rustls certificate error inside).
 async fn tls_step(
     host: &str,
-    addr: std::net::SocketAddr,
-    mode: SslMode,
-    settings: &Settings,
-) -> Result<(rustls::ClientConfig, String), StepError> {
-    let bad_config = |e: entra_postgres::ConfigError| {
-        (
-            "cannot set up TLS".to_string(),
-            Problem {
-                cause: e.to_string(),
-                fix: "fix PGSSLROOTCERT / sslrootcert".into(),
-            },
-        )
-    };
-    let config = tls::client_config(mode, roots(settings).map_err(bad_config)?)
-        .map_err(bad_config)?
-        .ok_or_else(|| {
-            (
-                "TLS is off".to_string(),
-                Problem {
-                    cause: "sslmode=disable".into(),
-                    fix: "use sslmode=verify-full".into(),
-                },
-            )
-        })?;
-    let result = tokio::time::timeout(NETWORK_TIMEOUT, async {
-        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<String> {
+    let handshake = async {
+        let mut stream = TcpStream::connect(addr).await?;
         // SSLRequest: length 8, code 80877103.
-        stream
-            .write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
-            .await
-            .map_err(|e| e.to_string())?;
+        stream.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await?;
         let mut answer = [0u8; 1];
-        stream.read_exact(&mut answer).await.map_err(|e| e.to_string())?;
+        stream.read_exact(&mut answer).await?;
         if answer[0] != b'S' {
-            return Err("the server does not offer TLS (answered the SSLRequest with N)".to_string());
+            return Err(std::io::Error::other(
+                "the server does not offer TLS (answered the SSLRequest with N)",
+            ));
         }
-        let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config.clone()));
-        let tls = connector.connect(name, stream).await.map_err(|e| e.to_string())?;
-        let version = tls
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, stream)
+            .await?;
+        Ok(tls
             .get_ref()
             .1
             .protocol_version()
-            .map_or_else(|| "TLS".to_string(), |v| format!("{v:?}"));
-        Ok(version)
-    })
-    .await
-    .unwrap_or_else(|_| Err(format!("the TLS handshake took over {NETWORK_TIMEOUT:?}")));
-    match result {
-        Ok(version) => Ok((
-            config,
-            format!("{version}, certificate verified ({})", mode.as_str()),
-        )),
-        Err(e) => {
-            let problem = diagnose::server_problem(&e, None, "", None).unwrap_or(Problem {
-                cause: format!("the TLS handshake failed: {e}"),
-                fix: "check that the host is a PostgreSQL server and sslmode / sslrootcert".into(),
-            });
-            Err((e, problem))
-        }
-    }
-}
-
-async fn sign_in(
-    host: &str,
-    port: u16,
-    dbname: &str,
-    user: &str,
-    token: &AccessToken,
-    tls_config: Option<rustls::ClientConfig>,
-    settings: &Settings,
-) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(host)
-        .port(port)
-        .dbname(dbname)
-        .user(user)
-        .password(token.secret())
-        .application_name("entra-pg doctor")
-        .connect_timeout(NETWORK_TIMEOUT);
-    for addr in settings.hostaddrs.iter().flat_map(|a| &a.value) {
-        config.hostaddr(*addr);
-    }
-    let client = match tls_config {
-        Some(tls) => {
-            config.ssl_mode(tokio_postgres::config::SslMode::Require);
-            let (client, connection) = config
-                .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
-                .await?;
-            tokio::spawn(connection);
-            client
-        }
-        None => {
-            config.ssl_mode(tokio_postgres::config::SslMode::Disable);
-            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-            tokio::spawn(connection);
-            client
-        }
+            .map_or_else(|| "TLS".to_string(), |v| format!("{v:?}")))
     };
-    Ok(client)
+    match tokio::time::timeout(NETWORK_TIMEOUT, handshake).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the TLS handshake took over {NETWORK_TIMEOUT:?}"),
+        )),
+    }
 }

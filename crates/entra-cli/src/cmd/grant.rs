@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use entra_postgres::{EntraPool, PoolBuilder};
 
-use crate::diagnose;
+use entra_postgres::sql::{ident, literal, QuoteError};
+
 use crate::exit::{CliError, Exit};
-use crate::sql::{ident, literal, QuoteError};
 
 /// What kind of Entra object a principal created by object id is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -190,24 +190,19 @@ pub(crate) async fn run(args: GrantArgs) -> Result<ExitCode, CliError> {
 }
 
 async fn execute(pool: &EntraPool, database: &str, statements: &[String]) -> Result<(), CliError> {
-    let fail = |what: String, e: &(dyn std::error::Error + 'static)| {
-        let report = entra_postgres::report(e);
-        let code = diagnose::sqlstate(e);
-        let mut message = format!("{what}: {report}");
-        if let Some(p) = diagnose::server_problem(&report, code.as_deref(), pool.user(), None) {
-            message.push_str(&format!("\n  cause: {}\n  fix:   {}", p.cause, p.fix));
-        }
-        CliError::new(Exit::Failure, message)
+    let context = entra_postgres::DiagnosisContext {
+        role: Some(pool.user()),
+        token_role: None,
     };
-    let client = pool
-        .get()
-        .await
-        .map_err(|e| fail(format!("cannot connect to {database:?} as {:?}", pool.user()), &e))?;
+    let client = pool.get().await.map_err(|e| {
+        let what = format!("cannot connect to {database:?} as {:?}", pool.user());
+        CliError::explained(Exit::Failure, &what, &e, &context)
+    })?;
     for statement in statements {
-        client
-            .batch_execute(statement)
-            .await
-            .map_err(|e| fail(format!("on {database:?}: `{statement}` failed"), &e))?;
+        client.batch_execute(statement).await.map_err(|e| {
+            let what = format!("on {database:?}: `{statement}` failed");
+            CliError::explained(Exit::Failure, &what, &e, &context)
+        })?;
     }
     Ok(())
 }

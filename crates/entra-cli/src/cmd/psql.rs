@@ -4,11 +4,11 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Args;
-use entra_postgres::{PoolBuilder, SslMode};
+use entra_postgres::Roots;
 use entra_token::Env;
 
 use crate::exit::{CliError, Exit};
-use crate::source::{self, IdentityArgs};
+use crate::source::IdentityArgs;
 
 /// Where distributions keep the system's CA bundle (psql 15 and older cannot say `sslrootcert=system`).
 const SYSTEM_BUNDLES: &[&str] = &[
@@ -22,6 +22,10 @@ const SYSTEM_BUNDLES: &[&str] = &[
 pub(crate) struct PsqlArgs {
     #[command(flatten)]
     identity: IdentityArgs,
+    /// Let sslmode=require skip certificate verification (libpq's meaning without a root file). The
+    /// token then goes to whoever answers at the server's address: for a server you trust by other means.
+    #[arg(long)]
+    danger_accept_unverified_tls: bool,
     /// The psql program to run.
     #[arg(long, default_value = "psql")]
     psql: String,
@@ -31,78 +35,38 @@ pub(crate) struct PsqlArgs {
 }
 
 pub(crate) async fn run(args: PsqlArgs) -> Result<ExitCode, CliError> {
-    let env = Env::process();
-    let settings = PoolBuilder::from_env().env(env.clone()).resolve()?;
-    let host = settings
-        .hosts
-        .as_ref()
-        .map(|h| h.value.join(","))
-        .ok_or_else(|| CliError::new(Exit::Usage, "no server host: set PGHOST or AZURE_POSTGRESQL_HOST"))?;
-    let source = source::build(&args.identity, &env)?;
-    let token = source::fetch_once(source.as_ref(), &args.identity.scope)
-        .await
-        .map_err(|e| {
-            let p = crate::diagnose::token_problem(&e);
-            CliError::new(
-                source::token_exit(&e),
-                format!(
-                    "no token: {}\n  cause: {}\n  fix:   {}",
-                    entra_postgres::report(&e),
-                    p.cause,
-                    p.fix
-                ),
-            )
-        })?;
-    let user = match &settings.user {
-        Some(u) => u.value.clone(),
-        None => entra_postgres::user_from_token(token.secret())
-            .map(|(u, _)| u)
-            .ok_or_else(|| CliError::new(Exit::Usage, "no user: set PGUSER to the identity's name"))?,
+    let builder = args
+        .identity
+        .builder(&Env::process())
+        .danger_accept_unverified_tls(args.danger_accept_unverified_tls);
+    // The rules first: nothing is fetched for a configuration that may not be used.
+    let plan = builder.plan()?;
+    let token = builder.fetch_token().await?;
+    let plan = match plan.role() {
+        Some(_) => plan,
+        None => match entra_postgres::user_from_token(token.secret()) {
+            Some((user, _)) => plan.with_role(user),
+            None => {
+                return Err(CliError::new(
+                    Exit::Usage,
+                    "no user: set PGUSER to the identity's name",
+                ))
+            }
+        },
     };
-    let sslmode = settings.sslmode.as_ref().map(|s| s.value).unwrap_or_default();
-    if sslmode == SslMode::Disable && !host.split(',').all(entra_postgres::tls::is_local_host) {
-        return Err(CliError::new(
-            Exit::Usage,
-            "refusing to send a token without TLS to a remote host: use sslmode=verify-full",
-        ));
-    }
-
+    // Kept alive until psql exits.
+    let bundle = match (&plan.tls().roots, plan.tls().verification) {
+        (Roots::BuiltIn, Some(_)) => Some(azure_bundle()?),
+        _ => None,
+    };
     let mut cmd = tokio::process::Command::new(&args.psql);
     cmd.args(&args.args)
-        .env("PGHOST", &host)
-        .env("PGUSER", &user)
-        .env("PGSSLMODE", sslmode.as_str())
-        .env("PGPASSWORD", token.secret())
-        .env_remove("PGSERVICE");
-    if let Some(port) = &settings.port {
-        cmd.env("PGPORT", port.value.to_string());
+        .env_remove("PGSERVICE")
+        .env_remove("PGSSLROOTCERT");
+    for (name, value) in plan.libpq_env(bundle.as_ref().map(|b| b.path())) {
+        cmd.env(name, value);
     }
-    if let Some(db) = &settings.dbname {
-        cmd.env("PGDATABASE", &db.value);
-    }
-    if let Some(addrs) = &settings.hostaddrs {
-        let list: Vec<String> = addrs.value.iter().map(ToString::to_string).collect();
-        cmd.env("PGHOSTADDR", list.join(","));
-    }
-    if let Some(app) = &settings.application_name {
-        cmd.env("PGAPPNAME", &app.value);
-    }
-    if let Some(options) = &settings.options {
-        cmd.env("PGOPTIONS", &options.value);
-    }
-    // Kept alive until psql exits.
-    let _bundle = match &settings.sslrootcert {
-        Some(path) => {
-            cmd.env("PGSSLROOTCERT", &path.value);
-            None
-        }
-        None if matches!(sslmode, SslMode::VerifyFull | SslMode::VerifyCa) => {
-            let file = azure_bundle()?;
-            cmd.env("PGSSLROOTCERT", file.path());
-            Some(file)
-        }
-        None => None,
-    };
+    cmd.env("PGPASSWORD", token.secret());
     let status = cmd.status().await.map_err(|e| {
         CliError::new(
             Exit::Environment,
@@ -113,6 +77,7 @@ pub(crate) async fn run(args: PsqlArgs) -> Result<ExitCode, CliError> {
             ),
         )
     })?;
+    drop(bundle);
     Ok(match status.code() {
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         None => ExitCode::from(Exit::Failure as u8),

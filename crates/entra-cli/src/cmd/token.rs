@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::claims;
 use crate::exit::CliError;
-use crate::source::{self, IdentityArgs};
+use crate::source::IdentityArgs;
 
 /// Arguments of `token`.
 #[derive(Debug, Args)]
@@ -23,22 +23,9 @@ pub(crate) struct TokenArgs {
 }
 
 pub(crate) async fn run(args: TokenArgs) -> Result<ExitCode, CliError> {
-    let env = Env::process();
-    let source = source::build(&args.identity, &env)?;
-    let token = source::fetch_once(source.as_ref(), &args.identity.scope)
-        .await
-        .map_err(|e| {
-            let p = crate::diagnose::token_problem(&e);
-            CliError::new(
-                source::token_exit(&e),
-                format!(
-                    "no token: {}\n  cause: {}\n  fix:   {}",
-                    entra_postgres::report(&e),
-                    p.cause,
-                    p.fix
-                ),
-            )
-        })?;
+    let builder = args.identity.builder(&Env::process());
+    let source = builder.build_token_source()?;
+    let token = builder.fetch_token().await?;
     let mut out = std::io::stdout().lock();
     if args.json {
         let claims = claims::decode(token.secret()).map(|c| claims::shown(&c));

@@ -61,6 +61,16 @@ impl Fault {
     }
 }
 
+/// IMDS's throttling, as the emulator applies it: token requests above `per_second` in any one-second
+/// window are answered 429 with `Retry-After: retry_after_secs` (throttled requests do not count).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Token requests answered normally per second.
+    pub per_second: u32,
+    /// The `Retry-After` of a throttled answer, in seconds.
+    pub retry_after_secs: u64,
+}
+
 fn error_body(status: u16) -> String {
     let description = match status {
         404 | 410 => "The managed identity endpoint is being updated; retry later",

@@ -38,7 +38,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 
-pub use fault::{Fault, NumberFormat};
+pub use fault::{Fault, NumberFormat, RateLimit};
 pub use log::{Endpoint, RecordedRequest};
 pub use principal::{ManagedIdentity, ServicePrincipal};
 
@@ -330,6 +330,12 @@ impl FakeIdentity {
     /// Applies `fault` to every token request until called with `None` (an outage).
     pub fn set_persistent_fault(&self, fault: Option<Fault>) {
         self.shared().set_persistent_fault(fault);
+    }
+
+    /// Throttles token requests as IMDS does under load (`None`: no limit). Queued and persistent faults
+    /// come first.
+    pub fn set_rate_limit(&self, limit: Option<RateLimit>) {
+        self.shared().set_rate_limit(limit);
     }
 
     /// Every request received so far (since the last [`clear_log`](Self::clear_log)), rejected ones

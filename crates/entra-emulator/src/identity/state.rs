@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::fault::{Fault, NumberFormat};
+use super::fault::{Fault, NumberFormat, RateLimit};
 use super::http::Request;
 use super::log::{Endpoint, RecordedRequest};
 use super::principal::{ManagedIdentity, ServicePrincipal};
@@ -40,6 +40,9 @@ pub(crate) struct Secrets {
 struct Faults {
     queue: VecDeque<Fault>,
     persistent: Option<Fault>,
+    rate_limit: Option<RateLimit>,
+    /// When the requests of the last second that were let through arrived.
+    admitted: VecDeque<Instant>,
 }
 
 #[derive(Default)]
@@ -101,14 +104,37 @@ impl Shared {
         self.faults.lock().persistent = fault;
     }
 
+    pub(crate) fn set_rate_limit(&self, limit: Option<RateLimit>) {
+        let mut faults = self.faults.lock();
+        faults.rate_limit = limit;
+        faults.admitted.clear();
+    }
+
     /// The fault for the next token request: the persistent one while it is set (an outage does not end
-    /// because a script was queued), else the next queued one.
+    /// because a script was queued), else the next queued one, else throttling when the rate limit is
+    /// exceeded.
     pub(crate) fn next_fault(&self) -> Option<Fault> {
         let mut faults = self.faults.lock();
-        match &faults.persistent {
-            Some(fault) => Some(fault.clone()),
-            None => faults.queue.pop_front(),
+        if let Some(fault) = &faults.persistent {
+            return Some(fault.clone());
         }
+        if let Some(fault) = faults.queue.pop_front() {
+            return Some(fault);
+        }
+        let limit = faults.rate_limit?;
+        let now = Instant::now();
+        while faults
+            .admitted
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+        {
+            faults.admitted.pop_front();
+        }
+        if faults.admitted.len() >= limit.per_second as usize {
+            return Some(Fault::throttled(limit.retry_after_secs));
+        }
+        faults.admitted.push_back(now);
+        None
     }
 
     /// Logs a request with the status it is about to be answered with (0: none).

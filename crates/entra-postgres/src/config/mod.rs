@@ -8,43 +8,93 @@ mod conn_string;
 mod env;
 mod settings;
 
-use std::fmt;
-
 pub use env::{LIBPQ_VARS, SERVICE_CONNECTOR_VARS};
 pub use settings::{Settings, Sourced, SslMode};
 
 use entra_token::Env;
 
-/// A configuration value that cannot be used: names the variable or key, shows the value (never a
-/// secret's) and says what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The variable, key or builder call the value came from.
-    pub origin: String,
-    /// The value as given (`<redacted>` for secrets).
-    pub value: String,
-    /// What is wrong and what to do.
-    pub problem: String,
+/// A configuration that cannot be used. Every variant names the variable, key or builder call at fault
+/// and says what to do; none shows a secret's value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A value that cannot be used.
+    #[error("{origin} = {value:?}: {problem}")]
+    Invalid {
+        /// The variable, key or builder call the value came from.
+        origin: String,
+        /// The value as given (`<redacted>` or `(not shown)` where it may be a secret).
+        value: String,
+        /// What is wrong and what to do.
+        problem: String,
+    },
+    /// A key that no connection-string form knows. Its value is never shown: a misspelt `pasword=`
+    /// must not print the password.
+    #[error("{origin}: unknown key {key:?}; supported: {supported}")]
+    UnknownKey {
+        /// Where the key was found.
+        origin: String,
+        /// The key as written.
+        key: String,
+        /// The keys that are understood.
+        supported: &'static str,
+    },
+    /// A required setting is set nowhere.
+    #[error("no {setting}: set {how}")]
+    Missing {
+        /// The setting (`host`, `user`…).
+        setting: &'static str,
+        /// Where it can be set.
+        how: &'static str,
+    },
+    /// A password is configured, but entra-pool signs in with Entra ID tokens.
+    #[error(
+        "{origin} = \"<redacted>\": a password is set, but entra-pool signs in with Entra ID tokens: remove \
+         it, or choose static-password mode by name with PoolBuilder::static_password"
+    )]
+    PasswordNotAllowed {
+        /// Where the password was found.
+        origin: String,
+    },
+    /// `sslmode=disable` with a host that is not this machine: the token would travel in cleartext.
+    #[error(
+        "{origin} = \"disable\": an Entra token may not travel without TLS to {host:?}; sslmode=disable is \
+         allowed only for loopback hosts and unix sockets. Use verify-full"
+    )]
+    CleartextToken {
+        /// Where `sslmode=disable` came from.
+        origin: String,
+        /// The first host that is not loopback.
+        host: String,
+    },
 }
 
 impl ConfigError {
     /// An error about `value` found in `origin`.
-    pub fn new(origin: impl Into<String>, value: impl Into<String>, problem: impl Into<String>) -> Self {
-        ConfigError {
+    pub(crate) fn invalid(
+        origin: impl Into<String>,
+        value: impl Into<String>,
+        problem: impl Into<String>,
+    ) -> Self {
+        ConfigError::Invalid {
             origin: origin.into(),
             value: value.into(),
             problem: problem.into(),
         }
     }
-}
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} = {:?}: {}", self.origin, self.value, self.problem)
+    /// The variable, key or builder call at fault (`PGSSLMODE`, `connection string key "host"`,
+    /// `PoolBuilder::ssl_mode`…), or the setting that is missing.
+    pub fn origin(&self) -> &str {
+        match self {
+            ConfigError::Invalid { origin, .. }
+            | ConfigError::UnknownKey { origin, .. }
+            | ConfigError::PasswordNotAllowed { origin }
+            | ConfigError::CleartextToken { origin, .. } => origin,
+            ConfigError::Missing { setting, .. } => setting,
+        }
     }
 }
-
-impl std::error::Error for ConfigError {}
 
 /// Parses a connection string (`host=… dbname=…`, `postgres://…` or `Server=…;Database=…`) into a layer.
 ///

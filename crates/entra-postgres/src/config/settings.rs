@@ -28,13 +28,13 @@ impl SslMode {
             "verify-ca" | "verify_ca" | "verifyca" => Ok(SslMode::VerifyCa),
             "require" | "required" => Ok(SslMode::Require),
             "disable" | "disabled" => Ok(SslMode::Disable),
-            "prefer" | "allow" | "preferred" => Err(ConfigError::new(
+            "prefer" | "allow" | "preferred" => Err(ConfigError::invalid(
                 origin,
                 value,
                 "`prefer`/`allow` may fall back to plaintext, which would send the token in the clear; use \
                  `verify-full` (recommended) or `require`",
             )),
-            _ => Err(ConfigError::new(
+            _ => Err(ConfigError::invalid(
                 origin,
                 value,
                 "expected verify-full, verify-ca, require or disable",
@@ -55,6 +55,7 @@ impl SslMode {
 
 /// A value and where it came from, so errors and diagnostics can name the variable or key.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Sourced<T> {
     /// The value.
     pub value: T,
@@ -62,9 +63,20 @@ pub struct Sourced<T> {
     pub origin: String,
 }
 
+impl<T> Sourced<T> {
+    /// `value`, found in `origin`.
+    pub fn new(value: T, origin: impl Into<String>) -> Self {
+        Sourced {
+            value,
+            origin: origin.into(),
+        }
+    }
+}
+
 /// One layer of settings (the builder, a connection string, Service Connector's variables, libpq's
 /// variables). Unset fields fall through to lower layers.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct Settings {
     /// Server host names (several for failover) or unix-socket directories.
     pub hosts: Option<Sourced<Vec<String>>>,
@@ -151,7 +163,7 @@ impl Settings {
                     .map(|a| a.trim().parse::<std::net::IpAddr>())
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|_| {
-                        ConfigError::new(origin, value, "expected IP addresses separated by commas")
+                        ConfigError::invalid(origin, value, "expected IP addresses separated by commas")
                     })?;
                 self.hostaddrs = Some(src(addrs, origin));
             }
@@ -163,7 +175,7 @@ impl Settings {
                     .map(str::to_string)
                     .collect();
                 if hosts.is_empty() {
-                    return Err(ConfigError::new(origin, value, "the host is empty"));
+                    return Err(ConfigError::invalid(origin, value, "the host is empty"));
                 }
                 self.hosts = Some(src(hosts, origin));
             }
@@ -173,7 +185,7 @@ impl Settings {
                     .parse::<u16>()
                     .ok()
                     .filter(|p| *p != 0)
-                    .ok_or_else(|| ConfigError::new(origin, value, "expected a port number 1-65535"))?;
+                    .ok_or_else(|| ConfigError::invalid(origin, value, "expected a port number 1-65535"))?;
                 self.port = Some(Sourced {
                     value: port,
                     origin: origin.into(),
@@ -204,7 +216,7 @@ impl Settings {
                 let secs = value
                     .trim()
                     .parse::<u64>()
-                    .map_err(|_| ConfigError::new(origin, value, "expected whole seconds, e.g. 10"))?;
+                    .map_err(|_| ConfigError::invalid(origin, value, "expected whole seconds, e.g. 10"))?;
                 // libpq: zero means wait forever; we never wait forever.
                 let secs = if secs == 0 { 30 } else { secs.max(2) };
                 self.connect_timeout = Some(Sourced {
@@ -214,15 +226,12 @@ impl Settings {
             }
             "options" => self.options = Some(src(value.to_string(), origin)),
             _ => {
-                // A misspelt `pasword=` must not print the password.
-                return Err(ConfigError::new(
-                    origin,
-                    "(not shown)",
-                    format!(
-                        "unknown key {key:?}; supported: host, hostaddr, port, dbname, user, sslmode, \
-                         sslrootcert, application_name, connect_timeout, options"
-                    ),
-                ));
+                return Err(ConfigError::UnknownKey {
+                    origin: origin.to_string(),
+                    key: key.to_string(),
+                    supported: "host, hostaddr, port, dbname, user, sslmode, sslrootcert, application_name, \
+                                connect_timeout, options",
+                });
             }
         }
         Ok(())

@@ -4,6 +4,7 @@ use std::path::{Component, Path, PathBuf};
 
 use reqwest::header::WWW_AUTHENTICATE;
 use url::Url;
+use zeroize::Zeroizing;
 
 use super::imds::parse_url;
 use super::managed_identity::token_from_mi_response;
@@ -153,7 +154,7 @@ impl AzureArcSource {
             .send(
                 NAME,
                 self.request(scope)
-                    .header("Authorization", format!("Basic {key}")),
+                    .header("Authorization", format!("Basic {}", key.as_str())),
             )
             .await?;
         token_from_mi_response(NAME, &response, None)
@@ -215,7 +216,7 @@ impl TokenSource for AzureArcSource {
     }
 }
 
-async fn read_key(path: &Path) -> Result<String, TokenError> {
+async fn read_key(path: &Path) -> Result<Zeroizing<String>, TokenError> {
     let unreadable = |e: std::io::Error| {
         TokenError::Config(format!(
             "cannot read the Arc key file {} ({e}); the process must run as root or in the \
@@ -233,7 +234,7 @@ async fn read_key(path: &Path) -> Result<String, TokenError> {
             ),
         ));
     }
-    let bytes = tokio::fs::read(path).await.map_err(unreadable)?;
+    let bytes = Zeroizing::new(tokio::fs::read(path).await.map_err(unreadable)?);
     if bytes.len() as u64 > MAX_KEY_BYTES {
         return Err(TokenError::auth_failed(
             NAME,
@@ -243,9 +244,9 @@ async fn read_key(path: &Path) -> Result<String, TokenError> {
             ),
         ));
     }
-    let key = String::from_utf8(bytes)
+    let key = std::str::from_utf8(&bytes)
         .map_err(|_| TokenError::Config(format!("the Arc key file {} is not text", path.display())))?;
-    Ok(key.trim().to_string())
+    Ok(Zeroizing::new(key.trim().to_string()))
 }
 
 #[cfg(test)]
@@ -266,7 +267,7 @@ mod tests {
         HttpResponse {
             status: 401,
             headers,
-            body: String::new(),
+            body: String::new().into(),
         }
     }
 
@@ -311,7 +312,7 @@ mod tests {
         let missing = HttpResponse {
             status: 401,
             headers: HeaderMap::new(),
-            body: String::new(),
+            body: String::new().into(),
         };
         assert!(matches!(
             source().key_path(&missing),

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
+use zeroize::Zeroizing;
 
 use crate::{scope_to_resource, AccessToken, Env, FetchFuture, TokenError, TokenSource};
 
@@ -123,7 +124,8 @@ impl AzureCliSource {
         let mut stdout = child.stdout.take().map(|s| s.take(MAX_OUTPUT));
         let mut stderr = child.stderr.take().map(|s| s.take(MAX_OUTPUT));
         let io = async {
-            let mut out = Vec::new();
+            // Sized for the whole capped output, so reading never reallocates and leaves a copy behind.
+            let mut out = Zeroizing::new(Vec::with_capacity(MAX_OUTPUT as usize + 1));
             let mut err = Vec::new();
             if let Some(s) = stdout.as_mut() {
                 let _ = s.read_to_end(&mut out).await;
@@ -212,7 +214,7 @@ fn redact(text: &str) -> String {
 #[derive(Deserialize)]
 struct CliToken {
     #[serde(rename = "accessToken")]
-    access_token: Option<String>,
+    access_token: Option<Zeroizing<String>>,
     #[serde(rename = "expiresOn")]
     expires_on_local: Option<String>,
     expires_on: Option<serde_json::Value>,
@@ -234,7 +236,7 @@ fn parse_output(out: &[u8]) -> Result<AccessToken, TokenError> {
         Some(serde_json::Value::Number(n)) => n
             .as_u64()
             .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s)),
-        Some(serde_json::Value::String(s)) => crate::parse_expiry(s),
+        Some(serde_json::Value::String(s)) => crate::response::parse_expiry(s),
         _ => None,
     }
     .or_else(|| parsed.expires_on_local.as_deref().and_then(parse_local_time))
@@ -244,12 +246,12 @@ fn parse_output(out: &[u8]) -> Result<AccessToken, TokenError> {
             "the Azure CLI's output has no readable expires_on or expiresOn",
         )
     })?;
-    Ok(AccessToken::new(secret, expires_on))
+    Ok(AccessToken::new(secret.as_str(), expires_on))
 }
 
 /// `expiresOn` is the machine's local time without an offset.
 fn parse_local_time(value: &str) -> Option<SystemTime> {
-    let as_utc = crate::parse_expiry(value)?;
+    let as_utc = crate::response::parse_expiry(value)?;
     // The local offset can be unknowable in a multi-threaded process; UTC is then the best guess, and the
     // refresher's safety margins absorb a wrong guess on machines set to UTC (servers, containers).
     let offset = time::UtcOffset::current_local_offset().unwrap_or(time::UtcOffset::UTC);

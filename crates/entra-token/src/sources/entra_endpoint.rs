@@ -138,7 +138,7 @@ mod tests {
         HttpResponse {
             status,
             headers: HeaderMap::new(),
-            body: body.to_string(),
+            body: body.to_string().into(),
         }
     }
 

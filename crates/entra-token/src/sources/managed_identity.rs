@@ -319,19 +319,13 @@ pub(super) fn token_from_mi_response(
         // at all (`{"statusCode":400,"message":…}`). Other codes (`bad_request_102`,
         // `invalid_resource`…) are mistakes in the request. With no identity configured, a host whose
         // identity is not assigned simply has none, which a chain should skip.
-        400 if matches!(body.error.as_deref(), None | Some("invalid_request")) => match id {
-            None => Err(TokenError::unavailable(
-                source_name,
-                format!(
-                    "no system-assigned managed identity is assigned to this resource ({message}); \
-                     enable one, or configure a user-assigned identity"
-                ),
-            )),
-            Some(id) => Err(auth_failed(format!(
-                "the user-assigned identity with {id} is not assigned to this resource ({message}); \
-                 assign it or fix the id"
-            ))),
-        },
+        400 if matches!(body.error.as_deref(), None | Some("invalid_request")) => {
+            Err(TokenError::IdentityNotFound {
+                source_name: source_name.to_string(),
+                identity: id.map(ToString::to_string),
+                message,
+            })
+        }
         403 if response.body.contains("unreachable") => Err(TokenError::unavailable(
             source_name,
             format!(
@@ -364,7 +358,7 @@ mod tests {
         HttpResponse {
             status,
             headers: HeaderMap::new(),
-            body: body.to_string(),
+            body: body.to_string().into(),
         }
     }
 
@@ -385,22 +379,34 @@ mod tests {
         assert!(err.to_string().contains("Unable to load"), "{err}");
         let id = UserAssignedId::ResourceId("/r".into());
         let err = token_from_mi_response("app-service", &response(400, body), Some(&id)).unwrap_err();
-        assert!(matches!(err, TokenError::AuthenticationFailed { .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                TokenError::IdentityNotFound {
+                    identity: Some(_),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            !err.is_unavailable(),
+            "a chain stops at a missing user-assigned identity"
+        );
     }
 
     #[test]
-    fn identity_not_found_is_auth_failed_for_a_user_assigned_identity() {
+    fn identity_not_found_names_the_user_assigned_identity_and_stops_a_chain() {
         let id = UserAssignedId::ClientId("abc".into());
         let err = token_from_mi_response("imds", &response(400, NOT_FOUND), Some(&id)).unwrap_err();
-        match err {
-            TokenError::AuthenticationFailed {
-                status, error_code, ..
-            } => {
-                assert_eq!(status, Some(400));
-                assert_eq!(error_code.as_deref(), Some("invalid_request"));
+        match &err {
+            TokenError::IdentityNotFound { identity, .. } => {
+                assert_eq!(identity.as_deref(), Some("client id abc"));
             }
             other => panic!("{other:?}"),
         }
+        assert_eq!(err.status(), Some(400));
+        assert!(!err.is_unavailable() && !err.is_retryable());
     }
 
     #[test]

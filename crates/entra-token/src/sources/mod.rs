@@ -11,6 +11,7 @@ mod default;
 mod entra_endpoint;
 mod imds;
 mod managed_identity;
+mod select;
 mod static_token;
 mod workload;
 
@@ -23,5 +24,6 @@ pub use cloud_shell::{CloudShellSource, CloudShellSourceBuilder};
 pub use default::{DefaultSource, DefaultSourceBuilder};
 pub use imds::{ImdsSource, ImdsSourceBuilder};
 pub use managed_identity::{ManagedIdentityKind, ManagedIdentitySource, UserAssignedId};
+pub use select::{ServicePrincipalSecret, SourceKind, SourceSelection};
 pub use static_token::StaticSource;
 pub use workload::{WorkloadIdentitySource, WorkloadIdentitySourceBuilder};

@@ -14,11 +14,9 @@ pub fn env(pairs: &[(&str, String)]) -> Env {
 
 /// Options for loopback tests: short, but far above anything a healthy local request takes.
 pub fn http() -> HttpOptions {
-    HttpOptions {
-        connect_timeout: Duration::from_secs(2),
-        timeout: Duration::from_secs(10),
-        ..HttpOptions::default()
-    }
+    HttpOptions::default()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
 }
 
 /// [`http`] trusting the fake's CA (the fake must have been started with TLS).

@@ -1,13 +1,15 @@
-//! Quoting for SQL built as text (the `grant` command prints it, so it cannot use bind parameters).
+//! Quoting for SQL built as text: statements that cannot take bind parameters (`GRANT … TO role`,
+//! scripts printed for an admin to run).
 //!
 //! Literals are written for `standard_conforming_strings = on` (the default since PostgreSQL 9.1 and on
-//! Azure), where a backslash is an ordinary character and only `'` needs doubling; the statements
-//! [`grant`](crate::cmd::grant) emits set it explicitly first, so the quoting holds whatever the server's
-//! default is.
+//! Azure), where a backslash is an ordinary character and only `'` needs doubling; set it in the same
+//! session when the server's default is unknown.
 
 /// Why a name cannot be put into SQL.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct QuoteError(pub(crate) String);
+pub struct QuoteError(String);
+
+impl std::error::Error for QuoteError {}
 
 impl std::fmt::Display for QuoteError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -35,14 +37,23 @@ fn check(what: &str, text: &str) -> Result<(), QuoteError> {
 }
 
 /// An identifier in double quotes, inner `"` doubled: `my "app"` → `"my ""app"""`. Always quoted, so
-/// case and spaces are kept exactly (Entra principal names are case-sensitive).
-pub(crate) fn ident(what: &str, name: &str) -> Result<String, QuoteError> {
+/// case and spaces are kept exactly (Entra principal names are case-sensitive). `what` names the value in
+/// the error.
+///
+/// ```
+/// assert_eq!(entra_postgres::sql::ident("role", "Orders API").unwrap(), r#""Orders API""#);
+/// ```
+pub fn ident(what: &str, name: &str) -> Result<String, QuoteError> {
     check(what, name)?;
     Ok(format!("\"{}\"", name.replace('"', "\"\"")))
 }
 
 /// A string literal in single quotes, inner `'` doubled: `O'Brien` → `'O''Brien'`.
-pub(crate) fn literal(what: &str, text: &str) -> Result<String, QuoteError> {
+///
+/// ```
+/// assert_eq!(entra_postgres::sql::literal("name", "O'Brien").unwrap(), "'O''Brien'");
+/// ```
+pub fn literal(what: &str, text: &str) -> Result<String, QuoteError> {
     check(what, text)?;
     Ok(format!("'{}'", text.replace('\'', "''")))
 }

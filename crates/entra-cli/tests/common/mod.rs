@@ -1,0 +1,149 @@
+//! Running the `entra-pg` binary as a user would, shared by the CLI's test files: a clean environment,
+//! a time bound, and the emulator.
+#![allow(dead_code)]
+
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use entra_emulator::Emulator;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_entra-pg");
+
+/// Variables that would point the binary elsewhere than the test says: removed from every run.
+pub const AMBIENT: &[&str] = &[
+    "PGHOST",
+    "PGPORT",
+    "PGDATABASE",
+    "PGUSER",
+    "PGPASSWORD",
+    "PGSSLMODE",
+    "PGSSLROOTCERT",
+    "PGOPTIONS",
+    "AZURE_POSTGRESQL_CONNECTIONSTRING",
+    "AZURE_POSTGRESQL_HOST",
+    "AZURE_POSTGRESQL_PORT",
+    "AZURE_POSTGRESQL_DATABASE",
+    "AZURE_POSTGRESQL_USER",
+    "AZURE_POSTGRESQL_CLIENTID",
+    "AZURE_POSTGRESQL_SSL",
+    "AZURE_CLIENT_ID",
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+    "MSAL_MANAGED_IDENTITY_ENDPOINT",
+    "RUST_LOG",
+];
+
+pub fn entra_pg(args: &[&str], env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).stdin(Stdio::null());
+    for var in AMBIENT {
+        cmd.env_remove(var);
+    }
+    // No `az` on PATH: the default chain must not reach a developer's own login.
+    cmd.env("PATH", "/nonexistent");
+    cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    cmd
+}
+
+/// Runs to completion, failing the test instead of hanging after `secs`.
+pub fn run(mut cmd: Command, secs: u64) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the entra-pg binary runs");
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "entra-pg did not finish within {secs} s\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The number on a summary line `  <label>   <n> …`.
+pub fn summary_number(stdout: &str, label: &str) -> u64 {
+    stdout
+        .lines()
+        .find_map(|l| {
+            let rest = l.trim_start().strip_prefix(label)?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no {label:?} line in:\n{stdout}"))
+}
+
+pub async fn emulator() -> Emulator {
+    Emulator::builder()
+        .start()
+        .await
+        .expect("the emulator starts (is PostgreSQL installed?)")
+}
+
+/// Connects through the gate with `password` as `user` and returns `current_user`.
+pub async fn sign_in(
+    emulator: &Emulator,
+    user: &str,
+    password: &str,
+) -> Result<String, tokio_postgres::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut emulator.ca_pem().as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("CA cert");
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(config);
+    let (client, connection) = tokio_postgres::Config::new()
+        .host(emulator.host())
+        .port(emulator.port())
+        .user(user)
+        .dbname(emulator.dbname())
+        .password(password)
+        .ssl_mode(tokio_postgres::config::SslMode::Require)
+        .connect_timeout(Duration::from_secs(10))
+        .connect(tls)
+        .await?;
+    tokio::spawn(connection);
+    let row = client.query_one("SELECT current_user::text", &[]).await?;
+    Ok(row.get(0))
+}
+
+/// The emulator's variables with one replaced.
+pub fn with_var(mut env: Vec<(String, String)>, name: &str, value: &str) -> Vec<(String, String)> {
+    env.retain(|(k, _)| k != name);
+    env.push((name.to_string(), value.to_string()));
+    env
+}
+
+pub fn dead_url() -> String {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = dead.local_addr().expect("addr").port();
+    drop(dead);
+    format!("http://127.0.0.1:{port}")
+}

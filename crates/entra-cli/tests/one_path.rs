@@ -1,0 +1,200 @@
+//! Every command that connects goes through the library's connection plan and its retrying fetch: the
+//! same refusals, the same TLS rules and Azure's retry guidance, checked on the binary as a user runs it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use entra_emulator::{Emulator, FakeIdentity, Fault, Trap};
+
+fn assert_untouched(trap: &Trap, what: &str) {
+    assert_eq!(trap.connections(), 0, "{what}: the trap was connected to");
+    assert_eq!(trap.bytes(), 0, "{what}: the trap received bytes");
+}
+
+/// A remote host name pinned to the trap's loopback address, with TLS off.
+fn cleartext_env(fake: &FakeIdentity, trap: &Trap) -> Vec<(String, String)> {
+    vec![
+        ("AZURE_POD_IDENTITY_AUTHORITY_HOST".into(), fake.imds_authority()),
+        (
+            "AZURE_POSTGRESQL_CONNECTIONSTRING".into(),
+            format!(
+                "host=db.example.com hostaddr=127.0.0.1 port={} sslmode=disable user=app dbname=postgres",
+                trap.port()
+            ),
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_connecting_command_refuses_cleartext_to_a_remote_name_before_sending_a_byte() {
+    let fake = FakeIdentity::start().await.unwrap();
+    let trap = Trap::start().unwrap();
+    let env = cleartext_env(&fake, &trap);
+    for args in [
+        vec!["doctor"],
+        vec!["doctor", "--json"],
+        vec!["psql", "--", "-c", "SELECT 1"],
+        vec!["grant", "app"],
+    ] {
+        let out = run(entra_pg(&args, &env), 60);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        );
+        let both = format!("{stdout}{stderr}");
+        assert!(
+            both.contains("without TLS") && both.contains("db.example.com"),
+            "{args:?}: {both}"
+        );
+    }
+    // Give a stray connection time to land before looking.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_untouched(&trap, "doctor, psql and grant");
+    assert_eq!(
+        fake.token_requests(),
+        0,
+        "the rules are checked before any token is fetched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sslmode_require_verifies_with_the_built_in_roots_and_hands_no_token_to_an_unknown_server() {
+    let emu = Emulator::start().await.unwrap();
+    // The emulator's certificate is signed by its own CA, which the built-in roots do not hold.
+    let env: Vec<(String, String)> = emu
+        .env_vars()
+        .into_iter()
+        .filter(|(k, _)| k != "PGSSLROOTCERT" && k != "AZURE_POSTGRESQL_SSL")
+        .chain([("PGSSLMODE".to_string(), "require".to_string())])
+        .collect();
+    let out = run(entra_pg(&["doctor"], &env), 90);
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("verifies as verify-full"), "{stdout}");
+    assert!(stdout.contains("FAIL tls"), "{stdout}");
+    assert!(stdout.contains("not signed by a trusted root"), "{stdout}");
+    assert_eq!(emu.gate().stats().accepted, 0, "no session was signed in");
+    assert!(emu.gate().rejections().is_empty(), "no password reached the gate");
+
+    // With a root file, require checks the chain (libpq's verify-ca), and the sign-in works.
+    let with_ca = with_var(env, "PGSSLROOTCERT", &emu.ca_path().display().to_string());
+    let out = run(entra_pg(&["doctor"], &with_ca), 90);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("verifies as verify-ca"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_warns_when_verification_is_skipped_by_name() {
+    let emu = Emulator::start().await.unwrap();
+    let env: Vec<(String, String)> = emu
+        .env_vars()
+        .into_iter()
+        .filter(|(k, _)| k != "PGSSLROOTCERT" && k != "AZURE_POSTGRESQL_SSL")
+        .chain([("PGSSLMODE".to_string(), "require".to_string())])
+        .collect();
+    let out = run(entra_pg(&["doctor", "--danger-accept-unverified-tls"], &env), 90);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let warning = stdout
+        .lines()
+        .find(|l| l.starts_with("WARN") && l.contains("tls mode"))
+        .unwrap_or_else(|| panic!("no tls-mode warning:\n{stdout}"));
+    assert!(warning.contains("NOT verified"), "{warning}");
+}
+
+/// `entra-pg token --source imds` against the fake IMDS, with these faults queued.
+async fn token_after(faults: Vec<Fault>, extra: &[&str]) -> (std::process::Output, FakeIdentity) {
+    let fake = FakeIdentity::start().await.unwrap();
+    fake.push_faults(faults);
+    let env = vec![(
+        "AZURE_POD_IDENTITY_AUTHORITY_HOST".to_string(),
+        fake.imds_authority(),
+    )];
+    let mut args = vec!["token", "--source", "imds"];
+    args.extend_from_slice(extra);
+    let out = run(entra_pg(&args, &env), 120);
+    (out, fake)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_waits_out_a_429_with_retry_after() {
+    let (out, fake) = token_after(vec![Fault::throttled(1)], &[]).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "stderr:\n{stderr}");
+    assert_eq!(stdout.trim().split('.').count(), 3, "a JWT on stdout");
+    assert_eq!(fake.token_requests(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_retries_a_500_then_a_410() {
+    let (out, fake) = token_after(vec![Fault::status(500), Fault::status(410)], &[]).await;
+    assert!(out.status.success(), "stderr:\n{}", text(&out).1);
+    assert_eq!(fake.token_requests(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_gives_up_after_its_budget_with_every_attempt_named() {
+    let fake = FakeIdentity::start().await.unwrap();
+    fake.set_persistent_fault(Some(Fault::status(410)));
+    let env = vec![(
+        "AZURE_POD_IDENTITY_AUTHORITY_HOST".to_string(),
+        fake.imds_authority(),
+    )];
+    let started = std::time::Instant::now();
+    let out = run(
+        entra_pg(&["token", "--source", "imds", "--retry-budget", "3"], &env),
+        60,
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("gave up after") && stderr.contains("HTTP 410"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("fix:"), "{stderr}");
+    assert!(
+        fake.token_requests() >= 2,
+        "retried: {} requests",
+        fake.token_requests()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3 + 20 + 10),
+        "within budget + one request timeout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_for_an_unknown_identity_fails_at_once() {
+    let fake = FakeIdentity::start().await.unwrap();
+    let env = vec![(
+        "AZURE_POD_IDENTITY_AUTHORITY_HOST".to_string(),
+        fake.imds_authority(),
+    )];
+    let out = run(
+        entra_pg(
+            &[
+                "token",
+                "--source",
+                "imds",
+                "--object-id",
+                "00000000-0000-0000-0000-00000000dead",
+            ],
+            &env,
+        ),
+        60,
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("identity not found"), "{stderr}");
+    assert_eq!(fake.token_requests(), 1);
+    assert_eq!(
+        fake.requests()[0].query("object_id"),
+        Some("00000000-0000-0000-0000-00000000dead"),
+        "--object-id reaches IMDS as the builder's UserAssignedId"
+    );
+}

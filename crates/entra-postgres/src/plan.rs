@@ -1,0 +1,631 @@
+//! [`ConnectionPlan`]: resolved settings become the one verified way to open a connection.
+//!
+//! Every path that connects (the pool, `entra-pg doctor`, `psql`, `grant`, `demo`, `bench`) goes through a
+//! plan, so the security rules are decided once, in [`check_rules`], and nowhere else:
+//!
+//! - **No password with tokens.** A password in the configuration is an error unless static-password mode
+//!   was chosen by name.
+//! - **No token in cleartext.** `sslmode=disable` is refused with a token unless every host is loopback
+//!   or a unix socket; the host *name* decides, so `host=db.example.com hostaddr=127.0.0.1` is refused.
+//! - **TLS verified.** `verify-full` by default. `require`, which Service Connector writes and which in
+//!   libpq means "no verification" only when no root certificate is around, verifies fully with the
+//!   built-in roots (libpq's `sslrootcert=system` case) and as `verify-ca` with an `sslrootcert` file, as
+//!   libpq does when a root file exists. Skipping verification takes
+//!   [`PoolBuilder::danger_accept_unverified_tls`](crate::PoolBuilder::danger_accept_unverified_tls).
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use entra_token::TokenHandle;
+use rustls::pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::task::JoinHandle;
+use tokio_postgres::tls::NoTls;
+use tokio_postgres::Client;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::config::{ConfigError, Settings, SslMode};
+use crate::error::BuildError;
+use crate::tls::{self, Verification};
+
+/// The default `application_name`.
+pub const DEFAULT_APPLICATION_NAME: &str = "entra-pool";
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_PORT: u16 = 5432;
+const DEFAULT_DBNAME: &str = "postgres";
+
+/// What connections sign in with: it decides which rules apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum CredentialKind {
+    /// Entra ID access tokens (the default).
+    #[default]
+    EntraToken,
+    /// A fixed password, chosen by name ([`PoolBuilder::static_password`](crate::PoolBuilder::static_password)).
+    StaticPassword,
+}
+
+/// What a plan needs beyond the [`Settings`]: choices no connection string can make.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct PlanOptions {
+    /// What connections sign in with.
+    pub credential: CredentialKind,
+    /// CA certificates trusted in addition to the roots.
+    pub extra_roots: Vec<CertificateDer<'static>>,
+    /// Let `sslmode=require` skip certificate verification (libpq's meaning without a root file).
+    pub accept_unverified_tls: bool,
+}
+
+impl PlanOptions {
+    /// Options for `credential`.
+    pub fn new(credential: CredentialKind) -> Self {
+        PlanOptions {
+            credential,
+            ..PlanOptions::default()
+        }
+    }
+
+    /// Trusts this CA certificate in addition to the roots.
+    pub fn add_root_certificate(mut self, cert: CertificateDer<'static>) -> Self {
+        self.extra_roots.push(cert);
+        self
+    }
+
+    /// Lets `sslmode=require` skip certificate verification: anyone on the path can then take the token.
+    pub fn danger_accept_unverified_tls(mut self, accept: bool) -> Self {
+        self.accept_unverified_tls = accept;
+        self
+    }
+}
+
+/// Where trusted root certificates come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Roots {
+    /// Mozilla's roots plus DigiCert Global Root CA ([`tls::azure_roots`]): libpq's `sslrootcert=system`.
+    BuiltIn,
+    /// A PEM file (`sslrootcert`), which replaces the built-in roots as in libpq.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Where it was configured.
+        origin: String,
+    },
+}
+
+/// The TLS mode in force, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TlsChoice {
+    /// The `sslmode` configured (default `verify-full`).
+    pub requested: SslMode,
+    /// Where it was configured (`default` when nowhere).
+    pub requested_origin: String,
+    /// How certificates are checked; `None` when no TLS is used (loopback with `disable`, unix sockets).
+    pub verification: Option<Verification>,
+    /// Where the trusted roots come from.
+    pub roots: Roots,
+    /// One sentence on why this mode is in force.
+    pub reason: String,
+}
+
+impl TlsChoice {
+    /// Whether a server could read the token without being verified (a doctor warning).
+    pub fn is_unverified(&self) -> bool {
+        self.verification == Some(Verification::Unverified)
+    }
+}
+
+/// How connections are secured.
+#[derive(Clone)]
+pub(crate) enum Transport {
+    Tls(MakeRustlsConnect),
+    Plain,
+}
+
+/// Resolved settings turned into everything needed to open one connection: the `tokio_postgres::Config`
+/// (without a password), the transport with its verified TLS, the credential kind and the role.
+///
+/// Built by [`ConnectionPlan::new`], which checks every rule (see the [module docs](self)); a plan that
+/// exists is one that may be used.
+///
+/// ```
+/// use entra_postgres::{parse_connection_string, ConnectionPlan, PlanOptions};
+///
+/// let settings = parse_connection_string("host=db.example.com sslmode=require user=app").unwrap();
+/// let plan = ConnectionPlan::new(&settings, &PlanOptions::default()).unwrap();
+/// // With the built-in roots, `require` verifies fully.
+/// assert_eq!(plan.tls().verification.map(|v| v.as_sslmode()), Some("verify-full"));
+///
+/// let cleartext = parse_connection_string("host=db.example.com hostaddr=127.0.0.1 sslmode=disable").unwrap();
+/// assert!(ConnectionPlan::new(&cleartext, &PlanOptions::default()).is_err());
+/// ```
+#[derive(Clone)]
+pub struct ConnectionPlan {
+    config: tokio_postgres::Config,
+    transport: Transport,
+    tls_config: Option<Arc<rustls::ClientConfig>>,
+    tls: TlsChoice,
+    credential: CredentialKind,
+    role: Option<String>,
+    hosts: Vec<String>,
+    hostaddrs: Vec<IpAddr>,
+    port: u16,
+    dbname: String,
+    settings: Settings,
+}
+
+impl std::fmt::Debug for ConnectionPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionPlan")
+            .field("hosts", &self.hosts)
+            .field("hostaddrs", &self.hostaddrs)
+            .field("port", &self.port)
+            .field("dbname", &self.dbname)
+            .field("role", &self.role)
+            .field("credential", &self.credential)
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnectionPlan {
+    /// Checks the settings against every rule and prepares TLS. Nothing is sent anywhere.
+    pub fn new(settings: &Settings, options: &PlanOptions) -> Result<Self, ConfigError> {
+        let (hosts, tls) = check_rules(settings, options)?;
+        let tls_config = match tls.verification {
+            Some(verification) => {
+                let mut roots = match &tls.roots {
+                    Roots::BuiltIn => tls::azure_roots(),
+                    Roots::File { path, origin } => {
+                        let mut store = rustls::RootCertStore::empty();
+                        for cert in tls::load_pem_file(path, origin)? {
+                            store.add(cert).map_err(|e| {
+                                ConfigError::invalid(
+                                    origin,
+                                    path.display().to_string(),
+                                    format!("unusable CA certificate: {e}"),
+                                )
+                            })?;
+                        }
+                        store
+                    }
+                };
+                for cert in &options.extra_roots {
+                    roots.add(cert.clone()).map_err(|e| {
+                        ConfigError::invalid("PoolBuilder::add_root_certificate", "", e.to_string())
+                    })?;
+                }
+                Some(Arc::new(tls::client_config(verification, roots)?))
+            }
+            None => None,
+        };
+        let transport = match &tls_config {
+            Some(config) => Transport::Tls(MakeRustlsConnect::new((**config).clone())),
+            None => Transport::Plain,
+        };
+        let port = settings.port.as_ref().map_or(DEFAULT_PORT, |p| p.value);
+        let dbname = settings
+            .dbname
+            .as_ref()
+            .map_or_else(|| DEFAULT_DBNAME.to_string(), |d| d.value.clone());
+        let hostaddrs = settings
+            .hostaddrs
+            .as_ref()
+            .map(|a| a.value.clone())
+            .unwrap_or_default();
+        let mut config = tokio_postgres::Config::new();
+        for host in &hosts {
+            config.host(host);
+        }
+        for addr in &hostaddrs {
+            config.hostaddr(*addr);
+        }
+        config
+            .port(port)
+            .dbname(&dbname)
+            .application_name(
+                settings
+                    .application_name
+                    .as_ref()
+                    .map_or(DEFAULT_APPLICATION_NAME, |a| a.value.as_str()),
+            )
+            .connect_timeout(
+                settings
+                    .connect_timeout
+                    .as_ref()
+                    .map_or(DEFAULT_CONNECT_TIMEOUT, |c| c.value),
+            )
+            .ssl_mode(match transport {
+                Transport::Tls(_) => tokio_postgres::config::SslMode::Require,
+                Transport::Plain => tokio_postgres::config::SslMode::Disable,
+            });
+        if let Some(options) = &settings.options {
+            config.options(&options.value);
+        }
+        let role = settings.user.as_ref().map(|u| u.value.clone());
+        if let Some(role) = &role {
+            config.user(role);
+        }
+        Ok(ConnectionPlan {
+            config,
+            transport,
+            tls_config,
+            tls,
+            credential: options.credential,
+            role,
+            hosts,
+            hostaddrs,
+            port,
+            dbname,
+            settings: settings.clone(),
+        })
+    }
+
+    /// The plan with this role (user name) to sign in as.
+    pub fn with_role(mut self, role: impl Into<String>) -> Self {
+        let role = role.into();
+        self.config.user(&role);
+        self.role = Some(role);
+        self
+    }
+
+    /// The plan with its role settled: the configured one, else the name the current token's claims
+    /// give (a managed identity's name, a user's UPN).
+    pub async fn resolve_role(self, tokens: &TokenHandle) -> Result<Self, BuildError> {
+        if self.role.is_some() {
+            return Ok(self);
+        }
+        let token = tokens.get().await?;
+        let (user, claim) = crate::claims::user_from_token(token.secret()).ok_or(ConfigError::Missing {
+            setting: "user",
+            how: "PoolBuilder::user, user= in the connection string, AZURE_POSTGRESQL_USER or PGUSER to the \
+                  Entra principal's name (the token names none: no xms_mirid, upn or preferred_username claim)",
+        })?;
+        tracing::info!(
+            user,
+            claim,
+            "no user configured; using the name from the token's claim"
+        );
+        Ok(self.with_role(user))
+    }
+
+    /// The connection settings, without any password.
+    pub fn config(&self) -> &tokio_postgres::Config {
+        &self.config
+    }
+
+    /// The TLS mode in force and why.
+    pub fn tls(&self) -> &TlsChoice {
+        &self.tls
+    }
+
+    /// The rustls configuration the plan connects with (`None` without TLS), for a handshake probe.
+    pub fn rustls_config(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.tls_config.clone()
+    }
+
+    /// The role connections sign in as, once known.
+    pub fn role(&self) -> Option<&str> {
+        self.role.as_deref()
+    }
+
+    /// What connections sign in with.
+    pub fn credential(&self) -> CredentialKind {
+        self.credential
+    }
+
+    /// The server host names (or unix-socket directories).
+    pub fn hosts(&self) -> &[String] {
+        &self.hosts
+    }
+
+    /// Addresses connected to instead of resolving the host names.
+    pub fn hostaddrs(&self) -> &[IpAddr] {
+        &self.hostaddrs
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The database.
+    pub fn dbname(&self) -> &str {
+        &self.dbname
+    }
+
+    /// The settings the plan was made from (for diagnostics: each value's origin).
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Opens one connection with `password` (the token's secret, or the static password) and spawns its
+    /// connection task. No retry and no token logic: [`EntraConnect`](crate::EntraConnect) adds those.
+    pub async fn open(&self, password: &[u8]) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
+        let mut config = self.config.clone();
+        config.password(password);
+        match &self.transport {
+            Transport::Tls(tls) => {
+                let (client, connection) = config.connect(tls.clone()).await?;
+                Ok((client, spawn_connection(connection)))
+            }
+            Transport::Plain => {
+                let (client, connection) = config.connect(NoTls).await?;
+                Ok((client, spawn_connection(connection)))
+            }
+        }
+    }
+
+    /// libpq's environment variables for the same connection (`PGHOST`, `PGSSLMODE` in force…), for
+    /// running `psql` or another libpq client. `bundle` is a PEM file of the built-in roots for libpq
+    /// when the plan uses them (libpq cannot read ours); the password is not included.
+    pub fn libpq_env(&self, bundle: Option<&Path>) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("PGHOST", self.hosts.join(",")),
+            ("PGPORT", self.port.to_string()),
+            ("PGDATABASE", self.dbname.clone()),
+            (
+                "PGSSLMODE",
+                self.tls
+                    .verification
+                    .map_or("disable", Verification::as_sslmode)
+                    .to_string(),
+            ),
+        ];
+        if let Some(role) = &self.role {
+            env.push(("PGUSER", role.clone()));
+        }
+        if !self.hostaddrs.is_empty() {
+            let list: Vec<String> = self.hostaddrs.iter().map(ToString::to_string).collect();
+            env.push(("PGHOSTADDR", list.join(",")));
+        }
+        match (&self.tls.roots, self.tls.verification) {
+            (_, None) | (_, Some(Verification::Unverified)) => {}
+            (Roots::File { path, .. }, Some(_)) => env.push(("PGSSLROOTCERT", path.display().to_string())),
+            (Roots::BuiltIn, Some(_)) => {
+                if let Some(bundle) = bundle {
+                    env.push(("PGSSLROOTCERT", bundle.display().to_string()));
+                }
+            }
+        }
+        if let Some(app) = &self.settings.application_name {
+            env.push(("PGAPPNAME", app.value.clone()));
+        }
+        if let Some(options) = &self.settings.options {
+            env.push(("PGOPTIONS", options.value.clone()));
+        }
+        if let Some(timeout) = &self.settings.connect_timeout {
+            env.push(("PGCONNECT_TIMEOUT", timeout.value.as_secs().to_string()));
+        }
+        env
+    }
+}
+
+/// Every rule, checked once: the password refusal, a host, the cleartext refusal and the TLS mode.
+fn check_rules(settings: &Settings, options: &PlanOptions) -> Result<(Vec<String>, TlsChoice), ConfigError> {
+    let token_mode = options.credential == CredentialKind::EntraToken;
+    if token_mode {
+        if let Some(password) = &settings.password {
+            return Err(ConfigError::PasswordNotAllowed {
+                origin: password.origin.clone(),
+            });
+        }
+    }
+    let hosts = settings
+        .hosts
+        .as_ref()
+        .map(|h| h.value.clone())
+        .filter(|h| !h.is_empty())
+        .ok_or(ConfigError::Missing {
+            setting: "host",
+            how: "PoolBuilder::host, host= in the connection string, AZURE_POSTGRESQL_HOST or PGHOST",
+        })?;
+    let tls = choose_tls(settings, &hosts, token_mode, options.accept_unverified_tls)?;
+    Ok((hosts, tls))
+}
+
+/// The TLS mode in force for these hosts, or the refusal to send a token in cleartext.
+fn choose_tls(
+    settings: &Settings,
+    hosts: &[String],
+    token_mode: bool,
+    accept_unverified: bool,
+) -> Result<TlsChoice, ConfigError> {
+    let requested = settings.sslmode.as_ref().map(|s| s.value).unwrap_or_default();
+    let requested_origin = settings
+        .sslmode
+        .as_ref()
+        .map_or_else(|| "default".to_string(), |s| s.origin.clone());
+    let roots = match &settings.sslrootcert {
+        Some(file) if file.value.as_os_str() != "system" => Roots::File {
+            path: file.value.clone(),
+            origin: file.origin.clone(),
+        },
+        _ => Roots::BuiltIn,
+    };
+    let choice = |verification: Option<Verification>, reason: String| TlsChoice {
+        requested,
+        requested_origin: requested_origin.clone(),
+        verification,
+        roots: roots.clone(),
+        reason,
+    };
+    if hosts.iter().all(|h| h.starts_with('/') || h.starts_with('@')) {
+        return Ok(choice(
+            None,
+            "no TLS: unix sockets only, which never leave this machine".into(),
+        ));
+    }
+    let roots_text = match &roots {
+        Roots::BuiltIn => "the built-in roots".to_string(),
+        Roots::File { path, origin } => format!("the roots in {} ({origin})", path.display()),
+    };
+    Ok(match requested {
+        SslMode::Disable => {
+            if token_mode {
+                if let Some(remote) = hosts.iter().find(|h| !tls::is_local_host(h)) {
+                    return Err(ConfigError::CleartextToken {
+                        origin: requested_origin,
+                        host: remote.clone(),
+                    });
+                }
+            }
+            choice(
+                None,
+                format!("no TLS: sslmode=disable ({requested_origin}) with loopback hosts only"),
+            )
+        }
+        SslMode::VerifyFull => choice(
+            Some(Verification::Full),
+            format!("verify-full ({requested_origin}): certificate chain to {roots_text} and host name checked"),
+        ),
+        SslMode::VerifyCa => {
+            if settings
+                .sslrootcert
+                .as_ref()
+                .is_some_and(|f| f.value.as_os_str() == "system")
+            {
+                return Err(ConfigError::invalid(
+                    requested_origin,
+                    "verify-ca",
+                    "sslrootcert=system needs sslmode=verify-full (libpq refuses weaker modes with it)",
+                ));
+            }
+            choice(
+                Some(Verification::ChainOnly),
+                format!(
+                    "verify-ca ({requested_origin}): certificate chain to {roots_text} checked, host name not"
+                ),
+            )
+        }
+        SslMode::Require if accept_unverified => choice(
+            Some(Verification::Unverified),
+            format!(
+                "require ({requested_origin}) with danger_accept_unverified_tls: encrypted but NOT verified; \
+                 whoever answers at that address can take the token"
+            ),
+        ),
+        SslMode::Require => match &roots {
+            Roots::BuiltIn => choice(
+                Some(Verification::Full),
+                format!(
+                    "require ({requested_origin}) verifies as verify-full: with the built-in roots require \
+                     checks the chain and the host name, as libpq does with sslrootcert=system"
+                ),
+            ),
+            Roots::File { .. } => choice(
+                Some(Verification::ChainOnly),
+                format!(
+                    "require ({requested_origin}) verifies as verify-ca with {roots_text}, as libpq does when \
+                     a root certificate file exists"
+                ),
+            ),
+        },
+    })
+}
+
+fn spawn_connection<S, T>(connection: tokio_postgres::Connection<S, T>) -> JoinHandle<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "connection closed with an error");
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse_connection_string;
+
+    fn plan(text: &str, options: &PlanOptions) -> Result<ConnectionPlan, ConfigError> {
+        ConnectionPlan::new(&parse_connection_string(text).unwrap(), options)
+    }
+
+    fn verification(text: &str) -> Option<&'static str> {
+        plan(text, &PlanOptions::default())
+            .unwrap()
+            .tls()
+            .verification
+            .map(Verification::as_sslmode)
+    }
+
+    #[test]
+    fn verify_full_is_the_default() {
+        assert_eq!(verification("host=db.example.com"), Some("verify-full"));
+    }
+
+    #[test]
+    fn require_verifies_fully_with_the_built_in_roots() {
+        assert_eq!(
+            verification("host=db.example.com sslmode=require"),
+            Some("verify-full")
+        );
+        assert_eq!(
+            verification("host=db.example.com sslmode=require sslrootcert=system"),
+            Some("verify-full")
+        );
+    }
+
+    #[test]
+    fn require_skips_verification_only_when_asked_by_name() {
+        let options = PlanOptions::default().danger_accept_unverified_tls(true);
+        let p = plan("host=db.example.com sslmode=require", &options).unwrap();
+        assert!(p.tls().is_unverified());
+        assert!(p.tls().reason.contains("NOT verified"), "{}", p.tls().reason);
+        let full = plan("host=db.example.com", &options).unwrap();
+        assert!(
+            !full.tls().is_unverified(),
+            "the option only changes what require means"
+        );
+    }
+
+    #[test]
+    fn cleartext_to_a_remote_host_name_is_refused_even_with_a_loopback_address() {
+        let err = plan(
+            "host=db.example.com hostaddr=127.0.0.1 sslmode=disable",
+            &PlanOptions::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::CleartextToken { host, .. } if host == "db.example.com"),
+            "{err}"
+        );
+        assert!(plan("host=localhost sslmode=disable", &PlanOptions::default()).is_ok());
+        assert!(plan(
+            "host=db.example.com sslmode=disable",
+            &PlanOptions::new(CredentialKind::StaticPassword)
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn a_password_is_refused_with_tokens() {
+        let err = plan("host=h password=hunter2", &PlanOptions::default()).unwrap_err();
+        assert!(matches!(err, ConfigError::PasswordNotAllowed { .. }), "{err}");
+        assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn libpq_gets_the_mode_in_force() {
+        let p = plan(
+            "host=db.example.com sslmode=require user=app",
+            &PlanOptions::default(),
+        )
+        .unwrap();
+        let env = p.libpq_env(Some(Path::new("/tmp/roots.pem")));
+        assert!(env.contains(&("PGSSLMODE", "verify-full".to_string())), "{env:?}");
+        assert!(
+            env.contains(&("PGSSLROOTCERT", "/tmp/roots.pem".to_string())),
+            "{env:?}"
+        );
+        assert!(env.contains(&("PGUSER", "app".to_string())), "{env:?}");
+    }
+}
