@@ -65,12 +65,7 @@ async fn every_connecting_command_refuses_cleartext_to_a_remote_name_before_send
 async fn sslmode_require_verifies_with_the_built_in_roots_and_hands_no_token_to_an_unknown_server() {
     let emu = Emulator::start().await.unwrap();
     // The emulator's certificate is signed by its own CA, which the built-in roots do not hold.
-    let env: Vec<(String, String)> = emu
-        .env_vars()
-        .into_iter()
-        .filter(|(k, _)| k != "PGSSLROOTCERT" && k != "AZURE_POSTGRESQL_SSL")
-        .chain([("PGSSLMODE".to_string(), "require".to_string())])
-        .collect();
+    let env = require_env(&emu);
     let out = run(entra_pg(&["doctor"], &env), 90);
     let (stdout, _) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
@@ -91,12 +86,7 @@ async fn sslmode_require_verifies_with_the_built_in_roots_and_hands_no_token_to_
 #[tokio::test(flavor = "multi_thread")]
 async fn doctor_warns_when_verification_is_skipped_by_name() {
     let emu = Emulator::start().await.unwrap();
-    let env: Vec<(String, String)> = emu
-        .env_vars()
-        .into_iter()
-        .filter(|(k, _)| k != "PGSSLROOTCERT" && k != "AZURE_POSTGRESQL_SSL")
-        .chain([("PGSSLMODE".to_string(), "require".to_string())])
-        .collect();
+    let env = require_env(&emu);
     let out = run(entra_pg(&["doctor", "--danger-accept-unverified-tls"], &env), 90);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");

@@ -89,4 +89,34 @@ mod tests {
             "{text}"
         );
     }
+
+    /// anyhow's `{:#}` prints every `source()` after the error's own `Display`: no layer may repeat the
+    /// text of the layer below it.
+    #[tokio::test]
+    async fn a_pool_error_chain_shows_each_layer_once() {
+        let cause = entra_token::TokenError::Unavailable {
+            reason: "imds: fetching a new token keeps failing".into(),
+            last_error: Some(Box::new(entra_token::TokenError::transient("imds", "HTTP 503"))),
+        };
+        let pg = fail(ConnectError::Token(cause)).await;
+        let e = crate::GetError::from(deadpool_postgres::PoolError::Backend(pg));
+        let mut texts = Vec::new();
+        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(layer) = current {
+            texts.push(layer.to_string());
+            current = layer.source();
+        }
+        for pair in texts.windows(2) {
+            assert!(
+                !pair[0].contains(&pair[1]),
+                "a layer repeats the next one: {texts:#?}"
+            );
+        }
+        let all = texts.join(": ");
+        assert_eq!(
+            all,
+            "could not open a connection: error communicating with the server: no usable Entra token: no \
+             usable token: imds: fetching a new token keeps failing: imds: temporary failure: HTTP 503"
+        );
+    }
 }

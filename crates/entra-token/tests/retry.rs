@@ -5,23 +5,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{env, http};
+use common::{http, imds};
 use entra_emulator::{FakeIdentity, Fault};
 use entra_token::{
     fetch_with_retry, ImdsSource, RefreshPolicy, Refresher, RetryPolicy, TokenError, UserAssignedId,
     OSSRDBMS_SCOPE,
 };
-
-fn imds(fake: &FakeIdentity) -> ImdsSource {
-    ImdsSource::builder()
-        .env(env(&[(
-            "AZURE_POD_IDENTITY_AUTHORITY_HOST",
-            fake.imds_authority(),
-        )]))
-        .http_options(http())
-        .build()
-        .unwrap()
-}
 
 /// A retry policy with quick backoff, so the tests spend their time on what the server asks for.
 fn quick(budget: Duration) -> RetryPolicy {

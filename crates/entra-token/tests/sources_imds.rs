@@ -5,20 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_hides, assert_lifetime, claims, env, http, status_of};
+use common::{assert_hides, assert_lifetime, claims, env, http, imds, status_of};
 use entra_emulator::{Endpoint, FakeIdentity, Fault, ManagedIdentity, NumberFormat};
 use entra_token::{ImdsSource, TokenError, TokenSource, UserAssignedId, OSSRDBMS_SCOPE};
-
-fn imds(fake: &FakeIdentity) -> ImdsSource {
-    ImdsSource::builder()
-        .env(env(&[(
-            "AZURE_POD_IDENTITY_AUTHORITY_HOST",
-            fake.imds_authority(),
-        )]))
-        .http_options(http())
-        .build()
-        .unwrap()
-}
 
 fn imds_for(fake: &FakeIdentity, id: UserAssignedId) -> ImdsSource {
     ImdsSource::builder()

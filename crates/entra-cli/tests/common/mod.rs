@@ -10,23 +10,9 @@ use entra_emulator::Emulator;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_entra-pg");
 
-/// Variables that would point the binary elsewhere than the test says: removed from every run.
-pub const AMBIENT: &[&str] = &[
-    "PGHOST",
-    "PGPORT",
-    "PGDATABASE",
-    "PGUSER",
-    "PGPASSWORD",
-    "PGSSLMODE",
-    "PGSSLROOTCERT",
-    "PGOPTIONS",
-    "AZURE_POSTGRESQL_CONNECTIONSTRING",
-    "AZURE_POSTGRESQL_HOST",
-    "AZURE_POSTGRESQL_PORT",
-    "AZURE_POSTGRESQL_DATABASE",
-    "AZURE_POSTGRESQL_USER",
-    "AZURE_POSTGRESQL_CLIENTID",
-    "AZURE_POSTGRESQL_SSL",
+/// Identity variables that would point the binary elsewhere than the test says (the connection
+/// variables are the library's own lists): removed from every run.
+pub const AMBIENT_IDENTITY: &[&str] = &[
     "AZURE_CLIENT_ID",
     "AZURE_TENANT_ID",
     "AZURE_CLIENT_SECRET",
@@ -43,7 +29,10 @@ pub const AMBIENT: &[&str] = &[
 pub fn entra_pg(args: &[&str], env: &[(String, String)]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(args).stdin(Stdio::null());
-    for var in AMBIENT {
+    let config = entra_postgres::config::LIBPQ_VARS
+        .iter()
+        .chain(entra_postgres::config::SERVICE_CONNECTOR_VARS);
+    for var in config.chain(AMBIENT_IDENTITY) {
         cmd.env_remove(var);
     }
     // No `az` on PATH: the default chain must not reach a developer's own login.
@@ -132,6 +121,16 @@ pub async fn sign_in(
     tokio::spawn(connection);
     let row = client.query_one("SELECT current_user::text", &[]).await?;
     Ok(row.get(0))
+}
+
+/// The emulator's variables for `sslmode=require` with the built-in roots (no `PGSSLROOTCERT`, no
+/// Service Connector override).
+pub fn require_env(emu: &Emulator) -> Vec<(String, String)> {
+    emu.env_vars()
+        .into_iter()
+        .filter(|(k, _)| k != "PGSSLROOTCERT" && k != "AZURE_POSTGRESQL_SSL")
+        .chain([("PGSSLMODE".to_string(), "require".to_string())])
+        .collect()
 }
 
 /// The emulator's variables with one replaced.

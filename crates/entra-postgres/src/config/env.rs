@@ -21,6 +21,7 @@ pub const SERVICE_CONNECTOR_VARS: &[&str] = &[
 /// The libpq variables read.
 pub const LIBPQ_VARS: &[&str] = &[
     "PGHOST",
+    "PGHOSTADDR",
     "PGPORT",
     "PGDATABASE",
     "PGUSER",
@@ -37,6 +38,7 @@ pub(crate) fn libpq(env: &Env) -> Result<Settings, ConfigError> {
     let mut s = Settings::default();
     for (var, key) in [
         ("PGHOST", "host"),
+        ("PGHOSTADDR", "hostaddr"),
         ("PGPORT", "port"),
         ("PGDATABASE", "dbname"),
         ("PGUSER", "user"),

@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 use entra_emulator::{Claims, FakeIdentity, OSSRDBMS_RESOURCE};
-use entra_token::{AccessToken, Env, HttpOptions, TokenError};
+use entra_token::{AccessToken, Env, HttpOptions, ImdsSource, TokenError};
 
 /// An environment of exactly these variables.
 pub fn env(pairs: &[(&str, String)]) -> Env {
@@ -17,6 +17,18 @@ pub fn http() -> HttpOptions {
     HttpOptions::default()
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(10))
+}
+
+/// An IMDS source for the fake's system identity, found as on a VM whose IMDS address was moved.
+pub fn imds(fake: &FakeIdentity) -> ImdsSource {
+    ImdsSource::builder()
+        .env(env(&[(
+            "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+            fake.imds_authority(),
+        )]))
+        .http_options(http())
+        .build()
+        .expect("an http URL")
 }
 
 /// [`http`] trusting the fake's CA (the fake must have been started with TLS).
