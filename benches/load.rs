@@ -1,62 +1,53 @@
 //! The load benchmark: `cargo bench --bench load -- [entra-pg bench flags]`.
 //!
-//! The engine lives in the CLI (`entra-pg bench`, crates/entra-cli/src/load.rs) so both entry points run
-//! the very same code; a root-package bench cannot link a binary crate's modules, so this builds
-//! `entra-pg` in release mode and runs `entra-pg bench` with the arguments given after `--`, its output
-//! streamed. See BENCHMARKS.md for the flags and the results.
+//! The very engine `entra-pg bench` runs (`entra_load::bench`), linked here: the same flags, table, JSON and
+//! plot. See BENCHMARKS.md for the commands and the results.
 
-use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
+
+use clap::Parser;
+use entra_load::bench::BenchArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "load",
+    about = "entra-pool's load benchmark (the flags of `entra-pg bench`)"
+)]
+struct Cli {
+    #[command(flatten)]
+    bench: BenchArgs,
+}
 
 fn main() -> ExitCode {
     // `cargo bench` appends `--bench`; `cargo test --benches` passes `--test` (nothing to run then).
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
     if args.iter().any(|a| a == "--test" || a == "--list") {
         return ExitCode::SUCCESS;
     }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let built = Command::new(&cargo)
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "entra-cli",
-            "--bin",
-            "entra-pg",
-        ])
-        .current_dir(&root)
-        .status();
-    match built {
-        Ok(status) if status.success() => {}
-        Ok(status) => {
-            eprintln!("load bench: `cargo build --release -p entra-cli` failed ({status})");
+    let cli = Cli::parse_from(args);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("load bench: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
-        Err(e) => {
-            eprintln!(
-                "load bench: cannot run cargo ({}): {e}",
-                PathBuf::from(&cargo).display()
-            );
-            return ExitCode::FAILURE;
-        }
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let binary = target.join("release").join("entra-pg");
-    match Command::new(&binary)
-        .arg("bench")
-        .args(&args)
-        .current_dir(&root)
-        .status()
-    {
-        Ok(status) if status.success() => ExitCode::SUCCESS,
-        Ok(status) => {
-            eprintln!("load bench: entra-pg bench ended with {status}");
-            ExitCode::FAILURE
+    };
+    let result = runtime.block_on(entra_load::bench::run(cli.bench.config()));
+    match result {
+        Ok(report) => {
+            print!("{}", report.table());
+            match report.write(&cli.bench.out) {
+                Ok((json, svg)) => println!("\n  results: {}\n  plot:    {}", json.display(), svg.display()),
+                Err(e) => eprintln!("load bench: could not write the results: {e}"),
+            }
+            if report.failed() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(e) => {
-            eprintln!("load bench: cannot run {}: {e}", binary.display());
+            eprintln!("load bench: {e}");
             ExitCode::FAILURE
         }
     }

@@ -10,7 +10,6 @@
 mod claims;
 mod cmd;
 mod exit;
-mod load;
 mod output;
 mod source;
 
@@ -62,7 +61,7 @@ enum Command {
     /// Benchmark: a pool under load through the gate with short-lived tokens, then directly and with
     /// pgbench; prints throughput and latency (rotation windows apart) and writes JSON and an SVG plot.
     #[command(after_help = EXIT_CODES_HELP)]
-    Bench(load::BenchArgs),
+    Bench(entra_load::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -83,7 +82,7 @@ fn main() -> ExitCode {
             Command::Doctor(args) => cmd::doctor::run(args).await,
             Command::Grant(args) => cmd::grant::run(args).await,
             Command::Emulate(args) => cmd::emulate::run(args).await,
-            Command::Bench(args) => load::run(args).await,
+            Command::Bench(args) => cmd::bench::run(args).await,
         }
     });
     // Tasks still running (pool reapers, refreshers) must not keep the process alive.

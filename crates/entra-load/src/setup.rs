@@ -5,13 +5,13 @@ use entra_emulator::postgres::quote_ident;
 use entra_emulator::TestPostgres;
 use tokio_postgres::Client;
 
-use super::workload::ROWS;
+use crate::workload::ROWS;
 
 /// The database pgbench and our direct point run use (pgbench's own schema, scale 1).
-pub(super) const PGBENCH_DB: &str = "pgbench";
+pub const PGBENCH_DB: &str = "pgbench";
 
 /// A superuser session on `database` over the unix socket; its connection task runs on this runtime.
-pub(super) async fn superuser(pg: &TestPostgres, database: &str) -> Result<Client, String> {
+pub async fn superuser(pg: &TestPostgres, database: &str) -> Result<Client, String> {
     let (client, connection) = pg
         .socket_config(database)
         .connect(tokio_postgres::NoTls)
@@ -30,7 +30,7 @@ pub(super) async fn superuser(pg: &TestPostgres, database: &str) -> Result<Clien
 }
 
 /// Creates `accounts` (filled) and `ledger` in `database`, readable and writable by `role`.
-pub(super) async fn prepare_app_tables(pg: &TestPostgres, database: &str, role: &str) -> Result<(), String> {
+pub async fn prepare_app_tables(pg: &TestPostgres, database: &str, role: &str) -> Result<(), String> {
     let client = superuser(pg, database).await?;
     let role = quote_ident(role).map_err(|e| e.to_string())?;
     let sql = format!(
@@ -55,7 +55,7 @@ pub(super) async fn prepare_app_tables(pg: &TestPostgres, database: &str, role: 
 
 /// Creates database `pgbench` with pgbench's tables at scale 1, as `pgbench -i -s 1` would, so the
 /// direct run and `pgbench -S` read the very same rows.
-pub(super) async fn prepare_pgbench_db(pg: &TestPostgres) -> Result<(), String> {
+pub async fn prepare_pgbench_db(pg: &TestPostgres) -> Result<(), String> {
     let admin = superuser(pg, "postgres").await?;
     let exists = admin
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&PGBENCH_DB])
@@ -91,16 +91,17 @@ pub(super) async fn prepare_pgbench_db(pg: &TestPostgres) -> Result<(), String> 
 
 /// What the ledger holds for one run.
 #[derive(Debug, Clone, Copy, Default)]
-pub(super) struct WriteCheck {
-    pub(super) acknowledged: u64,
+pub struct WriteCheck {
+    /// Writes whose COMMIT was acknowledged.
+    pub acknowledged: u64,
     /// Acknowledged writes not found: must be 0.
-    pub(super) missing: u64,
+    pub missing: u64,
     /// Rows of this run in the ledger (more than acknowledged only when a COMMIT's answer was lost).
-    pub(super) rows: u64,
+    pub rows: u64,
 }
 
 /// Looks up every acknowledged `(task, seq)` of run `run_id` in `database`'s ledger.
-pub(super) async fn check_writes(
+pub async fn check_writes(
     pg: &TestPostgres,
     database: &str,
     run_id: i16,

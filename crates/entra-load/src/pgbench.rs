@@ -5,15 +5,11 @@ use std::time::Duration;
 
 use entra_emulator::TestPostgres;
 
-use super::setup::PGBENCH_DB;
+use crate::setup::PGBENCH_DB;
 
 /// Runs `pgbench -n -S -M prepared -c C -j 2 -T T` over TCP + verify-full TLS as the superuser and
 /// returns its tps (without initial connection time). `Ok(None)`: pgbench is not installed.
-pub(super) async fn run(
-    pg: &TestPostgres,
-    connections: usize,
-    duration: Duration,
-) -> Result<Option<f64>, String> {
+pub async fn run(pg: &TestPostgres, connections: usize, duration: Duration) -> Result<Option<f64>, String> {
     let mut command = tokio::process::Command::new(program());
     command
         .args(["-n", "-S", "-M", "prepared", "-j", "2"])

@@ -1,19 +1,24 @@
 //! The query mixes and the load tasks that run them.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 use rand::Rng;
 
-use super::stats::Sample;
+use crate::drive::Live;
+use crate::stats::Sample;
 
 /// Rows in the point-lookup tables (pgbench's scale 1).
-pub(super) const ROWS: i32 = 100_000;
+pub const ROWS: i32 = 100_000;
 
 /// What each operation does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Mix {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum Mix {
+    /// `SELECT $1::int8 + 1` with the answer checked (the demo's query).
+    Echo,
     /// `SELECT 1`.
     Select1,
     /// A prepared primary-key lookup on a 100k-row table.
@@ -25,8 +30,10 @@ pub(crate) enum Mix {
 }
 
 impl Mix {
-    pub(super) fn name(self) -> &'static str {
+    /// The name on the command line and in results.
+    pub fn name(self) -> &'static str {
         match self {
+            Mix::Echo => "echo",
             Mix::Select1 => "select1",
             Mix::Point => "point",
             Mix::Write => "write",
@@ -34,50 +41,58 @@ impl Mix {
         }
     }
 
-    pub(super) fn writes(self) -> bool {
+    /// Whether the mix writes rows that are checked at the end.
+    pub fn writes(self) -> bool {
         matches!(self, Mix::Write | Mix::Mixed)
     }
 }
 
 /// Where one run's operations go.
 #[derive(Debug, Clone)]
-pub(super) struct Workload {
-    pub(super) mix: Mix,
+pub struct Workload {
+    /// What each operation does.
+    pub mix: Mix,
     /// The prepared point lookup, `$1` an id in 1..=ROWS.
-    pub(super) point_sql: &'static str,
+    pub point_sql: &'static str,
     /// Tags this run's ledger rows, so the check counts only its own.
-    pub(super) run_id: i16,
+    pub run_id: i16,
 }
 
 /// The point lookup on our `accounts` table.
-pub(super) const ACCOUNTS_POINT: &str = "SELECT balance FROM accounts WHERE id = $1";
+pub const ACCOUNTS_POINT: &str = "SELECT balance FROM accounts WHERE id = $1";
 /// pgbench's `-S` query (`SELECT abalance FROM pgbench_accounts WHERE aid = :aid`).
-pub(super) const PGBENCH_POINT: &str = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
+pub const PGBENCH_POINT: &str = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
 
 const INSERT_SQL: &str = "INSERT INTO ledger (run, task, seq, amount) VALUES ($1, $2, $3, $4) RETURNING id";
 
 /// What one task saw.
 #[derive(Debug, Default)]
-pub(super) struct TaskOutcome {
-    pub(super) task: i32,
-    pub(super) samples: Vec<Sample>,
-    pub(super) errors_ms: Vec<u32>,
-    pub(super) first_error: Option<String>,
+pub struct TaskOutcome {
+    /// The task's number.
+    pub task: i32,
+    /// Every acknowledged operation.
+    pub samples: Vec<Sample>,
+    /// When each failed operation failed, in ms since the start.
+    pub errors_ms: Vec<u32>,
+    /// The first failure's message.
+    pub first_error: Option<String>,
     /// Sequence numbers of the writes whose COMMIT was acknowledged.
-    pub(super) acked: Vec<i64>,
+    pub acked: Vec<i64>,
 }
 
 #[derive(Debug, Clone, Copy)]
 enum Op {
+    Echo,
     Select1,
     Point,
     Write,
 }
 
 /// One task: operations back to back until `deadline`, timing each (pool checkout included).
-pub(super) async fn task(
+pub async fn task(
     pool: Pool,
     workload: Arc<Workload>,
+    live: Arc<Live>,
     task_id: i32,
     started: Instant,
     deadline: Instant,
@@ -99,6 +114,7 @@ pub(super) async fn task(
                 if matches!(op, Op::Write) {
                     out.acked.push(seq);
                 }
+                live.ops.fetch_add(1, Ordering::Relaxed);
                 let latency = done.duration_since(t0).as_micros().min(u32::MAX as u128) as u32;
                 out.samples.push(Sample {
                     at_ms,
@@ -106,13 +122,14 @@ pub(super) async fn task(
                 });
             }
             Err(e) => {
+                live.errors.fetch_add(1, Ordering::Relaxed);
                 out.errors_ms.push(at_ms);
                 out.first_error.get_or_insert(e);
                 // Do not spin on a persistent failure.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        if matches!(op, Op::Write) {
+        if matches!(op, Op::Write | Op::Echo) {
             seq += 1;
         }
     }
@@ -121,6 +138,7 @@ pub(super) async fn task(
 
 fn pick(mix: Mix) -> Op {
     match mix {
+        Mix::Echo => Op::Echo,
         Mix::Select1 => Op::Select1,
         Mix::Point => Op::Point,
         Mix::Write => Op::Write,
@@ -136,6 +154,21 @@ async fn run_op(pool: &Pool, workload: &Workload, op: Op, task: i32, seq: i64) -
     let report = |e: &(dyn std::error::Error + 'static)| entra_postgres::report(e);
     let mut client = pool.get().await.map_err(|e| report(&e))?;
     match op {
+        Op::Echo => {
+            let n = seq;
+            let statement = client
+                .prepare_cached("SELECT $1::int8 + 1")
+                .await
+                .map_err(|e| report(&e))?;
+            let row = client
+                .query_one(&statement, &[&n])
+                .await
+                .map_err(|e| report(&e))?;
+            match row.try_get::<_, i64>(0) {
+                Ok(got) if got == n + 1 => Ok(()),
+                other => Err(format!("wrong answer: {n} + 1 = {other:?}")),
+            }
+        }
         Op::Select1 => {
             let statement = client.prepare_cached("SELECT 1").await.map_err(|e| report(&e))?;
             let row = client.query_one(&statement, &[]).await.map_err(|e| report(&e))?;

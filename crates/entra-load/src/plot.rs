@@ -4,11 +4,11 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::stats::Window;
+use crate::stats::Window;
 
 /// Draws `windows` (one per second) to `path`: throughput on top, p99 below, a red line at each
 /// rotation.
-pub(super) fn draw(path: &Path, title: &str, windows: &[Window]) -> Result<(), String> {
+pub fn draw(path: &Path, title: &str, windows: &[Window]) -> Result<(), String> {
     let error = |e: &dyn std::fmt::Display| format!("drawing {}: {e}", path.display());
     let root = SVGBackend::new(path, (1000, 640)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| error(&e))?;

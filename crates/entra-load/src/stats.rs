@@ -4,18 +4,24 @@ use std::time::Duration;
 
 /// One acknowledged operation: when it completed (ms since the run started) and how long it took.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Sample {
-    pub(super) at_ms: u32,
-    pub(super) latency_us: u32,
+pub struct Sample {
+    /// When it completed, in ms since the run started.
+    pub at_ms: u32,
+    /// How long it took, in µs (pool checkout included).
+    pub latency_us: u32,
 }
 
 /// p50 / p99 / p99.9 of a set of latencies (µs), `None` when it is empty.
 #[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Percentiles {
-    pub(super) count: usize,
-    pub(super) p50: Option<u32>,
-    pub(super) p99: Option<u32>,
-    pub(super) p999: Option<u32>,
+pub struct Percentiles {
+    /// How many latencies.
+    pub count: usize,
+    /// The median, µs.
+    pub p50: Option<u32>,
+    /// The 99th percentile, µs.
+    pub p99: Option<u32>,
+    /// The 99.9th percentile, µs.
+    pub p999: Option<u32>,
 }
 
 impl Percentiles {
@@ -32,35 +38,44 @@ impl Percentiles {
 
 /// One second of the run.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Window {
-    pub(super) ops: u64,
-    pub(super) errors: u64,
-    pub(super) p99_us: Option<u32>,
-    pub(super) rotation: bool,
+pub struct Window {
+    /// Operations acknowledged in it.
+    pub ops: u64,
+    /// Operations that failed in it.
+    pub errors: u64,
+    /// p99 latency of its operations, µs.
+    pub p99_us: Option<u32>,
+    /// Whether the token was renewed in it.
+    pub rotation: bool,
 }
 
 /// What one run measured.
 #[derive(Debug, Clone)]
-pub(super) struct RunStats {
-    pub(super) ops: u64,
-    pub(super) errors: u64,
-    pub(super) elapsed: Duration,
-    pub(super) all: Percentiles,
+pub struct RunStats {
+    /// Acknowledged operations.
+    pub ops: u64,
+    /// Failed operations.
+    pub errors: u64,
+    /// How long the run took (at least its duration).
+    pub elapsed: Duration,
+    /// Latency over every operation.
+    pub all: Percentiles,
     /// Operations that completed in a window with a token rotation.
-    pub(super) rotation: Percentiles,
+    pub rotation: Percentiles,
     /// Operations that completed in the other windows.
-    pub(super) rest: Percentiles,
-    pub(super) windows: Vec<Window>,
+    pub rest: Percentiles,
+    /// One per second.
+    pub windows: Vec<Window>,
 }
 
 impl RunStats {
     /// Acknowledged operations per second over the whole run.
-    pub(super) fn throughput(&self) -> f64 {
+    pub fn throughput(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64().max(0.001)
     }
 
     /// p99 in rotation windows over p99 in the rest (`None` when either class is empty).
-    pub(super) fn p99_ratio(&self) -> Option<f64> {
+    pub fn p99_ratio(&self) -> Option<f64> {
         match (self.rotation.p99, self.rest.p99) {
             (Some(r), Some(o)) if o > 0 => Some(r as f64 / o as f64),
             _ => None,
@@ -70,12 +85,7 @@ impl RunStats {
     /// Splits `samples` into 1 s windows; a window is a rotation window when one of `rotations_ms`
     /// falls in it. `elapsed` is at least the run's whole seconds; what completed after the last whole
     /// second (operations in flight at the deadline) counts in the last window.
-    pub(super) fn analyse(
-        samples: &[Sample],
-        errors_ms: &[u32],
-        rotations_ms: &[u32],
-        elapsed: Duration,
-    ) -> Self {
+    pub fn analyse(samples: &[Sample], errors_ms: &[u32], rotations_ms: &[u32], elapsed: Duration) -> Self {
         let seconds = ((elapsed.as_millis() / 1000) as usize).max(1);
         let slot = |ms: u32| ((ms / 1000) as usize).min(seconds - 1);
         let mut per_window: Vec<Vec<u32>> = vec![Vec::new(); seconds];
@@ -119,7 +129,7 @@ impl RunStats {
 }
 
 /// The `p`th percentile (nearest rank) of sorted values.
-pub(super) fn percentile(sorted: &[u32], p: f64) -> Option<u32> {
+pub fn percentile(sorted: &[u32], p: f64) -> Option<u32> {
     if sorted.is_empty() {
         return None;
     }
@@ -129,7 +139,7 @@ pub(super) fn percentile(sorted: &[u32], p: f64) -> Option<u32> {
 }
 
 /// `812 µs`, `3.4 ms` or `-`.
-pub(super) fn format_us(us: Option<u32>) -> String {
+pub fn format_us(us: Option<u32>) -> String {
     match us {
         None => "-".to_string(),
         Some(us) if us >= 1000 => format!("{:.1} ms", us as f64 / 1000.0),

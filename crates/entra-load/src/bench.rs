@@ -1,0 +1,668 @@
+//! The load benchmark: the same load through the emulator's gate (Entra tokens, rotating) and directly
+//! against the server (static password), and `pgbench -S -M prepared` against the same server, in
+//! interleaved cycles (gate, direct, pgbench; gate, direct, pgbench; …) so every ratio is a median of
+//! pairs measured side by side, with its min and max, and the load average recorded around each run.
+//!
+//! Latency is classed by one-second window: a window holds a rotation when the refresher renewed the
+//! token in it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use entra_emulator::{Emulator, TestPostgres};
+use entra_postgres::{EntraPool, PoolBuilder};
+use entra_token::{Env, HttpOptions, RefreshPolicy};
+use serde_json::json;
+
+use crate::drive::{drive, Live};
+use crate::pairs::{load_average, PairedRatio};
+use crate::setup::{self, WriteCheck};
+use crate::stats::{format_us, Percentiles, RunStats};
+use crate::workload::{Mix, Workload, ACCOUNTS_POINT, PGBENCH_POINT};
+use crate::{pgbench, plot};
+
+#[cfg(feature = "clap")]
+/// The command-line flags of `entra-pg bench` and `cargo bench --bench load`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Concurrent tasks running operations (more than connections, so tasks wait for the pool).
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    tasks: usize,
+    /// The pool's size (and pgbench's -c).
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    connections: usize,
+    /// Seconds each run lasts (each gate, direct and pgbench run of every cycle).
+    #[arg(long, value_name = "SECS", default_value_t = 20)]
+    duration: u64,
+    /// Cycles of (gate, direct, pgbench), interleaved; each ratio is the median of the cycles' pairs.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    cycles: usize,
+    /// Lifetime of each token the emulator issues, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    token_lifetime: u64,
+    /// Retire gate connections after about this many milliseconds (default: the token lifetime), so
+    /// new connections sign in with new tokens throughout the run.
+    #[arg(long, value_name = "MS")]
+    max_lifetime_ms: Option<u64>,
+    /// What each operation does.
+    #[arg(long, value_enum, default_value_t = Mix::Point)]
+    mix: Mix,
+    /// Directory for the JSON result and the SVG plot.
+    #[arg(long, value_name = "DIR", default_value = "bench-results")]
+    pub out: PathBuf,
+    /// Skip the pgbench runs.
+    #[arg(long)]
+    no_pgbench: bool,
+    /// Skip the direct runs (and so pgbench too).
+    #[arg(long)]
+    no_direct: bool,
+}
+
+#[cfg(feature = "clap")]
+impl BenchArgs {
+    /// The configuration these flags describe.
+    pub fn config(&self) -> BenchConfig {
+        BenchConfig {
+            tasks: self.tasks,
+            connections: self.connections,
+            run_duration: Duration::from_secs(self.duration),
+            cycles: self.cycles,
+            token_lifetime: Duration::from_secs(self.token_lifetime),
+            max_lifetime: self.max_lifetime_ms.map(Duration::from_millis),
+            mix: self.mix,
+            direct: !self.no_direct,
+            pgbench: !self.no_pgbench,
+        }
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Concurrent tasks (more than connections, so tasks wait for the pool).
+    pub tasks: usize,
+    /// The pool's size, and pgbench's `-c`.
+    pub connections: usize,
+    /// How long each run lasts.
+    pub run_duration: Duration,
+    /// Cycles of (gate, direct, pgbench): at least 1; 3 or more for a published ratio.
+    pub cycles: usize,
+    /// Lifetime of the emulator's tokens.
+    pub token_lifetime: Duration,
+    /// Retire gate connections after about this long (default: the token lifetime).
+    pub max_lifetime: Option<Duration>,
+    /// What each operation does.
+    pub mix: Mix,
+    /// Run the direct load (and pgbench, for the point mix).
+    pub direct: bool,
+    /// Run pgbench (point mix only).
+    pub pgbench: bool,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        BenchConfig {
+            tasks: 64,
+            connections: 16,
+            run_duration: Duration::from_secs(20),
+            cycles: 3,
+            token_lifetime: Duration::from_secs(5),
+            max_lifetime: None,
+            mix: Mix::Point,
+            direct: true,
+            pgbench: true,
+        }
+    }
+}
+
+/// One run of the load (through the gate or direct).
+#[derive(Debug)]
+pub struct RunResult {
+    /// `gate` or `direct`.
+    pub label: &'static str,
+    /// The cycle it belongs to (0-based).
+    pub cycle: usize,
+    /// What it measured.
+    pub stats: RunStats,
+    /// When the token was renewed, in ms from the run's start (gate runs).
+    pub rotations_ms: Vec<u32>,
+    /// The first error messages.
+    pub first_errors: Vec<String>,
+    /// The write check, for mixes that write.
+    pub writes: Option<WriteCheck>,
+    /// Gate runs: token rotations, token requests and connections signed in during the run.
+    pub rotations: Option<u64>,
+    /// Token requests the fake identity endpoint received during the run.
+    pub token_fetches: Option<u64>,
+    /// Sessions the gate signed in during the run.
+    pub connections_created: Option<u64>,
+    /// Load average before and after the run.
+    pub load: (Option<[f64; 3]>, Option<[f64; 3]>),
+}
+
+/// One pgbench run.
+#[derive(Debug, Clone)]
+pub struct PgbenchRun {
+    /// The cycle it belongs to.
+    pub cycle: usize,
+    /// Transactions per second, without initial connection time.
+    pub tps: f64,
+    /// Load average before and after.
+    pub load: (Option<[f64; 3]>, Option<[f64; 3]>),
+}
+
+/// The ratios, each a median of pairs from the same cycle.
+#[derive(Debug, Clone, Default)]
+pub struct Ratios {
+    /// Our direct throughput over pgbench's tps.
+    pub direct_over_pgbench: Option<PairedRatio>,
+    /// Throughput through the gate over direct throughput.
+    pub gate_over_direct: Option<PairedRatio>,
+    /// p99 in rotation windows over p99 in the other windows, per gate run.
+    pub p99_rotation_over_rest: Option<PairedRatio>,
+    /// The same for p99.9.
+    pub p999_rotation_over_rest: Option<PairedRatio>,
+}
+
+/// Everything one benchmark measured.
+#[derive(Debug)]
+pub struct BenchReport {
+    /// What was run.
+    pub config: BenchConfig,
+    /// Gate and direct runs, in the order they ran.
+    pub runs: Vec<RunResult>,
+    /// pgbench runs (`None` entries: pgbench is not installed).
+    pub pgbench: Vec<PgbenchRun>,
+    /// pgbench was wanted but is not installed.
+    pub pgbench_missing: bool,
+    /// The ratios.
+    pub ratios: Ratios,
+    /// Load average at the start and at the end.
+    pub load: (Option<[f64; 3]>, Option<[f64; 3]>),
+}
+
+/// Runs the benchmark against a fresh emulator. Progress lines go to stderr.
+pub async fn run(config: BenchConfig) -> Result<BenchReport, String> {
+    if config.tasks == 0 || config.connections == 0 || config.cycles == 0 || config.run_duration.is_zero() {
+        return Err("tasks, connections, cycles and the run duration must be at least 1".into());
+    }
+    if config.token_lifetime < Duration::from_secs(2) {
+        return Err("the token lifetime must be at least 2 s".into());
+    }
+    let load_start = load_average();
+    eprintln!("starting the local emulator (PostgreSQL, fake IMDS, Entra gate)…");
+    let emulator = Emulator::builder()
+        .token_lifetime(config.token_lifetime)
+        .start()
+        .await
+        .map_err(|e| entra_postgres::report(&e))?;
+    let pg = emulator.postgres().clone();
+    setup::prepare_app_tables(&pg, emulator.dbname(), emulator.user()).await?;
+    let point = config.mix == Mix::Point && config.direct;
+    if point {
+        setup::prepare_pgbench_db(&pg).await?;
+    }
+    let gate_pool = gate_pool(&config, &emulator).await?;
+    let direct = match config.direct {
+        true => Some(direct_pool(&config, &pg, point, emulator.dbname()).await?),
+        false => None,
+    };
+
+    let mut runs = Vec::new();
+    let mut pgbench_runs = Vec::new();
+    let mut pgbench_missing = false;
+    for cycle in 0..config.cycles {
+        eprintln!("cycle {}/{}", cycle + 1, config.cycles);
+        runs.push(run_gate(&config, &emulator, &gate_pool, cycle).await?);
+        if let Some((pool, database)) = &direct {
+            runs.push(run_direct(&config, &pg, pool, database, cycle).await?);
+            if point && config.pgbench && !pgbench_missing {
+                let before = load_average();
+                eprintln!(
+                    "  pgbench -S -M prepared -c {} -j 2 -T {}…",
+                    config.connections,
+                    config.run_duration.as_secs()
+                );
+                match pgbench::run(&pg, config.connections, config.run_duration).await? {
+                    Some(tps) => pgbench_runs.push(PgbenchRun {
+                        cycle,
+                        tps,
+                        load: (before, load_average()),
+                    }),
+                    None => {
+                        eprintln!("pgbench is not installed (Debian: postgresql-contrib); skipping it");
+                        pgbench_missing = true;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(tokens) = gate_pool.tokens() {
+        tokens.shutdown();
+    }
+    let ratios = ratios(&runs, &pgbench_runs);
+    Ok(BenchReport {
+        config,
+        runs,
+        pgbench: pgbench_runs,
+        pgbench_missing,
+        ratios,
+        load: (load_start, load_average()),
+    })
+}
+
+async fn gate_pool(config: &BenchConfig, emulator: &Emulator) -> Result<EntraPool, String> {
+    let max_lifetime = config
+        .max_lifetime
+        .unwrap_or(config.token_lifetime)
+        .max(Duration::from_millis(100));
+    PoolBuilder::from_env()
+        .env(Env::from_pairs(emulator.env_vars()))
+        .http_options(
+            HttpOptions::default()
+                .connect_timeout(Duration::from_secs(3))
+                .timeout(Duration::from_secs(20)),
+        )
+        .refresh_policy(RefreshPolicy::short_lived())
+        .max_size(config.connections)
+        .max_lifetime(Some(max_lifetime))
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(10)))
+        .token_wait(Duration::from_secs(5))
+        .build()
+        .await
+        .map_err(|e| entra_postgres::report(&e))
+}
+
+/// A pool straight at the server as its superuser, on pgbench's database for the point mix so both read
+/// the same rows with the same query.
+async fn direct_pool(
+    config: &BenchConfig,
+    pg: &TestPostgres,
+    point: bool,
+    app_database: &str,
+) -> Result<(EntraPool, String), String> {
+    let database = if point {
+        setup::PGBENCH_DB.to_string()
+    } else {
+        app_database.to_string()
+    };
+    let pool = PoolBuilder::from_env()
+        .env(Env::from_pairs([(
+            "PGSSLROOTCERT",
+            pg.ca_path().display().to_string(),
+        )]))
+        .host(pg.host())
+        .port(pg.port())
+        .dbname(database.clone())
+        .user(pg.superuser())
+        .static_password(pg.superuser_password())
+        .max_size(config.connections)
+        .max_lifetime(None)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(10)))
+        .build()
+        .await
+        .map_err(|e| entra_postgres::report(&e))?;
+    Ok((pool, database))
+}
+
+fn run_id(label: &str, cycle: usize) -> i16 {
+    let base = if label == "gate" { 100 } else { 200 };
+    base + (cycle as i16 % 100)
+}
+
+async fn run_gate(
+    config: &BenchConfig,
+    emulator: &Emulator,
+    pool: &EntraPool,
+    cycle: usize,
+) -> Result<RunResult, String> {
+    let before = load_average();
+    let sessions_before = emulator.gate().sessions().len();
+    let fetches_before = emulator.identity().token_requests();
+    let refreshes_before = pool.tokens().map_or(0, |t| t.status().refreshes);
+    let workload = Workload {
+        mix: config.mix,
+        point_sql: ACCOUNTS_POINT,
+        run_id: run_id("gate", cycle),
+    };
+    eprintln!(
+        "  gate: {} tasks on a pool of {} as {:?}, {} mix, {} s, tokens live {} s",
+        config.tasks,
+        config.connections,
+        pool.user(),
+        config.mix.name(),
+        config.run_duration.as_secs(),
+        config.token_lifetime.as_secs()
+    );
+    let driven = drive(
+        pool.pool(),
+        pool.tokens(),
+        &workload,
+        config.tasks,
+        config.run_duration,
+        Arc::new(Live::default()),
+    )
+    .await;
+    let refreshes = pool.tokens().map_or(0, |t| t.status().refreshes);
+    let writes = check(
+        config,
+        emulator.postgres(),
+        emulator.dbname(),
+        workload.run_id,
+        &driven.acked,
+    )
+    .await?;
+    Ok(RunResult {
+        label: "gate",
+        cycle,
+        stats: driven.stats,
+        rotations_ms: driven.rotations_ms,
+        first_errors: driven.first_errors,
+        writes,
+        rotations: Some(refreshes.saturating_sub(refreshes_before)),
+        token_fetches: Some(
+            emulator
+                .identity()
+                .token_requests()
+                .saturating_sub(fetches_before) as u64,
+        ),
+        connections_created: Some(emulator.gate().sessions().len().saturating_sub(sessions_before) as u64),
+        load: (before, load_average()),
+    })
+}
+
+async fn run_direct(
+    config: &BenchConfig,
+    pg: &TestPostgres,
+    pool: &EntraPool,
+    database: &str,
+    cycle: usize,
+) -> Result<RunResult, String> {
+    let before = load_average();
+    let point_sql = if database == setup::PGBENCH_DB {
+        PGBENCH_POINT
+    } else {
+        ACCOUNTS_POINT
+    };
+    let workload = Workload {
+        mix: config.mix,
+        point_sql,
+        run_id: run_id("direct", cycle),
+    };
+    eprintln!("  direct: the same load against PostgreSQL itself (superuser, static password)");
+    let driven = drive(
+        pool.pool(),
+        None,
+        &workload,
+        config.tasks,
+        config.run_duration,
+        Arc::new(Live::default()),
+    )
+    .await;
+    let writes = check(config, pg, database, workload.run_id, &driven.acked).await?;
+    Ok(RunResult {
+        label: "direct",
+        cycle,
+        stats: driven.stats,
+        rotations_ms: Vec::new(),
+        first_errors: driven.first_errors,
+        writes,
+        rotations: None,
+        token_fetches: None,
+        connections_created: None,
+        load: (before, load_average()),
+    })
+}
+
+async fn check(
+    config: &BenchConfig,
+    pg: &TestPostgres,
+    database: &str,
+    run_id: i16,
+    acked: &[(i32, i64)],
+) -> Result<Option<WriteCheck>, String> {
+    if !config.mix.writes() {
+        return Ok(None);
+    }
+    setup::check_writes(pg, database, run_id, acked).await.map(Some)
+}
+
+fn ratio_of(a: Option<u32>, b: Option<u32>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0 => Some(a as f64 / b as f64),
+        _ => None,
+    }
+}
+
+fn ratios(runs: &[RunResult], pgbench: &[PgbenchRun]) -> Ratios {
+    let of = |label: &str, cycle: usize| {
+        runs.iter()
+            .find(|r| r.label == label && r.cycle == cycle)
+            .map(|r| r.stats.throughput())
+    };
+    let mut cycles: Vec<usize> = runs.iter().map(|r| r.cycle).collect();
+    cycles.dedup();
+    let gates = runs.iter().filter(|r| r.label == "gate");
+    Ratios {
+        direct_over_pgbench: PairedRatio::of_pairs(
+            pgbench
+                .iter()
+                .filter_map(|p| of("direct", p.cycle).map(|d| (d, p.tps))),
+        ),
+        gate_over_direct: PairedRatio::of_pairs(
+            cycles
+                .iter()
+                .filter_map(|c| Some((of("gate", *c)?, of("direct", *c)?))),
+        ),
+        p99_rotation_over_rest: PairedRatio::of(
+            gates
+                .clone()
+                .filter_map(|g| ratio_of(g.stats.rotation.p99, g.stats.rest.p99)),
+        ),
+        p999_rotation_over_rest: PairedRatio::of(
+            gates.filter_map(|g| ratio_of(g.stats.rotation.p999, g.stats.rest.p999)),
+        ),
+    }
+}
+
+fn us(v: Option<u32>) -> Option<f64> {
+    v.map(f64::from)
+}
+
+fn median(values: impl IntoIterator<Item = f64>) -> Option<f64> {
+    PairedRatio::of(values).map(|r| r.median)
+}
+
+fn load_json(load: &(Option<[f64; 3]>, Option<[f64; 3]>)) -> serde_json::Value {
+    json!({ "before": load.0, "after": load.1 })
+}
+
+fn percentiles_json(p: &Percentiles) -> serde_json::Value {
+    json!({ "count": p.count, "p50_us": p.p50, "p99_us": p.p99, "p999_us": p.p999 })
+}
+
+fn run_json(r: &RunResult) -> serde_json::Value {
+    json!({
+        "label": r.label,
+        "cycle": r.cycle,
+        "throughput_per_s": r.stats.throughput(),
+        "operations": r.stats.ops,
+        "errors": r.stats.errors,
+        "first_errors": r.first_errors,
+        "elapsed_s": r.stats.elapsed.as_secs_f64(),
+        "latency_all": percentiles_json(&r.stats.all),
+        "latency_rotation_windows": percentiles_json(&r.stats.rotation),
+        "latency_other_windows": percentiles_json(&r.stats.rest),
+        "rotation_windows": r.stats.windows.iter().filter(|w| w.rotation).count(),
+        "rotations": r.rotations,
+        "rotations_at_ms": r.rotations_ms,
+        "token_fetches": r.token_fetches,
+        "connections_created": r.connections_created,
+        "writes": r.writes.map(|w| json!({
+            "acknowledged": w.acknowledged, "missing": w.missing, "rows": w.rows
+        })),
+        "load_average": load_json(&r.load),
+        "windows": r.stats.windows.iter().map(|w| json!({
+            "ops": w.ops, "errors": w.errors, "p99_us": w.p99_us, "rotation": w.rotation
+        })).collect::<Vec<_>>(),
+    })
+}
+
+impl BenchReport {
+    /// Whether anything failed: an error in a run, or an acknowledged write missing.
+    pub fn failed(&self) -> bool {
+        self.runs
+            .iter()
+            .any(|r| r.stats.errors > 0 || r.writes.is_some_and(|w| w.missing > 0))
+    }
+
+    /// The whole report as JSON, ratios under `ratios`.
+    pub fn json(&self) -> serde_json::Value {
+        let c = &self.config;
+        let ratio = |r: &Option<PairedRatio>| r.as_ref().map(PairedRatio::json);
+        json!({
+            "config": {
+                "tasks": c.tasks, "connections": c.connections, "run_duration_s": c.run_duration.as_secs(),
+                "cycles": c.cycles, "token_lifetime_s": c.token_lifetime.as_secs(),
+                "max_lifetime_ms": c.max_lifetime.map(|d| d.as_millis() as u64), "mix": c.mix.name(),
+                "cores": std::thread::available_parallelism().map(|n| n.get()).ok(),
+            },
+            "load_average": load_json(&self.load),
+            "runs": self.runs.iter().map(run_json).collect::<Vec<_>>(),
+            "pgbench": self.pgbench.iter().map(|p| json!({
+                "cycle": p.cycle, "tps": p.tps, "load_average": load_json(&p.load),
+            })).collect::<Vec<_>>(),
+            "ratios": {
+                "direct_over_pgbench": ratio(&self.ratios.direct_over_pgbench),
+                "gate_over_direct": ratio(&self.ratios.gate_over_direct),
+                "p99_rotation_over_rest": ratio(&self.ratios.p99_rotation_over_rest),
+                "p999_rotation_over_rest": ratio(&self.ratios.p999_rotation_over_rest),
+            },
+        })
+    }
+
+    /// Writes `load-<timestamp>.json` and an SVG of the first gate run into `dir`; returns both paths.
+    pub fn write(&self, dir: &Path) -> Result<(PathBuf, PathBuf), String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let stamp = time::OffsetDateTime::now_utc()
+            .format(time::macros::format_description!(
+                "[year][month][day]-[hour][minute][second]"
+            ))
+            .map_err(|e| e.to_string())?;
+        let json_path = dir.join(format!("load-{stamp}.json"));
+        let svg_path = dir.join(format!("load-{stamp}.svg"));
+        let text = serde_json::to_string_pretty(&self.json()).map_err(|e| e.to_string())?;
+        std::fs::write(&json_path, text).map_err(|e| format!("writing {}: {e}", json_path.display()))?;
+        if let Some(gate) = self.runs.iter().find(|r| r.label == "gate") {
+            let title = format!(
+                "gate, {} mix, tokens live {} s",
+                self.config.mix.name(),
+                self.config.token_lifetime.as_secs()
+            );
+            plot::draw(&svg_path, &title, &gate.stats.windows)?;
+        }
+        Ok((json_path, svg_path))
+    }
+
+    /// The summary for a person: per kind of run the median over cycles, then the ratios.
+    pub fn table(&self) -> String {
+        let c = &self.config;
+        let mut out = format!(
+            "\nentra-pg bench: {} mix, {} tasks, pool of {}, {} cycles of {} s runs, tokens live {} s\n\n",
+            c.mix.name(),
+            c.tasks,
+            c.connections,
+            c.cycles,
+            c.run_duration.as_secs(),
+            c.token_lifetime.as_secs()
+        );
+        let labels: Vec<&str> = ["gate", "direct"]
+            .into_iter()
+            .filter(|l| self.runs.iter().any(|r| r.label == *l))
+            .collect();
+        out.push_str(&format!("  {:<34}", "(median over cycles)"));
+        for l in &labels {
+            out.push_str(&format!("{l:>16}"));
+        }
+        out.push('\n');
+        type Cell = fn(&RunResult) -> Option<f64>;
+        let rows: [(&str, Cell, bool); 8] = [
+            ("throughput (ops/s)", |r| Some(r.stats.throughput()), false),
+            ("latency p50", |r| us(r.stats.all.p50), true),
+            ("latency p99", |r| us(r.stats.all.p99), true),
+            ("latency p99.9", |r| us(r.stats.all.p999), true),
+            ("p99 in rotation windows", |r| us(r.stats.rotation.p99), true),
+            ("p99.9 in rotation windows", |r| us(r.stats.rotation.p999), true),
+            ("p99 in other windows", |r| us(r.stats.rest.p99), true),
+            ("p99.9 in other windows", |r| us(r.stats.rest.p999), true),
+        ];
+        for (name, cell, is_latency) in rows {
+            out.push_str(&format!("  {name:<34}"));
+            for l in &labels {
+                let m = median(self.runs.iter().filter(|r| r.label == *l).filter_map(cell));
+                let shown = match (m, is_latency) {
+                    (None, _) => "-".to_string(),
+                    (Some(v), true) => format_us(Some(v.round() as u32)),
+                    (Some(v), false) => format!("{v:.0}"),
+                };
+                out.push_str(&format!("{shown:>16}"));
+            }
+            out.push('\n');
+        }
+        let total = |f: fn(&RunResult) -> Option<u64>| {
+            let v: Vec<u64> = self.runs.iter().filter_map(f).collect();
+            (!v.is_empty()).then(|| v.iter().sum::<u64>().to_string())
+        };
+        let sums: [(&str, Option<String>); 6] = [
+            ("errors (all runs)", total(|r| Some(r.stats.errors))),
+            ("token rotations (gate)", total(|r| r.rotations)),
+            ("token fetches (gate)", total(|r| r.token_fetches)),
+            ("connections created (gate)", total(|r| r.connections_created)),
+            ("acknowledged writes", total(|r| r.writes.map(|w| w.acknowledged))),
+            (
+                "acknowledged writes missing",
+                total(|r| r.writes.map(|w| w.missing)),
+            ),
+        ];
+        out.push('\n');
+        for (name, value) in sums {
+            out.push_str(&format!("  {name:<34}{:>16}\n", value.as_deref().unwrap_or("-")));
+        }
+        out.push('\n');
+        if let Some(tps) = median(self.pgbench.iter().map(|p| p.tps)) {
+            out.push_str(&format!("  pgbench -S -M prepared tps         {tps:>10.0}\n"));
+        }
+        if self.pgbench_missing {
+            out.push_str("  pgbench: not installed, no ratio to it\n");
+        }
+        let lines = [
+            ("ours direct / pgbench", &self.ratios.direct_over_pgbench),
+            ("through the gate / direct", &self.ratios.gate_over_direct),
+            (
+                "p99 rotation / other windows",
+                &self.ratios.p99_rotation_over_rest,
+            ),
+            (
+                "p99.9 rotation / other windows",
+                &self.ratios.p999_rotation_over_rest,
+            ),
+        ];
+        for (name, r) in lines {
+            if let Some(r) = r {
+                out.push_str(&format!("  {name:<34}{}\n", r.display()));
+            }
+        }
+        if let (Some(before), Some(after)) = self.load {
+            out.push_str(&format!(
+                "\n  load average: {:.2} before, {:.2} after (1 min); {} cores\n",
+                before[0],
+                after[0],
+                std::thread::available_parallelism().map_or(0, |n| n.get())
+            ));
+        }
+        out
+    }
+}

@@ -1,0 +1,27 @@
+//! The load engine behind `entra-pg demo`, `entra-pg bench` and `cargo bench --bench load`: one engine and
+//! one statistics module for all three.
+//!
+//! - [`drive`]: tasks over a deadpool pool until a deadline, every operation timed (checkout included),
+//!   token rotations watched, acknowledged writes recorded.
+//! - [`stats`]: percentiles (nearest rank) and one-second windows classed by whether a rotation happened
+//!   in them.
+//! - [`bench`]: the benchmark: through the emulator's gate, directly, and `pgbench -S`, in interleaved
+//!   cycles; every ratio is a [`PairedRatio`] (median of pairs, with min and max), and the load average
+//!   is recorded around each run.
+//! - [`setup`]: the tables the workloads use and the end-of-run check that no acknowledged write is lost.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod bench;
+pub mod drive;
+mod pairs;
+pub mod pgbench;
+pub mod plot;
+pub mod setup;
+pub mod stats;
+pub mod workload;
+
+pub use bench::{BenchConfig, BenchReport};
+pub use drive::{drive, Driven, Live};
+pub use pairs::{load_average, PairedRatio};
+pub use workload::{Mix, Workload};
