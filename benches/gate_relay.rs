@@ -5,7 +5,7 @@
 //! Both paths use TLS from the client: the direct path ends it in PostgreSQL (TCP, SCRAM password set
 //! with `ALTER ROLE`), the gate path ends it in the gate, which then relays over the server's unix socket.
 //! After criterion's report, a plain 2-second loop per path and concurrency prints one comparable line:
-//! `gate_relay c=N: direct X qps, gate Y qps, ratio Y/X = R`.
+//! `gate_relay c=N: direct X qps, gate Y qps (medians), gate/direct R (min–max, 5 pairs)`, from 5 interleaved pairs.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +23,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 const CONCURRENCY: [usize; 2] = [1, 16];
 /// How long each path runs for the summary line.
 const SUMMARY_RUN: Duration = Duration::from_secs(2);
+/// Interleaved (direct, gate) pairs per concurrency for the summary.
+const PAIRS: usize = 5;
 /// The direct path's password (a throwaway cluster; the gate path signs in with a token).
 const DIRECT_PASSWORD: &str = "gate-relay-bench-password";
 
@@ -194,13 +196,31 @@ fn main() {
     if std::env::args().any(|a| a == "--test") {
         return;
     }
+    println!("load average before: {:?}", entra_load::load_average());
     for concurrency in CONCURRENCY {
-        let direct = rt.block_on(qps(&setup.direct, concurrency));
-        let gate = rt.block_on(qps(&setup.gate, concurrency));
+        // Interleaved pairs, order alternating, so both sides see the same machine.
+        let mut pairs = Vec::new();
+        for i in 0..PAIRS {
+            let (direct, gate) = if i % 2 == 0 {
+                let direct = rt.block_on(qps(&setup.direct, concurrency));
+                (direct, rt.block_on(qps(&setup.gate, concurrency)))
+            } else {
+                let gate = rt.block_on(qps(&setup.gate, concurrency));
+                (rt.block_on(qps(&setup.direct, concurrency)), gate)
+            };
+            pairs.push((gate, direct));
+        }
+        let median = |side: fn(&(f64, f64)) -> f64| {
+            entra_load::PairedRatio::of(pairs.iter().map(side)).map_or(0.0, |r| r.median)
+        };
         println!(
-            "gate_relay c={concurrency}: direct {direct:.0} qps, gate {gate:.0} qps, ratio Y/X = {:.2}",
-            gate / direct
+            "gate_relay c={concurrency}: direct {:.0} qps, gate {:.0} qps (medians), gate/direct {}",
+            median(|p| p.1),
+            median(|p| p.0),
+            entra_load::PairedRatio::of_pairs(pairs.iter().copied())
+                .map_or_else(|| "-".into(), |r| r.display())
         );
     }
+    println!("load average after: {:?}", entra_load::load_average());
     drop(setup);
 }

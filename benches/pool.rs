@@ -4,8 +4,8 @@
 //!
 //! Both pools connect directly to PostgreSQL over TCP + verified TLS (no gate); the role's password is
 //! set to the very token the entra pool's source hands out, so both sign in the same way. After criterion's
-//! report, a plain 3-second loop per pool and concurrency prints:
-//! `pool c=N: plain X qps, entra Y qps, ratio Y/X = R`.
+//! report, 5 interleaved pairs of 2-second loops per concurrency print the median ratio with its min and
+//! max: `pool c=N: plain X qps, entra Y qps (medians), entra/plain R (min–max, 5 pairs)`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,7 +22,9 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 const TASKS: [usize; 3] = [1, 16, 64];
 const POOL_SIZE: usize = 16;
 const ROLE: &str = "bench_app";
-const SUMMARY_RUN: Duration = Duration::from_secs(3);
+const SUMMARY_RUN: Duration = Duration::from_secs(2);
+/// Interleaved (plain, entra) pairs per concurrency for the summary.
+const PAIRS: usize = 5;
 
 struct Setup {
     _pg: Arc<TestPostgres>,
@@ -180,15 +182,30 @@ fn main() {
     if std::env::args().any(|a| a == "--test" || a == "--list") {
         return; // `cargo test --benches` / `--list`: no summary runs
     }
+    println!("load average before: {:?}", entra_load::load_average());
     for tasks in TASKS {
-        // alternate the order to even out warm caches and the other core's load
-        let plain_first = rt.block_on(qps(&setup.plain, tasks, SUMMARY_RUN));
-        let entra = rt.block_on(qps(setup.entra.pool(), tasks, SUMMARY_RUN));
-        let plain_second = rt.block_on(qps(&setup.plain, tasks, SUMMARY_RUN));
-        let plain = (plain_first + plain_second) / 2.0;
+        // Interleaved pairs, order alternating, so both sides see the same machine.
+        let mut pairs = Vec::new();
+        for i in 0..PAIRS {
+            let (plain, entra) = if i % 2 == 0 {
+                let plain = rt.block_on(qps(&setup.plain, tasks, SUMMARY_RUN));
+                (plain, rt.block_on(qps(setup.entra.pool(), tasks, SUMMARY_RUN)))
+            } else {
+                let entra = rt.block_on(qps(setup.entra.pool(), tasks, SUMMARY_RUN));
+                (rt.block_on(qps(&setup.plain, tasks, SUMMARY_RUN)), entra)
+            };
+            pairs.push((entra, plain));
+        }
+        let ratio = entra_load::PairedRatio::of_pairs(pairs.iter().copied());
+        let median = |side: fn(&(f64, f64)) -> f64| {
+            entra_load::PairedRatio::of(pairs.iter().map(side)).map_or(0.0, |r| r.median)
+        };
         println!(
-            "pool c={tasks}: plain {plain:.0} qps, entra {entra:.0} qps, ratio {:.3}",
-            entra / plain
+            "pool c={tasks}: plain {:.0} qps, entra {:.0} qps (medians), entra/plain {}",
+            median(|p| p.1),
+            median(|p| p.0),
+            ratio.map_or_else(|| "-".into(), |r| r.display())
         );
     }
+    println!("load average after: {:?}", entra_load::load_average());
 }

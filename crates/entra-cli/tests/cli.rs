@@ -488,17 +488,6 @@ async fn doctor_with_an_untrusted_certificate_fails_at_tls() {
 }
 
 /// A token endpoint answer (IMDS's shape) that says the token lives an hour, whatever its `exp` says.
-fn token_answer(token: &str, resource: &str) -> entra_emulator::Fault {
-    let now = entra_emulator::jwt::epoch_secs(std::time::SystemTime::now());
-    entra_emulator::Fault::Json(serde_json::json!({
-        "access_token": token,
-        "expires_in": "3600",
-        "expires_on": (now + 3600).to_string(),
-        "resource": resource,
-        "token_type": "Bearer",
-    }))
-}
-
 /// The emulator principal's claims, as the fake would issue them.
 fn principal_claims(emu: &Emulator) -> entra_emulator::Claims {
     let principal = emu.principal();
@@ -522,7 +511,11 @@ async fn doctor_with_an_expired_token_points_at_the_clock() {
     claims.nbf = claims.iat;
     let token = emu.identity().issuer().sign(&claims);
     emu.identity()
-        .set_persistent_fault(Some(token_answer(&token, entra_emulator::OSSRDBMS_RESOURCE)));
+        .set_persistent_fault(Some(entra_emulator::Fault::token(
+            &token,
+            Duration::from_secs(3600),
+            entra_emulator::OSSRDBMS_RESOURCE,
+        )));
     let out = run(entra_pg(&["doctor"], &emu.env_vars()), 90);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
@@ -561,7 +554,11 @@ async fn doctor_with_a_token_for_another_resource_fails_at_the_token_step() {
     claims.aud = OTHER_RESOURCE.to_string();
     let token = emu.identity().issuer().sign(&claims);
     emu.identity()
-        .set_persistent_fault(Some(token_answer(&token, OTHER_RESOURCE)));
+        .set_persistent_fault(Some(entra_emulator::Fault::token(
+            &token,
+            Duration::from_secs(3600),
+            OTHER_RESOURCE,
+        )));
     let out = run(entra_pg(&["doctor"], &emu.env_vars()), 90);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(3), "stdout:\n{stdout}\nstderr:\n{stderr}");
@@ -589,7 +586,11 @@ async fn doctor_asked_for_another_scope_gets_the_servers_audience_refusal_explai
     claims.aud = OTHER_RESOURCE.to_string();
     let token = emu.identity().issuer().sign(&claims);
     emu.identity()
-        .set_persistent_fault(Some(token_answer(&token, OTHER_RESOURCE)));
+        .set_persistent_fault(Some(entra_emulator::Fault::token(
+            &token,
+            Duration::from_secs(3600),
+            OTHER_RESOURCE,
+        )));
     // The token matches the scope asked for, so only the server can say it is the wrong one.
     let scope = format!("{OTHER_RESOURCE}.default");
     let out = run(entra_pg(&["doctor", "--scope", &scope], &emu.env_vars()), 90);

@@ -63,6 +63,7 @@ pub struct EmulatorBuilder {
     settings: Vec<(String, String)>,
     pgbouncer: Option<PoolMode>,
     on_caller_runtime: bool,
+    replica: bool,
 }
 
 impl Default for EmulatorBuilder {
@@ -78,6 +79,7 @@ impl Default for EmulatorBuilder {
             settings: Vec::new(),
             pgbouncer: None,
             on_caller_runtime: false,
+            replica: false,
         }
     }
 }
@@ -181,6 +183,8 @@ impl EmulatorBuilder {
         Ok(Emulator {
             _runtime: background,
             gate: parts.gate,
+            replica: parts.replica,
+            switched: std::sync::atomic::AtomicBool::new(false),
             pgbouncer: parts.pgbouncer,
             identity: parts.identity,
             postgres: parts.postgres,
@@ -192,6 +196,13 @@ impl EmulatorBuilder {
             ca_path,
             _ca_dir: ca_dir,
         })
+    }
+
+    /// Also starts a [`Replica`]: a second server, read-only, behind its own gate, with the same CA,
+    /// token issuer, principals and database ([`Emulator::replica`], [`Emulator::switch_over`]).
+    pub fn replica(mut self, on: bool) -> Self {
+        self.replica = on;
+        self
     }
 
     /// Runs on the runtime the tasks will live on: the emulator's own, or the caller's with
@@ -212,8 +223,8 @@ impl EmulatorBuilder {
             .map_err(|e| EmulatorError::io("starting the fake identity endpoints on 127.0.0.1", e))?;
 
         let mut server = TestPostgres::builder();
-        for (name, value) in self.settings {
-            server = server.setting(name, value);
+        for (name, value) in &self.settings {
+            server = server.setting(name.clone(), value.clone());
         }
         let postgres = Arc::new(server.start().await?);
 
@@ -234,12 +245,38 @@ impl EmulatorBuilder {
                 .await?;
         }
         ensure_database(&postgres, &self.database, &principal.name).await?;
+        let replica = if self.replica {
+            let mut server = TestPostgres::builder().ca(postgres.ca().clone());
+            for (name, value) in &self.settings {
+                server = server.setting(name.clone(), value.clone());
+            }
+            let replica_pg = Arc::new(server.start().await?);
+            let mut replica_gate = EntraGate::builder(replica_pg.clone()).issuer(identity.issuer().clone());
+            if let Some(skew) = self.gate_skew {
+                replica_gate = replica_gate.skew(skew);
+            }
+            let replica_gate = replica_gate.start().await?;
+            for id in std::iter::once(&principal).chain(&self.extra) {
+                replica_gate
+                    .create_principal(&id.name, &id.object_id, PrincipalKind::Service)
+                    .await?;
+            }
+            ensure_database(&replica_pg, &self.database, &principal.name).await?;
+            set_read_only(&replica_pg, true).await?;
+            Some(Replica {
+                postgres: replica_pg,
+                gate: replica_gate,
+            })
+        } else {
+            None
+        };
         Ok(Parts {
             identity,
             postgres,
             gate,
             pgbouncer,
             principal,
+            replica,
         })
     }
 }
@@ -251,6 +288,7 @@ struct Parts {
     gate: EntraGate,
     pgbouncer: Option<TestPgBouncer>,
     principal: ManagedIdentity,
+    replica: Option<Replica>,
 }
 
 /// Azure Database for PostgreSQL with Entra ID sign-in, on loopback: [`FakeIdentity`] serves tokens for
@@ -267,6 +305,9 @@ pub struct Emulator {
     // `on_caller_runtime`: the tasks end when the caller's runtime drops them.
     _runtime: Option<Background>,
     gate: EntraGate,
+    replica: Option<Replica>,
+    /// Whether the replica is the writer now (after an odd number of switch-overs).
+    switched: std::sync::atomic::AtomicBool,
     // Before the server: its pooled sessions end first.
     pgbouncer: Option<TestPgBouncer>,
     identity: FakeIdentity,
@@ -412,6 +453,52 @@ impl Emulator {
             var("AZURE_POSTGRESQL_USER", self.user()),
             var("AZURE_POSTGRESQL_SSL", "true"),
         ]
+    }
+
+    /// The replica, when started with [`EmulatorBuilder::replica`].
+    pub fn replica(&self) -> Option<&Replica> {
+        self.replica.as_ref()
+    }
+
+    /// Swaps the roles of the primary and the replica: the writer becomes read-only and the other
+    /// writable, for every transaction from now on (open sessions included), as after a promotion.
+    /// Fails with [`EmulatorError::NoReplica`] when started without one.
+    pub async fn switch_over(&self) -> Result<(), EmulatorError> {
+        let Some(replica) = &self.replica else {
+            return Err(EmulatorError::NoReplica);
+        };
+        let to_replica = !self.switched.load(std::sync::atomic::Ordering::SeqCst);
+        // Both read-only for a moment, never both writable.
+        let (old, new) = if to_replica {
+            (&self.postgres, &replica.postgres)
+        } else {
+            (&replica.postgres, &self.postgres)
+        };
+        set_read_only(old, true).await?;
+        set_read_only(new, false).await?;
+        self.switched
+            .store(to_replica, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// A connection string naming the primary's gate and then the replica's (`host=localhost,localhost
+    /// port=P,R`), with `target_session_attrs=attrs`: how a service lists writer and reader endpoints.
+    pub fn replica_set_connection_string(&self, attrs: &str) -> String {
+        let ports = match &self.replica {
+            Some(r) => format!("{},{}", self.port(), r.gate.port()),
+            None => self.port().to_string(),
+        };
+        let hosts = match &self.replica {
+            Some(_) => format!("{0},{0}", self.host()),
+            None => self.host().to_string(),
+        };
+        format!(
+            "host={hosts} port={ports} dbname={} user={} sslmode=verify-full sslrootcert={} \
+             target_session_attrs={attrs}",
+            self.dbname(),
+            self.user(),
+            self.ca_path.display()
+        )
     }
 
     /// Adds an identity while running: assigned to the fake as user-assigned and registered in the gate
@@ -575,4 +662,38 @@ mod tests {
         assert_eq!(ca_bundle("A\n", Some("B\n")), "A\nB\n");
         assert_eq!(ca_bundle("A", Some("B\n")), "A\nB\n");
     }
+}
+
+/// A second server behind a gate of its own (same CA, same token issuer, the same principals and
+/// database), started read-only: a replica. [`Emulator::switch_over`] swaps the roles, as a promotion
+/// does; `target_session_attrs` tells them apart by `transaction_read_only`.
+#[derive(Debug)]
+pub struct Replica {
+    postgres: Arc<TestPostgres>,
+    gate: EntraGate,
+}
+
+impl Replica {
+    /// Its server.
+    pub fn postgres(&self) -> &Arc<TestPostgres> {
+        &self.postgres
+    }
+
+    /// Its gate (the address clients connect to).
+    pub fn gate(&self) -> &EntraGate {
+        &self.gate
+    }
+}
+
+/// Makes `postgres` read-only or writable for every new transaction, sessions already open included
+/// (`default_transaction_read_only`, reloaded).
+async fn set_read_only(postgres: &TestPostgres, read_only: bool) -> Result<(), EmulatorError> {
+    let value = if read_only { "on" } else { "off" };
+    // Separate statements: ALTER SYSTEM refuses to run inside a multi-statement batch's transaction.
+    postgres
+        .execute(&format!(
+            "ALTER SYSTEM SET default_transaction_read_only = {value}"
+        ))
+        .await?;
+    postgres.execute("SELECT pg_reload_conf()").await
 }

@@ -5,6 +5,10 @@ use std::path::PathBuf;
 /// Why an emulator part (a throwaway PostgreSQL, the gate, the fake endpoints) could not do its job.
 #[derive(Debug, thiserror::Error)]
 pub enum EmulatorError {
+    /// [`Emulator::switch_over`](crate::Emulator::switch_over) on an emulator started without a replica.
+    #[error("this emulator has no replica to switch over to: start it with EmulatorBuilder::replica(true)")]
+    NoReplica,
+
     /// No PostgreSQL server binaries were found.
     #[error(
         "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found; searched: {searched}. \

@@ -34,7 +34,7 @@ pub use identity::{
 };
 pub use jwt::{Claims, JwtIssuer, JwtRejection, OSSRDBMS_RESOURCE, TEST_TENANT_ID};
 
-pub use emulator::{Emulator, EmulatorBuilder};
+pub use emulator::{Emulator, EmulatorBuilder, Replica};
 pub use error::EmulatorError;
 pub use gate::{EntraGate, GateStats, PrincipalKind, RejectReason, SessionRecord, TokenFingerprint};
 pub use pgbouncer::{PoolMode, TestPgBouncer};

@@ -154,10 +154,43 @@ impl PoolBuilder {
 
     /// The server's port (default 5432; Azure's built-in PgBouncer listens on 6432).
     pub fn port(mut self, port: u16) -> Self {
-        self.layer.port = Some(Sourced {
-            value: port,
-            origin: builder_origin("port"),
-        });
+        self.layer.ports = Some(Sourced::new(vec![port], builder_origin("port")));
+        self
+    }
+
+    /// Several servers, tried in order (libpq's multi-host form): `(host, port)` pairs. With
+    /// [`target_session_attrs`](Self::target_session_attrs) the pool finds the writer or a reader among
+    /// them on every new connection, so a promotion needs no restart.
+    pub fn hosts<H: Into<String>>(mut self, hosts: impl IntoIterator<Item = (H, u16)>) -> Self {
+        let (names, ports): (Vec<String>, Vec<u16>) = hosts.into_iter().map(|(h, p)| (h.into(), p)).unzip();
+        self.layer.hosts = Some(Sourced::new(names, builder_origin("hosts")));
+        self.layer.ports = Some(Sourced::new(ports, builder_origin("hosts")));
+        self
+    }
+
+    /// Which of several servers to use (libpq's `target_session_attrs`; default any).
+    pub fn target_session_attrs(mut self, attrs: crate::SessionAttrs) -> Self {
+        self.layer.target_session_attrs = Some(Sourced::new(attrs, builder_origin("target_session_attrs")));
+        self
+    }
+
+    /// TCP keepalives on idle connections: first probe after `idle`, then every `interval`, dead after
+    /// `count` unanswered (default 10 s, 5 s, 3: about 25 s). `None` turns keepalives off.
+    pub fn tcp_keepalives(mut self, keepalives: Option<(Duration, Duration, u32)>) -> Self {
+        let origin = builder_origin("tcp_keepalives");
+        self.layer.keepalives = Some(Sourced::new(keepalives.is_some(), &origin));
+        if let Some((idle, interval, count)) = keepalives {
+            self.layer.keepalives_idle = Some(Sourced::new(idle, &origin));
+            self.layer.keepalives_interval = Some(Sourced::new(interval, &origin));
+            self.layer.keepalives_count = Some(Sourced::new(count, origin));
+        }
+        self
+    }
+
+    /// How long sent data may go unacknowledged before a connection counts as dead (default 20 s;
+    /// `Duration::ZERO` leaves it to the kernel, which waits about 15 minutes).
+    pub fn tcp_user_timeout(mut self, timeout: Duration) -> Self {
+        self.layer.tcp_user_timeout = Some(Sourced::new(timeout, builder_origin("tcp_user_timeout")));
         self
     }
 
@@ -467,6 +500,13 @@ impl PoolBuilder {
     /// The deadpool pool around the connector, with the lifetime and PgBouncer hooks.
     fn deadpool(&self, connect: EntraConnect) -> Result<Pool, BuildError> {
         let config = connect.plan().config().clone();
+        let attrs = connect
+            .plan()
+            .settings()
+            .target_session_attrs
+            .as_ref()
+            .map(|a| a.value)
+            .unwrap_or_default();
         let manager = Manager::from_connect(
             config,
             connect,
@@ -482,6 +522,9 @@ impl PoolBuilder {
             .recycle_timeout(self.recycle_timeout);
         if self.limits.is_active() {
             builder = builder.pre_recycle(self.limits.hook());
+        }
+        if let Some(hook) = crate::role_check::hook(attrs) {
+            builder = builder.pre_recycle(hook);
         }
         if self.transaction_pooling {
             builder = builder.post_recycle(deadpool_postgres::Hook::sync_fn(|client, _| {
@@ -543,7 +586,10 @@ impl PoolBuilder {
         Ok(selection)
     }
 
-    async fn start_tokens(&self) -> Result<TokenHandle, BuildError> {
+    /// The token handle a pool would use: the one given to [`token_handle`](Self::token_handle), else a
+    /// new refresher started on [`build_token_source`](Self::build_token_source)'s source (its first
+    /// fetch retried within the budget in fail-fast mode). For adapters that build other pools (sqlx).
+    pub async fn start_tokens(&self) -> Result<TokenHandle, BuildError> {
         if let Some(tokens) = &self.tokens {
             return Ok(tokens.clone());
         }

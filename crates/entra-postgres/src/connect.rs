@@ -7,7 +7,6 @@ use std::time::Duration;
 use deadpool_postgres::Connect;
 use entra_token::{AccessToken, TokenHandle};
 use tokio::task::JoinHandle;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config};
 
 use crate::config::ConfigError;
@@ -200,6 +199,25 @@ impl Connect for EntraConnect {
     }
 }
 
+/// Whether a server's refusal (its SQLSTATE and message) is one a new token may cure, and the code to
+/// report it by: 28P01, 28000 (except pg_hba's "no entry … SSL off", which no token cures), or Azure's
+/// "access token …" messages under any code. Every adapter (deadpool, sqlx) asks this one function.
+///
+/// ```
+/// assert_eq!(entra_postgres::token_rejection("28P01", "password authentication failed"), Some("28P01"));
+/// assert_eq!(entra_postgres::token_rejection("28000", "no pg_hba.conf entry for host, SSL off"), None);
+/// assert_eq!(entra_postgres::token_rejection("42501", "permission denied"), None);
+/// ```
+pub fn token_rejection(sqlstate: &str, message: &str) -> Option<&'static str> {
+    match sqlstate {
+        "28P01" => Some("28P01"),
+        "28000" if message.contains("pg_hba.conf") => None,
+        "28000" => Some("28000"),
+        _ if message.contains("access token") => Some("token"),
+        _ => None,
+    }
+}
+
 /// A server refusal that a new token may cure.
 struct Rejection {
     code: &'static str,
@@ -209,22 +227,11 @@ struct Rejection {
 impl Rejection {
     fn of(error: &tokio_postgres::Error) -> Option<Rejection> {
         let db = error.as_db_error()?;
-        let message = db.message().to_string();
-        let token_message = message.contains("access token");
-        let code = if *db.code() == SqlState::INVALID_PASSWORD {
-            "28P01"
-        } else if *db.code() == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
-            // 28000 is also pg_hba's "no entry … SSL off": no token cures that.
-            if message.contains("pg_hba.conf") {
-                return None;
-            }
-            "28000"
-        } else if token_message {
-            "token"
-        } else {
-            return None;
-        };
-        Some(Rejection { code, message })
+        let code = token_rejection(db.code().code(), db.message())?;
+        Some(Rejection {
+            code,
+            message: db.message().to_string(),
+        })
     }
 
     fn into_error(self, role: String) -> ConnectError {

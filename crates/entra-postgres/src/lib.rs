@@ -41,14 +41,15 @@ mod diagnose;
 mod error;
 mod lifetime;
 pub mod plan;
+mod role_check;
 pub mod sql;
 pub mod tls;
 mod tunnel;
 
 pub use builder::{CheckError, EntraPool, PoolBuilder, PoolStatus};
 pub use claims::user_from_token;
-pub use config::{parse_connection_string, ConfigError, Settings, SslMode};
-pub use connect::EntraConnect;
+pub use config::{parse_connection_string, ConfigError, SessionAttrs, Settings, SslMode};
+pub use connect::{token_rejection, EntraConnect};
 pub use diagnose::{diagnose, diagnose_with, Cause, Diagnosis, DiagnosisContext};
 pub use error::{report, BuildError, ConnectError, GetError};
 pub use plan::{ConnectionPlan, CredentialKind, PlanOptions, Roots, TlsChoice};

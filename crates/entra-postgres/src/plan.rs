@@ -33,6 +33,13 @@ use crate::tls::{self, Verification};
 /// The default `application_name`.
 pub const DEFAULT_APPLICATION_NAME: &str = "entra-pool";
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A server that vanished without closing its sockets (an Azure HA failover: no RST) is noticed within
+/// about `idle + interval × count` = 25 s on an idle connection, and within `tcp_user_timeout` = 20 s
+/// once a statement's bytes go unacknowledged, instead of the kernel's 15 minutes.
+const DEFAULT_KEEPALIVES_IDLE: Duration = Duration::from_secs(10);
+const DEFAULT_KEEPALIVES_INTERVAL: Duration = Duration::from_secs(5);
+const DEFAULT_KEEPALIVES_COUNT: u32 = 3;
+const DEFAULT_TCP_USER_TIMEOUT: Duration = Duration::from_secs(20);
 const DEFAULT_PORT: u16 = 5432;
 const DEFAULT_DBNAME: &str = "postgres";
 
@@ -153,7 +160,7 @@ pub struct ConnectionPlan {
     role: Option<String>,
     hosts: Vec<String>,
     hostaddrs: Vec<IpAddr>,
-    port: u16,
+    ports: Vec<u16>,
     dbname: String,
     settings: Settings,
 }
@@ -163,7 +170,7 @@ impl std::fmt::Debug for ConnectionPlan {
         f.debug_struct("ConnectionPlan")
             .field("hosts", &self.hosts)
             .field("hostaddrs", &self.hostaddrs)
-            .field("port", &self.port)
+            .field("ports", &self.ports)
             .field("dbname", &self.dbname)
             .field("role", &self.role)
             .field("credential", &self.credential)
@@ -207,7 +214,25 @@ impl ConnectionPlan {
             Some(config) => Transport::Tls(MakeRustlsConnect::new((**config).clone())),
             None => Transport::Plain,
         };
-        let port = settings.port.as_ref().map_or(DEFAULT_PORT, |p| p.value);
+        let ports = settings
+            .ports
+            .as_ref()
+            .map_or_else(|| vec![DEFAULT_PORT], |p| p.value.clone());
+        if ports.len() != 1 && ports.len() != hosts.len() {
+            return Err(ConfigError::invalid(
+                settings.ports.as_ref().map_or("port", |p| p.origin.as_str()),
+                ports
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                format!(
+                    "{} ports for {} hosts: give one port for every host, or one per host",
+                    ports.len(),
+                    hosts.len()
+                ),
+            ));
+        }
         let dbname = settings
             .dbname
             .as_ref()
@@ -224,8 +249,39 @@ impl ConnectionPlan {
         for addr in &hostaddrs {
             config.hostaddr(*addr);
         }
+        for port in &ports {
+            config.port(*port);
+        }
+        let value = |d: &Option<crate::config::Sourced<Duration>>, default: Duration| {
+            d.as_ref().map_or(default, |d| d.value)
+        };
         config
-            .port(port)
+            .keepalives(settings.keepalives.as_ref().is_none_or(|k| k.value))
+            .keepalives_idle(value(&settings.keepalives_idle, DEFAULT_KEEPALIVES_IDLE))
+            .keepalives_interval(value(&settings.keepalives_interval, DEFAULT_KEEPALIVES_INTERVAL))
+            .keepalives_retries(
+                settings
+                    .keepalives_count
+                    .as_ref()
+                    .map_or(DEFAULT_KEEPALIVES_COUNT, |c| c.value),
+            )
+            .target_session_attrs(
+                match settings
+                    .target_session_attrs
+                    .as_ref()
+                    .map(|t| t.value)
+                    .unwrap_or_default()
+                {
+                    crate::SessionAttrs::Any => tokio_postgres::config::TargetSessionAttrs::Any,
+                    crate::SessionAttrs::ReadWrite => tokio_postgres::config::TargetSessionAttrs::ReadWrite,
+                    crate::SessionAttrs::ReadOnly => tokio_postgres::config::TargetSessionAttrs::ReadOnly,
+                },
+            );
+        let user_timeout = value(&settings.tcp_user_timeout, DEFAULT_TCP_USER_TIMEOUT);
+        if !user_timeout.is_zero() {
+            config.tcp_user_timeout(user_timeout);
+        }
+        config
             .dbname(&dbname)
             .application_name(
                 settings
@@ -259,7 +315,7 @@ impl ConnectionPlan {
             role,
             hosts,
             hostaddrs,
-            port,
+            ports,
             dbname,
             settings: settings.clone(),
         })
@@ -328,9 +384,14 @@ impl ConnectionPlan {
         &self.hostaddrs
     }
 
-    /// The port.
+    /// The first host's port.
     pub fn port(&self) -> u16 {
-        self.port
+        self.ports.first().copied().unwrap_or(DEFAULT_PORT)
+    }
+
+    /// The ports: one for every host, or one per host.
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
     }
 
     /// The database.
@@ -366,7 +427,14 @@ impl ConnectionPlan {
     pub fn libpq_env(&self, bundle: Option<&Path>) -> Vec<(&'static str, String)> {
         let mut env = vec![
             ("PGHOST", self.hosts.join(",")),
-            ("PGPORT", self.port.to_string()),
+            (
+                "PGPORT",
+                self.ports
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
             ("PGDATABASE", self.dbname.clone()),
             (
                 "PGSSLMODE",
@@ -391,6 +459,9 @@ impl ConnectionPlan {
                     env.push(("PGSSLROOTCERT", bundle.display().to_string()));
                 }
             }
+        }
+        if let Some(attrs) = &self.settings.target_session_attrs {
+            env.push(("PGTARGETSESSIONATTRS", attrs.value.as_str().to_string()));
         }
         if let Some(app) = &self.settings.application_name {
             env.push(("PGAPPNAME", app.value.clone()));
@@ -627,5 +698,50 @@ mod tests {
             "{env:?}"
         );
         assert!(env.contains(&("PGUSER", "app".to_string())), "{env:?}");
+    }
+
+    #[test]
+    fn dead_connections_are_noticed_within_seconds_by_default() {
+        let p = plan("host=db.example.com user=app", &PlanOptions::default()).unwrap();
+        let c = p.config();
+        assert!(c.get_keepalives());
+        assert_eq!(c.get_keepalives_idle(), Duration::from_secs(10));
+        assert_eq!(c.get_keepalives_interval(), Some(Duration::from_secs(5)));
+        assert_eq!(c.get_keepalives_retries(), Some(3));
+        assert_eq!(c.get_tcp_user_timeout(), Some(&Duration::from_secs(20)));
+        let tuned = plan(
+            "host=h user=app keepalives_idle=30 keepalives_count=2 tcp_user_timeout=5000",
+            &PlanOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(tuned.config().get_keepalives_idle(), Duration::from_secs(30));
+        assert_eq!(tuned.config().get_keepalives_retries(), Some(2));
+        assert_eq!(
+            tuned.config().get_tcp_user_timeout(),
+            Some(&Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn several_hosts_take_one_port_or_one_each() {
+        let p = plan(
+            "host=writer.example.com,reader.example.com port=5432,6432 target_session_attrs=read-write user=a",
+            &PlanOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(p.ports(), [5432, 6432]);
+        assert_eq!(
+            p.config().get_target_session_attrs(),
+            tokio_postgres::config::TargetSessionAttrs::ReadWrite
+        );
+        let env = p.libpq_env(None);
+        assert!(env.contains(&("PGPORT", "5432,6432".to_string())), "{env:?}");
+        assert!(
+            env.contains(&("PGTARGETSESSIONATTRS", "read-write".to_string())),
+            "{env:?}"
+        );
+        assert!(plan("host=a,b,c port=1,2 user=u", &PlanOptions::default()).is_err());
+        let err = parse_connection_string("host=a target_session_attrs=prefer-standby").unwrap_err();
+        assert!(err.to_string().contains("read-only"), "{err}");
     }
 }

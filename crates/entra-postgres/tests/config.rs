@@ -21,7 +21,7 @@ fn key_value_strings_parse_every_supported_key() {
     ))
     .unwrap();
     assert_eq!(s.hosts.unwrap().value, ["a.example.com", "b.example.com"]);
-    assert_eq!(s.port.unwrap().value, 6432);
+    assert_eq!(s.ports.unwrap().value, [6432]);
     assert_eq!(s.dbname.unwrap().value, "my db");
     assert_eq!(s.user.unwrap().value, "O'Brien");
     assert_eq!(s.sslmode.unwrap().value, SslMode::VerifyCa);
@@ -38,7 +38,7 @@ fn url_strings_decode_user_database_and_parameters() {
     )
     .unwrap();
     assert_eq!(s.hosts.unwrap().value, ["srv.postgres.database.azure.com"]);
-    assert_eq!(s.port.unwrap().value, 5433);
+    assert_eq!(s.ports.unwrap().value, [5433]);
     assert_eq!(s.user.unwrap().value, "orders@api");
     assert_eq!(s.dbname.unwrap().value, "sales db");
     assert_eq!(s.sslmode.unwrap().value, SslMode::Require);
@@ -70,8 +70,8 @@ fn libpq_variables_are_read() {
         ("PGCONNECT_TIMEOUT", "3"),
     ]);
     assert_eq!(s.hosts.unwrap().value, ["pg.local"]);
-    assert_eq!(s.port.as_ref().unwrap().origin, "PGPORT");
-    assert_eq!(s.port.unwrap().value, 6000);
+    assert_eq!(s.ports.as_ref().unwrap().origin, "PGPORT");
+    assert_eq!(s.ports.unwrap().value, [6000]);
     assert_eq!(s.dbname.unwrap().value, "d");
     assert_eq!(s.user.unwrap().value, "u");
     assert_eq!(s.sslmode.unwrap().value, SslMode::VerifyFull);
@@ -123,7 +123,7 @@ fn precedence_is_builder_then_string_then_service_connector_then_libpq() {
         ["scstring-host"],
         "connection string over variables"
     );
-    assert_eq!(s.port.unwrap().value, 3333);
+    assert_eq!(s.ports.unwrap().value, [3333]);
     assert_eq!(s.dbname.unwrap().value, "sc-db", "Service Connector over libpq");
     assert_eq!(s.user.unwrap().value, "libpq-user", "libpq fills the rest");
 
@@ -137,7 +137,7 @@ fn precedence_is_builder_then_string_then_service_connector_then_libpq() {
         ["explicit-host"],
         "explicit string over the variable's"
     );
-    assert_eq!(s.port.unwrap().value, 4444, "builder over everything");
+    assert_eq!(s.ports.unwrap().value, [4444], "builder over everything");
     assert_eq!(s.dbname.unwrap().value, "explicit-db");
 }
 

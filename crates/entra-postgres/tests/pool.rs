@@ -3,9 +3,9 @@
 
 mod support;
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use entra_emulator::{Claims, Emulator, Fault};
+use entra_emulator::{Claims, Emulator, Fault, OSSRDBMS_RESOURCE};
 use entra_postgres::{ConnectError, PoolBuilder, SslMode};
 use entra_token::{TokenError, TokenState};
 use support::{bounded, builder};
@@ -26,19 +26,6 @@ async fn backend_pid(pool: &entra_postgres::EntraPool) -> i32 {
         .await
         .unwrap()
         .get(0)
-}
-
-fn imds_body(token: &str, lifetime: u64) -> serde_json::Value {
-    let exp = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + lifetime;
-    serde_json::json!({
-        "access_token": token, "refresh_token": "", "expires_in": lifetime.to_string(),
-        "expires_on": exp.to_string(), "not_before": (exp - lifetime).to_string(),
-        "resource": "https://ossrdbms-aad.database.windows.net", "token_type": "Bearer"
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,7 +54,7 @@ async fn a_refused_token_is_replaced_once_and_the_pool_recovers() {
     let bad = emulator.identity().issuer().sign(&claims);
     emulator
         .identity()
-        .push_faults([Fault::Json(imds_body(&bad, 3600))]);
+        .push_faults([Fault::token(&bad, Duration::from_secs(3600), OSSRDBMS_RESOURCE)]);
     let pool = builder(&emulator).build().await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await; // older than min_invalidate_interval
     assert_eq!(bounded(15, "select", select_one(&pool)).await, Ok(1));

@@ -143,7 +143,7 @@ proptest! {
         .join(&sep);
         let s = parse_connection_string(&text).map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;
         prop_assert_eq!(s.hosts.map(|h| h.value), Some(c.hosts));
-        prop_assert_eq!(s.port.map(|p| p.value), Some(c.port));
+        prop_assert_eq!(s.ports.map(|p| p.value), Some(vec![c.port]));
         prop_assert_eq!(s.dbname.map(|v| v.value), Some(c.dbname));
         prop_assert_eq!(s.user.map(|v| v.value), Some(c.user));
         prop_assert_eq!(s.password.map(|v| v.value.expose_secret().to_string()), Some(c.password));
@@ -170,7 +170,7 @@ proptest! {
         );
         let s = parse_connection_string(&text).map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;
         prop_assert_eq!(s.hosts.map(|h| h.value), Some(vec![c.hosts[0].clone()]));
-        prop_assert_eq!(s.port.map(|p| p.value), Some(c.port));
+        prop_assert_eq!(s.ports.map(|p| p.value), Some(vec![c.port]));
         prop_assert_eq!(s.dbname.map(|v| v.value), given(&c.dbname));
         prop_assert_eq!(s.user.map(|v| v.value), given(&c.user));
         prop_assert_eq!(s.password.map(|v| v.value.expose_secret().to_string()), Some(c.password));
@@ -196,7 +196,7 @@ proptest! {
         );
         let s = parse_connection_string(&text).map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;
         prop_assert_eq!(s.hosts.map(|h| h.value), Some(c.hosts));
-        prop_assert_eq!(s.port.map(|p| p.value), Some(c.port));
+        prop_assert_eq!(s.ports.map(|p| p.value), Some(vec![c.port]));
         prop_assert_eq!(s.dbname.map(|v| v.value), Some(dbname));
         prop_assert_eq!(s.user.map(|v| v.value), Some(user));
         prop_assert_eq!(s.password.map(|v| v.value.expose_secret().to_string()), Some(c.password));
@@ -318,7 +318,7 @@ proptest! {
         let s = b.resolve().map_err(|e| TestCaseError::fail(e.to_string()))?;
         let want = builder.or(string).or(service_connector).or(libpq);
         prop_assert_eq!(s.hosts.map(|h| h.value), want.map(|h| vec![h]));
-        prop_assert_eq!(s.port.map(|p| p.value), port);
+        prop_assert_eq!(s.ports.map(|p| p.value), port.map(|p| vec![p]));
     }
 
     #[test]

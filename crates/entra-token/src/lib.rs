@@ -47,6 +47,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+#[cfg(feature = "azure-identity")]
+mod azure;
 mod claims;
 mod env;
 mod error;
@@ -61,6 +63,8 @@ mod token;
 
 pub mod sources;
 
+#[cfg(feature = "azure-identity")]
+pub use azure::AzureCredentialSource;
 pub use claims::unverified_claims;
 pub use env::Env;
 pub use error::TokenError;

@@ -146,3 +146,56 @@ pub fn dead_url() -> String {
     drop(dead);
     format!("http://127.0.0.1:{port}")
 }
+
+/// `entra-pg emulate` running in the background, with the variables it exported; stopped (SIGTERM) on
+/// drop.
+pub struct Emulate {
+    child: std::process::Child,
+    /// The `export NAME='value'` lines, parsed.
+    pub vars: Vec<(String, String)>,
+}
+
+impl Emulate {
+    /// Starts it with these extra arguments and waits for its ready line.
+    pub fn start(args: &[&str]) -> Emulate {
+        use std::io::{BufRead, BufReader};
+        let mut all = vec!["emulate"];
+        all.extend_from_slice(args);
+        let mut cmd = entra_pg(&all, &[]);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn emulate");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let ready = line.starts_with("# emulator ready");
+                lines.push(line);
+                if ready {
+                    break;
+                }
+            }
+            let _ = tx.send(lines);
+        });
+        let Ok(lines) = rx.recv_timeout(Duration::from_secs(120)) else {
+            let _ = child.kill();
+            panic!("emulate printed no ready line within 120 s");
+        };
+        let vars = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("export "))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.trim_matches('\'').replace("'\\''", "'")))
+            .collect();
+        Emulate { child, vars }
+    }
+}
+
+impl Drop for Emulate {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}

@@ -51,6 +51,22 @@ impl Fault {
         }
     }
 
+    /// 200 with this token in IMDS's response shape (every number a string), valid for `lifetime`: a
+    /// token the test built itself (another audience, an expired one…) handed out as a real one.
+    pub fn token(jwt: &str, lifetime: std::time::Duration, resource: &str) -> Fault {
+        let now = crate::jwt::epoch_secs(std::time::SystemTime::now());
+        let secs = lifetime.as_secs();
+        Fault::Json(serde_json::json!({
+            "access_token": jwt,
+            "refresh_token": "",
+            "expires_in": secs.to_string(),
+            "expires_on": (now + secs).to_string(),
+            "not_before": now.to_string(),
+            "resource": resource,
+            "token_type": "Bearer",
+        }))
+    }
+
     /// 429 with `Retry-After: retry_after_secs`.
     pub fn throttled(retry_after_secs: u64) -> Fault {
         Fault::Status {

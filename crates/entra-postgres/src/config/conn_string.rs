@@ -168,13 +168,13 @@ fn parse_url(text: &str, origin: &str) -> Result<Settings, ConfigError> {
 }
 
 /// `host[:port][,host[:port]…]`; a host is a name, an address, `[v6 address]` or a percent-encoded
-/// unix-socket directory. Every host must use the same port (one port setting serves them all).
+/// unix-socket directory. A host without a port gets 5432 when another host names one, as in libpq.
 fn parse_hostspec(spec: &str, origin: &str, settings: &mut Settings) -> Result<(), ConfigError> {
     if spec.is_empty() {
         return Ok(());
     }
     let mut hosts = Vec::new();
-    let mut ports: Vec<String> = Vec::new();
+    let mut ports: Vec<Option<&str>> = Vec::new();
     for entry in spec.split(',') {
         let (host, port) = if let Some(inner) = entry.strip_prefix('[') {
             let (addr, after) = inner.split_once(']').ok_or_else(|| {
@@ -197,27 +197,17 @@ fn parse_hostspec(spec: &str, origin: &str, settings: &mut Settings) -> Result<(
                 None => (decode(entry, origin, "host")?, None),
             }
         };
-        if !host.is_empty() {
-            hosts.push(host);
-        }
-        if let Some(port) = port.filter(|p| !p.is_empty()) {
-            ports.push(port.to_string());
-        }
+        hosts.push(host);
+        ports.push(port.filter(|p| !p.is_empty()));
     }
-    if !hosts.is_empty() {
+    if hosts.iter().any(|h| !h.is_empty()) {
         settings.set("host", &hosts.join(","), &format!("{origin} host"))?;
     }
-    ports.dedup();
-    match ports.as_slice() {
-        [] => {}
-        [port] => settings.set("port", port, &format!("{origin} port"))?,
-        _ => {
-            return Err(ConfigError::invalid(
-                format!("{origin} port"),
-                ports.join(","),
-                "the hosts name different ports; one port serves every host here",
-            ))
-        }
+    if ports.iter().any(Option::is_some) {
+        let list: Vec<&str> = ports.iter().map(|p| p.unwrap_or("5432")).collect();
+        let same = list.windows(2).all(|w| w[0] == w[1]);
+        let value = if same { list[0].to_string() } else { list.join(",") };
+        settings.set("port", &value, &format!("{origin} port"))?;
     }
     Ok(())
 }
@@ -367,20 +357,22 @@ mod tests {
     fn hosts_keep_their_case_and_lists_and_sockets_parse() {
         let s = url("postgresql://u@DB.Example.COM:6432,replica.example.com:6432/app");
         assert_eq!(s.hosts.unwrap().value, ["DB.Example.COM", "replica.example.com"]);
-        assert_eq!(s.port.unwrap().value, 6432);
+        assert_eq!(s.ports.unwrap().value, [6432]);
         let s = url("postgresql://[::1]:5433/db");
         assert_eq!(s.hosts.unwrap().value, ["::1"]);
-        assert_eq!(s.port.unwrap().value, 5433);
+        assert_eq!(s.ports.unwrap().value, [5433]);
         let s = url("postgresql://%2Fvar%2Frun%2Fpostgresql/db");
         assert_eq!(s.hosts.unwrap().value, ["/var/run/postgresql"]);
         assert!(url("postgresql:///db").hosts.is_none());
-        assert!(
-            parse("postgresql://a:1,b:2/db", "url").is_err(),
-            "different ports per host"
-        );
         assert_eq!(
-            url("postgresql://u@h:5432/db").port.unwrap().value,
-            5432,
+            url("postgresql://a:1,b:2/db").ports.unwrap().value,
+            [1, 2],
+            "a port per host"
+        );
+        assert_eq!(url("postgresql://a,b:2/db").ports.unwrap().value, [5432, 2]);
+        assert_eq!(
+            url("postgresql://u@h:5432/db").ports.unwrap().value,
+            [5432],
             "the default port is kept"
         );
     }

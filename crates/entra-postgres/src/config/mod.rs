@@ -9,7 +9,7 @@ mod env;
 mod settings;
 
 pub use env::{LIBPQ_VARS, SERVICE_CONNECTOR_VARS};
-pub use settings::{Settings, Sourced, SslMode};
+pub use settings::{SessionAttrs, Settings, Sourced, SslMode};
 
 use entra_token::Env;
 
@@ -101,7 +101,7 @@ impl ConfigError {
 /// ```
 /// let s = entra_postgres::parse_connection_string("host=db.example.com port=5433 user='app id' sslmode=verify-full").unwrap();
 /// assert_eq!(s.hosts.unwrap().value, ["db.example.com"]);
-/// assert_eq!(s.port.unwrap().value, 5433);
+/// assert_eq!(s.ports.unwrap().value, [5433]);
 /// assert_eq!(s.user.unwrap().value, "app id");
 /// ```
 pub fn parse_connection_string(text: &str) -> Result<Settings, ConfigError> {

@@ -53,6 +53,58 @@ impl SslMode {
     }
 }
 
+/// libpq's `target_session_attrs`, as far as tokio-postgres offers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SessionAttrs {
+    /// Any server (the default).
+    #[default]
+    Any,
+    /// A server that accepts writes (the primary, after any promotion): `transaction_read_only` off.
+    ReadWrite,
+    /// A server that accepts only reads (a replica, or a primary set read-only).
+    ReadOnly,
+}
+
+impl SessionAttrs {
+    /// Parses a libpq value; `origin` names where it came from for the error.
+    pub fn parse(value: &str, origin: &str) -> Result<Self, ConfigError> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "any" => Ok(SessionAttrs::Any),
+            "read-write" | "read_write" => Ok(SessionAttrs::ReadWrite),
+            "read-only" | "read_only" => Ok(SessionAttrs::ReadOnly),
+            "primary" | "standby" | "prefer-standby" => Err(ConfigError::invalid(
+                origin,
+                value,
+                "tokio-postgres checks transaction_read_only, not recovery: use read-write for the primary \
+                 and read-only for a standby (prefer-standby is not offered: list the standby first with \
+                 target_session_attrs=any)",
+            )),
+            _ => Err(ConfigError::invalid(
+                origin,
+                value,
+                "expected any, read-write or read-only",
+            )),
+        }
+    }
+
+    /// The libpq name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionAttrs::Any => "any",
+            SessionAttrs::ReadWrite => "read-write",
+            SessionAttrs::ReadOnly => "read-only",
+        }
+    }
+}
+
+fn whole_number(value: &str, origin: &str, unit: &str) -> Result<u64, ConfigError> {
+    value
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| ConfigError::invalid(origin, value, format!("expected whole {unit}, e.g. 10")))
+}
+
 /// A value and where it came from, so errors and diagnostics can name the variable or key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -83,8 +135,8 @@ pub struct Settings {
     /// IP addresses to connect to instead of resolving `hosts` (libpq's `hostaddr`); TLS still verifies
     /// the host name.
     pub hostaddrs: Option<Sourced<Vec<std::net::IpAddr>>>,
-    /// Server port.
-    pub port: Option<Sourced<u16>>,
+    /// Server ports: one for every host, or one per host in the same order (libpq's `port=5432,5433`).
+    pub ports: Option<Sourced<Vec<u16>>>,
     /// Database name.
     pub dbname: Option<Sourced<String>>,
     /// Role name: the Entra principal's name.
@@ -99,6 +151,19 @@ pub struct Settings {
     pub application_name: Option<Sourced<String>>,
     /// Connect timeout.
     pub connect_timeout: Option<Sourced<Duration>>,
+    /// TCP keepalives on idle connections (libpq's `keepalives`, default on).
+    pub keepalives: Option<Sourced<bool>>,
+    /// Idle time before the first keepalive probe (`keepalives_idle`, default 10 s).
+    pub keepalives_idle: Option<Sourced<Duration>>,
+    /// Time between probes (`keepalives_interval`, default 5 s).
+    pub keepalives_interval: Option<Sourced<Duration>>,
+    /// Unanswered probes before the connection is dead (`keepalives_count`, default 3).
+    pub keepalives_count: Option<Sourced<u32>>,
+    /// How long sent data may stay unacknowledged before the connection is dead (`tcp_user_timeout`,
+    /// default 20 s; 0 leaves it to the kernel).
+    pub tcp_user_timeout: Option<Sourced<Duration>>,
+    /// Which server of several to use (`target_session_attrs`: `any`, `read-write`, `read-only`).
+    pub target_session_attrs: Option<Sourced<SessionAttrs>>,
     /// Server `options` (e.g. `-c search_path=app`).
     pub options: Option<Sourced<String>>,
     /// Client id of a user-assigned managed identity or of a service principal.
@@ -116,7 +181,7 @@ impl Settings {
         let Settings {
             hosts,
             hostaddrs,
-            port,
+            ports,
             dbname,
             user,
             password,
@@ -124,6 +189,12 @@ impl Settings {
             sslrootcert,
             application_name,
             connect_timeout,
+            keepalives,
+            keepalives_idle,
+            keepalives_interval,
+            keepalives_count,
+            tcp_user_timeout,
+            target_session_attrs,
             options,
             client_id,
             tenant_id,
@@ -132,7 +203,7 @@ impl Settings {
         Settings {
             hosts: hosts.or(self.hosts),
             hostaddrs: hostaddrs.or(self.hostaddrs),
-            port: port.or(self.port),
+            ports: ports.or(self.ports),
             dbname: dbname.or(self.dbname),
             user: user.or(self.user),
             password: password.or(self.password),
@@ -140,6 +211,12 @@ impl Settings {
             sslrootcert: sslrootcert.or(self.sslrootcert),
             application_name: application_name.or(self.application_name),
             connect_timeout: connect_timeout.or(self.connect_timeout),
+            keepalives: keepalives.or(self.keepalives),
+            keepalives_idle: keepalives_idle.or(self.keepalives_idle),
+            keepalives_interval: keepalives_interval.or(self.keepalives_interval),
+            keepalives_count: keepalives_count.or(self.keepalives_count),
+            tcp_user_timeout: tcp_user_timeout.or(self.tcp_user_timeout),
+            target_session_attrs: target_session_attrs.or(self.target_session_attrs),
             options: options.or(self.options),
             client_id: client_id.or(self.client_id),
             tenant_id: tenant_id.or(self.tenant_id),
@@ -147,8 +224,9 @@ impl Settings {
         }
     }
 
-    /// Sets one key as libpq names it (`host`, `port`, `dbname`, `user`, `password`, `sslmode`,
-    /// `sslrootcert`, `application_name`, `connect_timeout`, `options`, `hostaddr`) from `origin`.
+    /// Sets one key as libpq names it (`host`, `hostaddr`, `port`, `dbname`, `user`, `password`,
+    /// `sslmode`, `sslrootcert`, `application_name`, `connect_timeout`, `keepalives*`, `tcp_user_timeout`,
+    /// `target_session_attrs`, `options`) from `origin`.
     pub fn set(&mut self, key: &str, value: &str, origin: &str) -> Result<(), ConfigError> {
         fn src<T>(value: T, origin: &str) -> Sourced<T> {
             Sourced {
@@ -180,16 +258,47 @@ impl Settings {
                 self.hosts = Some(src(hosts, origin));
             }
             "port" => {
-                let port = value
-                    .trim()
-                    .parse::<u16>()
-                    .ok()
-                    .filter(|p| *p != 0)
-                    .ok_or_else(|| ConfigError::invalid(origin, value, "expected a port number 1-65535"))?;
-                self.port = Some(Sourced {
-                    value: port,
-                    origin: origin.into(),
-                });
+                let ports = value
+                    .split(',')
+                    .map(|p| p.trim().parse::<u16>().ok().filter(|p| *p != 0))
+                    .collect::<Option<Vec<u16>>>()
+                    .ok_or_else(|| {
+                        ConfigError::invalid(
+                            origin,
+                            value,
+                            "expected a port number 1-65535, or one per host separated by commas",
+                        )
+                    })?;
+                self.ports = Some(src(ports, origin));
+            }
+            "keepalives" => {
+                let on = match value.trim() {
+                    "1" => true,
+                    "0" => false,
+                    _ => return Err(ConfigError::invalid(origin, value, "expected 1 (on) or 0 (off)")),
+                };
+                self.keepalives = Some(src(on, origin));
+            }
+            "keepalives_idle" | "keepalives_interval" => {
+                let secs = whole_number(value, origin, "seconds")?;
+                let d = Some(src(Duration::from_secs(secs), origin));
+                if key == "keepalives_idle" {
+                    self.keepalives_idle = d;
+                } else {
+                    self.keepalives_interval = d;
+                }
+            }
+            "keepalives_count" => {
+                let n = u32::try_from(whole_number(value, origin, "probes")?)
+                    .map_err(|_| ConfigError::invalid(origin, value, "too many probes"))?;
+                self.keepalives_count = Some(src(n, origin));
+            }
+            "tcp_user_timeout" => {
+                let ms = whole_number(value, origin, "milliseconds")?;
+                self.tcp_user_timeout = Some(src(Duration::from_millis(ms), origin));
+            }
+            "target_session_attrs" => {
+                self.target_session_attrs = Some(src(SessionAttrs::parse(value, origin)?, origin));
             }
             "dbname" | "database" => self.dbname = Some(src(value.to_string(), origin)),
             "user" => self.user = Some(src(value.to_string(), origin)),
@@ -230,7 +339,8 @@ impl Settings {
                     origin: origin.to_string(),
                     key: key.to_string(),
                     supported: "host, hostaddr, port, dbname, user, sslmode, sslrootcert, application_name, \
-                                connect_timeout, options",
+                                connect_timeout, keepalives, keepalives_idle, keepalives_interval, \
+                                keepalives_count, tcp_user_timeout, target_session_attrs, options",
                 });
             }
         }

@@ -1,0 +1,166 @@
+//! A [`ConnectionPlan`] as sqlx's `PgConnectOptions`: the same settings, the same TLS decision.
+
+use entra_postgres::plan::{Roots, TlsChoice};
+use entra_postgres::tls::{Verification, DIGICERT_GLOBAL_ROOT_CA_PEM};
+use entra_postgres::{ConfigError, ConnectionPlan, SslMode};
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
+
+/// The options every new connection gets, except the password (the current token, set per rotation).
+///
+/// sqlx differs from libpq in two ways, which this mapping handles by refusing or tightening, never by
+/// loosening:
+/// - sqlx *adds* an `sslrootcert` file to Mozilla's roots instead of replacing them. `verify-full` then
+///   also trusts public CAs for the server's name, which is ordinary web PKI; but `verify-ca` would accept
+///   any publicly trusted certificate for any name, so an explicit `verify-ca` is refused, and `require`
+///   with a root file (which the plan verifies as `verify-ca`) is verified as `verify-full`.
+/// - sqlx has no `hostaddr` and connects to one host: several hosts or a `hostaddr` are refused.
+pub(crate) fn connect_options(plan: &ConnectionPlan) -> Result<PgConnectOptions, ConfigError> {
+    let unsupported = |what: &str, problem: &str| ConfigError::Invalid {
+        origin: "entra-sqlx".into(),
+        value: what.into(),
+        problem: problem.into(),
+    };
+    let host = match plan.hosts() {
+        [host] => host.clone(),
+        _ => {
+            return Err(unsupported(
+                &plan.hosts().join(","),
+                "sqlx connects to one host: name a single host",
+            ))
+        }
+    };
+    if !plan.hostaddrs().is_empty() {
+        return Err(unsupported(
+            "hostaddr",
+            "sqlx cannot connect to an address while verifying another name: drop hostaddr",
+        ));
+    }
+    let role = plan.role().ok_or(ConfigError::Missing {
+        setting: "user",
+        how: "PoolBuilder::user, PGUSER or AZURE_POSTGRESQL_USER (or let the token name it)",
+    })?;
+    let config = plan.config();
+    let mut options = PgConnectOptions::new_without_pgpass()
+        .port(plan.port())
+        .username(role)
+        .database(plan.dbname())
+        .application_name(
+            config
+                .get_application_name()
+                .unwrap_or(entra_postgres::plan::DEFAULT_APPLICATION_NAME),
+        );
+    options = if host.starts_with('/') {
+        options.socket(&host)
+    } else {
+        options.host(&host)
+    };
+    if let Some(server_options) = config.get_options() {
+        options = options
+            .options(parse_server_options(server_options).map_err(|p| unsupported(server_options, &p))?);
+    }
+    tls(options, plan.tls(), &unsupported)
+}
+
+fn tls(
+    options: PgConnectOptions,
+    tls: &TlsChoice,
+    unsupported: &dyn Fn(&str, &str) -> ConfigError,
+) -> Result<PgConnectOptions, ConfigError> {
+    let with_roots = |options: PgConnectOptions| match &tls.roots {
+        Roots::File { path, .. } => options.ssl_root_cert(path),
+        // sqlx brings Mozilla's roots (webpki-roots); Azure also still chains to DigiCert Global Root CA.
+        _ => options.ssl_root_cert_from_pem(DIGICERT_GLOBAL_ROOT_CA_PEM.as_bytes().to_vec()),
+    };
+    Ok(match tls.verification {
+        None => options.ssl_mode(PgSslMode::Disable),
+        Some(Verification::Full) => with_roots(options).ssl_mode(PgSslMode::VerifyFull),
+        Some(Verification::ChainOnly) if tls.requested == SslMode::Require => {
+            with_roots(options).ssl_mode(PgSslMode::VerifyFull)
+        }
+        Some(Verification::ChainOnly) => return Err(unsupported(
+            "verify-ca",
+            "with sqlx, verify-ca would accept any publicly trusted certificate (sqlx adds the root file \
+                 to Mozilla's roots): use verify-full",
+        )),
+        Some(Verification::Unverified) => options.ssl_mode(PgSslMode::Require),
+        Some(_) => {
+            return Err(unsupported(
+                tls.requested.as_str(),
+                "a TLS mode this adapter does not know",
+            ))
+        }
+    })
+}
+
+/// libpq's `options` (`-c name=value -c …`) as pairs.
+fn parse_server_options(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    let mut words = text.split_whitespace();
+    while let Some(word) = words.next() {
+        let setting = match word.strip_prefix("-c") {
+            Some("") => words.next().ok_or("`-c` without a setting")?,
+            Some(rest) => rest,
+            None => {
+                return Err(format!(
+                    "only `-c name=value` settings are supported, not {word:?}"
+                ))
+            }
+        };
+        let (name, value) = setting
+            .split_once('=')
+            .ok_or_else(|| format!("{setting:?} is not name=value"))?;
+        pairs.push((name.to_string(), value.to_string()));
+    }
+    Ok(pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use entra_postgres::{parse_connection_string, PlanOptions};
+
+    fn options(text: &str) -> Result<PgConnectOptions, ConfigError> {
+        let plan = ConnectionPlan::new(&parse_connection_string(text).unwrap(), &PlanOptions::default())?;
+        connect_options(&plan)
+    }
+
+    #[test]
+    fn verify_full_is_explicit_because_sqlx_defaults_to_prefer() {
+        let o = options("host=db.example.com user=app dbname=shop").unwrap();
+        assert!(matches!(o.get_ssl_mode(), PgSslMode::VerifyFull));
+        assert_eq!(o.get_host(), "db.example.com");
+        assert_eq!(o.get_username(), "app");
+        assert_eq!(o.get_database(), Some("shop"));
+    }
+
+    #[test]
+    fn require_verifies_and_verify_ca_is_refused() {
+        let o = options("host=db.example.com user=app sslmode=require").unwrap();
+        assert!(matches!(o.get_ssl_mode(), PgSslMode::VerifyFull));
+        let ca = std::env::temp_dir().join(format!("entra-sqlx-test-{}.pem", std::process::id()));
+        std::fs::write(&ca, DIGICERT_GLOBAL_ROOT_CA_PEM).unwrap();
+        let o = options(&format!(
+            "host=db.example.com user=app sslmode=require sslrootcert={}",
+            ca.display()
+        ))
+        .unwrap();
+        let _ = std::fs::remove_file(&ca);
+        assert!(
+            matches!(o.get_ssl_mode(), PgSslMode::VerifyFull),
+            "tightened, not loosened"
+        );
+        assert!(options("host=db.example.com user=app sslmode=verify-ca").is_err());
+    }
+
+    #[test]
+    fn what_sqlx_cannot_do_is_refused_with_a_reason() {
+        assert!(options("host=a,b user=app").is_err());
+        assert!(options("host=db.example.com hostaddr=10.0.0.1 user=app").is_err());
+        let o = options("host=db.example.com user=app options='-c search_path=app -cstatement_timeout=5s'")
+            .unwrap();
+        assert_eq!(
+            o.get_options(),
+            Some("-c search_path=app -c statement_timeout=5s")
+        );
+    }
+}

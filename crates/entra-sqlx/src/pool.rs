@@ -1,0 +1,221 @@
+//! [`EntraPgPool`]: a `sqlx::PgPool` kept signed in with the current token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use entra_postgres::{BuildError, PoolBuilder};
+use entra_token::{AccessToken, TokenHandle, TokenStatus};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres};
+use tokio::task::JoinHandle;
+
+use crate::options::connect_options;
+
+/// Builds an [`EntraPgPool`]: configuration, identity, refresher and TLS exactly as
+/// `entra_postgres::PoolBuilder` decides them (connection strings, Service Connector's and libpq's
+/// variables, `verify-full` by default), then sqlx's pool options.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = entra_sqlx::EntraPgPool::builder().max_connections(8).build().await?;
+/// let (user,): (String,) = sqlx::query_as("SELECT current_user::text").fetch_one(pool.pool()).await?;
+/// # Ok(()) }
+/// ```
+#[must_use]
+pub struct EntraPgPoolBuilder {
+    config: PoolBuilder,
+    options: PgPoolOptions,
+}
+
+impl std::fmt::Debug for EntraPgPoolBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntraPgPoolBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EntraPgPoolBuilder {
+    /// Configuration from `config` (every `PoolBuilder` setting that concerns the connection, the
+    /// identity and the refresher applies; its deadpool sizing does not).
+    pub fn new(config: PoolBuilder) -> Self {
+        EntraPgPoolBuilder {
+            config,
+            options: PgPoolOptions::new(),
+        }
+    }
+
+    /// sqlx's pool options (size, timeouts, lifetimes, hooks).
+    pub fn pool_options(mut self, options: PgPoolOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Shorthand for `PgPoolOptions::max_connections`.
+    pub fn max_connections(mut self, max: u32) -> Self {
+        self.options = self.options.max_connections(max);
+        self
+    }
+
+    /// Checks the configuration, starts the refresher (the first fetch retried within its budget) and
+    /// builds the pool; no connection is opened yet.
+    pub async fn build(self) -> Result<EntraPgPool, BuildError> {
+        let plan = self.config.plan()?;
+        let tokens = self.config.start_tokens().await?;
+        let plan = plan.resolve_role(&tokens).await?;
+        let base = connect_options(&plan)?;
+        let token = tokens.get().await?;
+        let pool = self
+            .options
+            .connect_lazy_with(base.clone().password(token.secret()));
+        let shared = Arc::new(Shared {
+            base,
+            tokens: tokens.clone(),
+            pushed: Mutex::new(token),
+        });
+        let follower = tokio::spawn(follow(pool.clone(), shared.clone()));
+        tracing::info!(
+            user = plan.role().unwrap_or_default(),
+            tls = %plan.tls().reason,
+            "entra sqlx pool ready"
+        );
+        Ok(EntraPgPool {
+            pool,
+            shared,
+            _follower: Arc::new(AbortOnDrop(follower)),
+        })
+    }
+}
+
+/// A `sqlx::PgPool` whose new connections sign in with the current Entra token.
+///
+/// sqlx opens connections with the options it holds and has no per-connection hook, so a task follows
+/// the refresher and hands sqlx fresh options (`Pool::set_connect_options`) at every rotation, and
+/// [`acquire`](Self::acquire) does the same before retrying once when the server refuses a token.
+/// Open connections keep working past their token's expiry, as on Azure; set
+/// `PgPoolOptions::max_lifetime` to rotate them.
+///
+/// Use [`pool`](Self::pool) (or `Deref`) wherever sqlx wants a `&PgPool`. Keep this value (or a clone)
+/// alive: the task that renews the pool's options ends when the last clone drops, or when the pool is
+/// closed.
+#[derive(Clone)]
+pub struct EntraPgPool {
+    pool: PgPool,
+    shared: Arc<Shared>,
+    _follower: Arc<AbortOnDrop>,
+}
+
+impl std::fmt::Debug for EntraPgPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntraPgPool")
+            .field("size", &self.pool.size())
+            .field("idle", &self.pool.num_idle())
+            .field("tokens", &self.shared.tokens)
+            .finish()
+    }
+}
+
+impl std::ops::Deref for EntraPgPool {
+    type Target = PgPool;
+    fn deref(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+impl EntraPgPool {
+    /// A builder reading the process's environment, as `PoolBuilder::from_env` does.
+    pub fn builder() -> EntraPgPoolBuilder {
+        EntraPgPoolBuilder::new(PoolBuilder::from_env())
+    }
+
+    /// The sqlx pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The token handle behind the pool.
+    pub fn tokens(&self) -> &TokenHandle {
+        &self.shared.tokens
+    }
+
+    /// The refresher's state.
+    pub fn token_status(&self) -> TokenStatus {
+        self.shared.tokens.status()
+    }
+
+    /// A connection, like `PgPool::acquire`; when the server refuses the token (28P01, 28000, Azure's
+    /// "access token …" messages), the token is invalidated, sqlx gets the new one, and the acquire is
+    /// retried once.
+    pub async fn acquire(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        let rejected = match self.pool.acquire().await {
+            Ok(connection) => return Ok(connection),
+            Err(e) if is_token_rejection(&e) => e,
+            Err(e) => return Err(e),
+        };
+        let used = self.shared.pushed.lock().clone();
+        tracing::warn!(token = %used.fingerprint(), "server rejected the token; fetching a new one and retrying once");
+        self.shared.tokens.invalidate(&used);
+        let fresh = match tokio::time::timeout(Duration::from_secs(15), self.shared.tokens.get()).await {
+            Ok(Ok(fresh)) if !fresh.same_as(&used) => fresh,
+            // Not refetched (too recent to refetch, or no token): the same refusal would follow.
+            _ => return Err(rejected),
+        };
+        self.shared.push(&self.pool, fresh);
+        self.pool.acquire().await
+    }
+}
+
+fn is_token_rejection(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            entra_postgres::token_rejection(db.code().as_deref().unwrap_or_default(), db.message()).is_some()
+        }
+        _ => false,
+    }
+}
+
+struct Shared {
+    base: PgConnectOptions,
+    tokens: TokenHandle,
+    /// The last token handed to sqlx.
+    pushed: Mutex<AccessToken>,
+}
+
+impl Shared {
+    /// Hands sqlx options with `token` as the password, unless it already has that very token.
+    fn push(&self, pool: &PgPool, token: AccessToken) {
+        let mut pushed = self.pushed.lock();
+        if pushed.same_as(&token) {
+            return;
+        }
+        pool.set_connect_options(self.base.clone().password(token.secret()));
+        tracing::debug!(token = %token.fingerprint(), "sqlx pool's connect options renewed");
+        *pushed = token;
+    }
+}
+
+/// Follows the refresher: every change of its status that brings a new token renews the pool's options.
+async fn follow(pool: PgPool, shared: Arc<Shared>) {
+    let mut rx = shared.tokens.watch();
+    loop {
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { break },
+            _ = pool.close_event() => break,
+        }
+        if let Some(token) = shared.tokens.current() {
+            shared.push(&pool, token);
+        }
+    }
+    tracing::debug!("sqlx token follower stopped");
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

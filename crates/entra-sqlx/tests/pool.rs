@@ -1,0 +1,164 @@
+//! A sqlx pool through the emulator: token rotations under load, a refused token, an identity outage,
+//! and a server whose certificate is not trusted.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use entra_emulator::{Claims, Emulator, Fault, OSSRDBMS_RESOURCE};
+use entra_postgres::PoolBuilder;
+use entra_sqlx::sqlx::postgres::PgPoolOptions;
+use entra_sqlx::{EntraPgPool, EntraPgPoolBuilder};
+use entra_token::{Env, RefreshPolicy};
+
+async fn emulator(lifetime: Duration) -> Emulator {
+    Emulator::builder()
+        .token_lifetime(lifetime)
+        .start()
+        .await
+        .expect("the emulator starts (is PostgreSQL installed?)")
+}
+
+/// The emulator's environment, as a service on Azure would have it, minus `skip`.
+fn builder(emulator: &Emulator, skip: &[&str], options: PgPoolOptions) -> EntraPgPoolBuilder {
+    let env = emulator
+        .env_vars()
+        .into_iter()
+        .filter(|(k, _)| !skip.contains(&k.as_str()));
+    let config = PoolBuilder::from_env()
+        .env(Env::from_pairs(env))
+        .refresh_policy(RefreshPolicy::short_lived());
+    EntraPgPoolBuilder::new(config).pool_options(options.acquire_timeout(Duration::from_secs(10)))
+}
+
+async fn current_user(pool: &EntraPgPool) -> Result<String, entra_sqlx::sqlx::Error> {
+    let mut connection = pool.acquire().await?;
+    let (user,): (String,) = entra_sqlx::sqlx::query_as("SELECT current_user::text")
+        .fetch_one(&mut *connection)
+        .await?;
+    Ok(user)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotations_under_load_cost_no_query_and_one_token_request_each() {
+    let emu = emulator(Duration::from_secs(4)).await;
+    let pool = builder(
+        &emu,
+        &[],
+        PgPoolOptions::new()
+            .max_connections(4)
+            .max_lifetime(Duration::from_millis(1500)),
+    )
+    .build()
+    .await
+    .expect("builds");
+    let queries = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..8i64 {
+        let (pool, queries) = (pool.clone(), queries.clone());
+        tasks.spawn(async move {
+            let mut n = 0i64;
+            while Instant::now() < deadline {
+                let v = task * 1_000_000 + n;
+                let (doubled,): (i64,) = entra_sqlx::sqlx::query_as("SELECT $1::int8 * 2")
+                    .bind(v)
+                    .fetch_one(pool.pool())
+                    .await
+                    .map_err(|e| format!("query {n} of task {task}: {e}"))?;
+                assert_eq!(doubled, v * 2);
+                queries.fetch_add(1, Ordering::Relaxed);
+                n += 1;
+            }
+            Ok::<(), String>(())
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.expect("no panic").expect("no query failed");
+    }
+    let status = pool.token_status();
+    assert!(
+        status.refreshes >= 7,
+        "30 s of 4 s tokens: {} fetches",
+        status.refreshes
+    );
+    assert_eq!(
+        emu.identity().token_requests() as u64,
+        status.refreshes,
+        "one request per rotation"
+    );
+    let sessions = emu.gate().sessions();
+    let tokens_used: std::collections::HashSet<_> = sessions.iter().map(|s| s.token.clone()).collect();
+    assert!(
+        tokens_used.len() as u64 >= status.refreshes - 1,
+        "new connections signed in with new tokens: {} tokens over {} sessions",
+        tokens_used.len(),
+        sessions.len()
+    );
+    assert!(queries.load(Ordering::Relaxed) > 500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_is_replaced_and_the_acquire_retried_once() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let mut claims = Claims::new(emu.principal().object_id.clone(), Duration::from_secs(3600));
+    claims.aud = "https://management.azure.com".into();
+    let wrong_audience = emu.identity().issuer().sign(&claims);
+    emu.identity().push_faults([Fault::token(
+        &wrong_audience,
+        Duration::from_secs(3600),
+        OSSRDBMS_RESOURCE,
+    )]);
+    let pool = builder(&emu, &[], PgPoolOptions::new().max_connections(2))
+        .build()
+        .await
+        .expect("builds");
+    tokio::time::sleep(Duration::from_millis(300)).await; // older than min_invalidate_interval
+    assert_eq!(current_user(&pool).await.expect("recovered"), emu.user());
+    assert_eq!(emu.identity().token_requests(), 2, "exactly one refetch");
+    assert_eq!(emu.gate().rejections().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_outage_while_the_token_is_valid_goes_unnoticed() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let pool = builder(
+        &emu,
+        &[],
+        PgPoolOptions::new()
+            .max_connections(2)
+            .max_lifetime(Duration::from_millis(300)),
+    )
+    .build()
+    .await
+    .expect("builds");
+    emu.identity().set_persistent_fault(Some(Fault::status(503)));
+    let sessions_before = emu.gate().sessions().len();
+    for _ in 0..10 {
+        assert_eq!(current_user(&pool).await.expect("served"), emu.user());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        emu.gate().sessions().len() > sessions_before,
+        "new connections signed in during the outage, with the cached token"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_full_refuses_a_server_whose_ca_is_not_trusted_and_sends_no_token() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    // Without PGSSLROOTCERT only the built-in roots are trusted; the emulator's CA is not one of them.
+    let pool = builder(&emu, &["PGSSLROOTCERT"], PgPoolOptions::new().max_connections(1))
+        .build()
+        .await
+        .expect("builds (no connection yet)");
+    let err = current_user(&pool).await.expect_err("refused");
+    let d = entra_postgres::diagnose(&err);
+    assert_eq!(
+        d.cause,
+        entra_postgres::Cause::UntrustedCertificate,
+        "{err:?}: {d}"
+    );
+    assert_eq!(emu.gate().stats().accepted, 0);
+    assert!(emu.gate().rejections().is_empty(), "no password reached the gate");
+}

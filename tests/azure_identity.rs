@@ -1,0 +1,87 @@
+//! Microsoft's own Rust credential, `azure_identity::ManagedIdentityCredential`, pointed at the emulator
+//! through App Service's variables: it fetches from our fake (which checks its requests like Azure),
+//! feeds our refresher, signs a pool in; and our refresher serves Azure SDK clients in turn.
+
+mod common;
+
+use std::time::Duration;
+
+use azure_core::credentials::TokenCredential;
+use entra_pool::token::{AzureCredentialSource, RefreshPolicy, Refresher, TokenSource, OSSRDBMS_SCOPE};
+
+// One test in this binary: it sets the process environment, which azure_identity reads.
+#[tokio::test(flavor = "multi_thread")]
+async fn azure_identitys_managed_identity_credential_feeds_our_refresher_and_pool() {
+    // azure_core's default HTTP client is reqwest, which entra-token builds without a crypto provider of
+    // its own (it passes one per client): a process using both installs one, as rustls asks.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let emulator = common::emulator(Duration::from_secs(4)).await;
+    for (name, value) in emulator.app_service_env_vars() {
+        std::env::set_var(name, value);
+    }
+    let credential = azure_identity::ManagedIdentityCredential::new(None).expect("App Service detected");
+    let source = AzureCredentialSource::new(credential);
+
+    // A token from Microsoft's client, through our fake, verified with the fake's key.
+    let token = common::bounded(30, "a token", source.fetch(OSSRDBMS_SCOPE))
+        .await
+        .expect("a token");
+    let claims = emulator
+        .identity()
+        .issuer()
+        .verify(
+            token.secret(),
+            entra_emulator::OSSRDBMS_RESOURCE,
+            Duration::from_secs(60),
+        )
+        .expect("signed by the fake");
+    assert_eq!(claims.oid, emulator.principal().object_id);
+    let request = emulator.identity().requests().pop().expect("a request");
+    assert_eq!(request.query("api-version"), Some("2019-08-01"));
+    assert!(request.header("x-identity-header").is_some());
+
+    // Our refresher over it renews ahead of expiry and serves the cached token through an outage.
+    let tokens = Refresher::start(source.clone(), OSSRDBMS_SCOPE, RefreshPolicy::short_lived())
+        .await
+        .expect("starts");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(tokens.status().refreshes >= 2, "renewed ahead of the 4 s expiry");
+    emulator
+        .identity()
+        .set_persistent_fault(Some(entra_emulator::Fault::status(503)));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        tokens.current().is_some(),
+        "the still-valid token is served during the outage"
+    );
+    emulator.identity().set_persistent_fault(None);
+
+    // A pool signs in with tokens from Microsoft's credential.
+    let pool = common::pool_builder(&emulator)
+        .token_handle(tokens.clone())
+        .build()
+        .await
+        .expect("builds");
+    let client = common::bounded(30, "a connection", pool.get())
+        .await
+        .expect("signs in");
+    let row = client
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .expect("query");
+    assert_eq!(row.get::<_, String>(0), emulator.user());
+
+    // The other direction: our handle as an Azure SDK credential, for the scope it serves.
+    let shared = tokens
+        .get_token(&[OSSRDBMS_SCOPE], None)
+        .await
+        .expect("the handle serves its scope");
+    assert_eq!(
+        shared.token.secret(),
+        tokens.get().await.expect("a token").secret()
+    );
+    assert!(tokens
+        .get_token(&["https://storage.azure.com/.default"], None)
+        .await
+        .is_err());
+}
