@@ -11,6 +11,7 @@
 //! curl -s -X POST localhost:8080/notes -H 'content-type: application/json' -d '{"text":"hello"}'
 //! curl -s localhost:8080/notes/1
 //! curl -s localhost:8080/notes
+//! curl -s localhost:8080/metrics     # Prometheus: db.client.connection.*, entra.pool.*, entra.token.*
 //! ```
 //!
 //! `/healthz` answers 200 only when the token is usable *and* a pooled `SELECT 1` passes, so a load
@@ -58,12 +59,17 @@ async fn run() -> Result<(), String> {
             .map_err(|_| format!("PORT={text:?} is not a port number (1–65535)"))?,
         Err(_) => 8080,
     };
+    // The pool's and the refresher's metrics (entra-postgres feature `metrics`) go to this recorder and
+    // are served at /metrics; install it before the pool exists, so nothing is missed.
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| format!("installing the Prometheus recorder: {e}"))?;
     // Kept until the end: dropping the emulator stops its server.
     let emulator = match std::env::var_os("EMULATOR") {
         Some(_) => Some(Emulator::start().await.map_err(|e| report(&e))?),
         None => None,
     };
-    let mut builder = PoolBuilder::from_env();
+    let mut builder = PoolBuilder::from_env().pool_name("notes");
     if let Some(emulator) = &emulator {
         builder = builder.env(Env::from_pairs(emulator.env_vars()));
     }
@@ -82,11 +88,13 @@ async fn run() -> Result<(), String> {
         .map_err(|e| format!("creating the notes table: {}", report(&e)))?;
     drop(client);
 
+    let metrics = Router::new().route("/metrics", get(move || std::future::ready(prometheus.render())));
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/notes", get(list_notes).post(create_note))
         .route("/notes/{id}", get(get_note))
-        .with_state(Arc::new(pool.clone()));
+        .with_state(Arc::new(pool.clone()))
+        .merge(metrics);
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await

@@ -60,6 +60,7 @@ pub struct PoolBuilder {
     recycling_method: RecyclingMethod,
     transaction_pooling: bool,
     check_timeout: Duration,
+    pool_name: Arc<str>,
 }
 
 impl std::fmt::Debug for PoolBuilder {
@@ -113,6 +114,7 @@ impl PoolBuilder {
             recycling_method: RecyclingMethod::Fast,
             transaction_pooling: false,
             check_timeout: Duration::from_secs(5),
+            pool_name: crate::connect::DEFAULT_POOL_NAME.into(),
         }
     }
 
@@ -410,6 +412,13 @@ impl PoolBuilder {
         self
     }
 
+    /// The pool's name in metrics (`db.client.connection.pool.name`, feature `metrics`; default
+    /// `entra-pool`): tell a writer pool from a reader pool.
+    pub fn pool_name(mut self, name: impl Into<String>) -> Self {
+        self.pool_name = name.into().into();
+        self
+    }
+
     /// The settings that will be used, merged from every layer, without connecting or checking them.
     pub fn resolve(&self) -> Result<Settings, ConfigError> {
         let from_env = settings_from_env(&self.env, self.connection_string.as_deref())?;
@@ -467,11 +476,13 @@ impl PoolBuilder {
         );
         let pool = self.deadpool(connect)?;
         self.start_reaper(&pool);
+        crate::metrics::spawn_status_task(&pool, self.pool_name.clone());
         Ok(EntraPool {
             pool,
             tokens,
             user,
             check_timeout: self.check_timeout,
+            name: self.pool_name.clone(),
         })
     }
 
@@ -494,7 +505,9 @@ impl PoolBuilder {
                 EntraConnect::new(plan, tokens)?
             }
         };
-        Ok(connect.token_wait(self.token_wait))
+        Ok(connect
+            .token_wait(self.token_wait)
+            .pool_name(self.pool_name.clone()))
     }
 
     /// The deadpool pool around the connector, with the lifetime and PgBouncer hooks.
@@ -521,9 +534,9 @@ impl PoolBuilder {
             .create_timeout(self.create_timeout)
             .recycle_timeout(self.recycle_timeout);
         if self.limits.is_active() {
-            builder = builder.pre_recycle(self.limits.hook());
+            builder = builder.pre_recycle(self.limits.hook(self.pool_name.clone()));
         }
-        if let Some(hook) = crate::role_check::hook(attrs) {
+        if let Some(hook) = crate::role_check::hook(attrs, self.pool_name.clone()) {
             builder = builder.pre_recycle(hook);
         }
         if self.transaction_pooling {
@@ -548,7 +561,7 @@ impl PoolBuilder {
             (shortest.unwrap_or(Duration::from_secs(120)) / 4)
                 .clamp(Duration::from_secs(1), Duration::from_secs(30))
         });
-        self.limits.spawn_reaper(pool, every);
+        self.limits.spawn_reaper(pool, every, self.pool_name.clone());
     }
 
     /// Which source the settings name: the one place a client id, a service principal or an explicit
@@ -606,6 +619,7 @@ pub struct EntraPool {
     tokens: Option<TokenHandle>,
     user: String,
     check_timeout: Duration,
+    name: Arc<str>,
 }
 
 impl std::fmt::Debug for EntraPool {
@@ -640,7 +654,11 @@ impl EntraPool {
     /// The same as deadpool's `Pool::get` (reachable through [`pool`](Self::pool)), with an error whose
     /// chain shows each layer once.
     pub async fn get(&self) -> Result<deadpool_postgres::Object, GetError> {
-        Ok(self.pool.get().await?)
+        let started = std::time::Instant::now();
+        let result = self.pool.get().await;
+        let timed_out = matches!(result, Err(deadpool_postgres::PoolError::Timeout(_)));
+        crate::metrics::checkout(&self.name, started.elapsed(), timed_out);
+        Ok(result?)
     }
 
     /// The deadpool pool.

@@ -16,6 +16,9 @@ use crate::tunnel::fail;
 
 type BoxFuture<'a, T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
+/// The pool name metrics carry when none is given.
+pub(crate) const DEFAULT_POOL_NAME: &str = "entra-pool";
+
 /// How long a new connection waits for a token by default.
 pub(crate) const DEFAULT_TOKEN_WAIT: Duration = Duration::from_secs(15);
 
@@ -54,6 +57,7 @@ pub struct EntraConnect {
     plan: Arc<ConnectionPlan>,
     credential: Credential,
     token_wait: Duration,
+    pool_name: Arc<str>,
 }
 
 impl std::fmt::Debug for EntraConnect {
@@ -84,6 +88,7 @@ impl EntraConnect {
             plan: Arc::new(plan),
             credential: Credential::Token(tokens),
             token_wait: DEFAULT_TOKEN_WAIT,
+            pool_name: DEFAULT_POOL_NAME.into(),
         })
     }
 
@@ -93,6 +98,7 @@ impl EntraConnect {
             plan: Arc::new(plan),
             credential: Credential::Password(Arc::new(password)),
             token_wait: DEFAULT_TOKEN_WAIT,
+            pool_name: DEFAULT_POOL_NAME.into(),
         }
     }
 
@@ -100,6 +106,12 @@ impl EntraConnect {
     /// (default 15 s).
     pub fn token_wait(mut self, wait: Duration) -> Self {
         self.token_wait = wait;
+        self
+    }
+
+    /// The pool's name in metrics (`db.client.connection.pool.name`; default `entra-pool`).
+    pub fn pool_name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.pool_name = name.into();
         self
     }
 
@@ -141,6 +153,7 @@ impl EntraConnect {
             return Err(first);
         };
         let role = self.plan.role().unwrap_or_default().to_string();
+        crate::metrics::token_rejected(&self.pool_name);
         tracing::warn!(
             role,
             token = %token.fingerprint(),
@@ -188,11 +201,22 @@ impl Connect for EntraConnect {
                 }
             };
             match &result {
-                Ok(_) => tracing::debug!(
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "connection created"
-                ),
-                Err(e) => tracing::warn!(error = %crate::report(e), "connection failed"),
+                Ok(_) => {
+                    crate::metrics::connection_created(&self.pool_name, started.elapsed());
+                    tracing::debug!(
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "connection created"
+                    )
+                }
+                Err(e) => {
+                    let kind = match ConnectError::find(e) {
+                        Some(ConnectError::Token(_)) => "token",
+                        Some(ConnectError::TokenRejected { .. }) => "rejected",
+                        _ => "server",
+                    };
+                    crate::metrics::connection_failed(&self.pool_name, kind);
+                    tracing::warn!(error = %crate::report(e), "connection failed")
+                }
             }
             result
         })

@@ -40,6 +40,7 @@ mod connect;
 mod diagnose;
 mod error;
 mod lifetime;
+pub mod metrics;
 pub mod plan;
 mod role_check;
 pub mod sql;

@@ -5,6 +5,7 @@
 //! processes; jitter keeps a pool from replacing all its connections at once.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Hook, HookError, Metrics, Pool};
@@ -29,16 +30,16 @@ impl Limits {
         Some(max.mul_f64(factor.max(0.0)))
     }
 
-    /// Why a connection must be retired, if it must.
-    pub(crate) fn expired(&self, metrics: &Metrics) -> Option<&'static str> {
+    /// Why a connection must be retired, if it must: the metrics label and the message.
+    pub(crate) fn expired(&self, metrics: &Metrics) -> Option<(&'static str, &'static str)> {
         if self
             .lifetime_of(metrics.created)
             .is_some_and(|life| metrics.age() >= life)
         {
-            return Some("connection reached its max_lifetime");
+            return Some(("max_lifetime", "connection reached its max_lifetime"));
         }
         if self.idle_timeout.is_some_and(|idle| metrics.last_used() >= idle) {
-            return Some("connection idle longer than idle_timeout");
+            return Some(("idle_timeout", "connection idle longer than idle_timeout"));
         }
         None
     }
@@ -48,10 +49,11 @@ impl Limits {
     }
 
     /// The `pre_recycle` hook that refuses retired connections (deadpool then opens a new one).
-    pub(crate) fn hook(self) -> Hook {
+    pub(crate) fn hook(self, pool_name: Arc<str>) -> Hook {
         Hook::sync_fn(move |_client, metrics| match self.expired(metrics) {
-            Some(reason) => {
+            Some((label, reason)) => {
                 tracing::debug!(age_s = metrics.age().as_secs(), reason, "retiring connection");
+                crate::metrics::connection_retired(&pool_name, label);
                 Err(HookError::message(reason))
             }
             None => Ok(()),
@@ -61,7 +63,7 @@ impl Limits {
     /// Spawns the reaper: every `every`, drops idle connections that are retired. It holds the pool
     /// weakly, looks at it at least once a second, and ends within a second of the pool being dropped or
     /// closed.
-    pub(crate) fn spawn_reaper(self, pool: &Pool, every: Duration) {
+    pub(crate) fn spawn_reaper(self, pool: &Pool, every: Duration, pool_name: Arc<str>) {
         let weak = pool.weak();
         let check = every.min(Duration::from_secs(1));
         tokio::spawn(async move {
@@ -77,7 +79,13 @@ impl Limits {
                 }
                 next_prune += every;
                 let removed = pool
-                    .retain(|_, metrics| self.expired(&metrics).is_none())
+                    .retain(|_, metrics| match self.expired(&metrics) {
+                        Some((label, _)) => {
+                            crate::metrics::connection_retired(&pool_name, label);
+                            false
+                        }
+                        None => true,
+                    })
                     .removed
                     .len();
                 if removed > 0 {

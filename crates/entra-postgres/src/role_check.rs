@@ -8,6 +8,7 @@
 //! `target_session_attrs`, finds the server that does. Between checks a statement on a stale connection
 //! fails with 25006, before anything is written: no acknowledged write is lost.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Hook, HookError, Metrics};
@@ -21,13 +22,14 @@ const CHECK_EVERY: usize = 16;
 const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// The `pre_recycle` hook for `attrs`; `None` for [`SessionAttrs::Any`].
-pub(crate) fn hook(attrs: SessionAttrs) -> Option<Hook> {
+pub(crate) fn hook(attrs: SessionAttrs, pool_name: Arc<str>) -> Option<Hook> {
     let want_read_only = match attrs {
         SessionAttrs::ReadWrite => false,
         SessionAttrs::ReadOnly => true,
         _ => return None,
     };
     Some(Hook::async_fn(move |client, metrics| {
+        let pool_name = pool_name.clone();
         Box::pin(async move {
             if !due(metrics) {
                 return Ok(());
@@ -42,6 +44,7 @@ pub(crate) fn hook(attrs: SessionAttrs) -> Option<Hook> {
             });
             match read_only {
                 Some(read_only) if read_only != want_read_only => {
+                    crate::metrics::connection_retired(&pool_name, "role_changed");
                     tracing::info!(
                         read_only,
                         "the server's role changed; retiring the connection (target_session_attrs)"

@@ -53,6 +53,7 @@ mod claims;
 mod env;
 mod error;
 mod http;
+pub mod metrics;
 mod policy;
 mod refresher;
 mod response;

@@ -132,6 +132,7 @@ fn publish(shared: &Shared, source: &str, token: AccessToken, now: Instant) -> R
     let renew_at = (now + policy.refresh_delay(lifetime, refresh_in)).min(until);
     tracing::info!(token = %token.fingerprint(), expires_in = lifetime.as_secs(), "token fetched");
     let fingerprint = token.fingerprint();
+    crate::metrics::published(source, &token, until - now);
     let _guard = shared.swap_lock.lock();
     shared.current.store(Some(Arc::new(Cached {
         token,
@@ -149,6 +150,7 @@ fn publish(shared: &Shared, source: &str, token: AccessToken, now: Instant) -> R
         s.last_error = None;
         s.refreshes += 1;
     });
+    crate::metrics::state(source, TokenState::Valid);
     Ok(Plan {
         renew_at,
         usable_until: until,
@@ -285,6 +287,7 @@ impl TokenHandle {
             }
             shared.current.store(None);
             shared.force.store(true, Ordering::Release);
+            crate::metrics::state(&shared.status.borrow().source.clone(), TokenState::Unavailable);
             shared.status.send_modify(|s| {
                 s.state = TokenState::Unavailable;
                 s.fingerprint = None;
@@ -334,6 +337,7 @@ impl Drop for StopGuard {
             let _guard = self.0.swap_lock.lock();
             self.0.current.store(None);
         }
+        crate::metrics::state(&self.0.status.borrow().source.clone(), TokenState::Stopped);
         self.0.status.send_modify(|s| {
             s.state = TokenState::Stopped;
             s.usable_until = None;
@@ -350,6 +354,8 @@ fn expire(shared: &Shared, source: &str) {
         shared.current.store(None);
     }
     tracing::warn!(source, "cached token expired before a renewal succeeded");
+    crate::metrics::expired(source);
+    crate::metrics::state(source, TokenState::Unavailable);
     shared.status.send_modify(|s| {
         s.state = TokenState::Unavailable;
         s.usable_until = None;
@@ -459,12 +465,14 @@ async fn run(
                     "token fetch failed"
                 );
                 let usable = shared.current.load().is_some();
+                let state = if usable {
+                    TokenState::Stale
+                } else {
+                    TokenState::Unavailable
+                };
+                crate::metrics::state(source.name(), state);
                 shared.status.send_modify(|s| {
-                    s.state = if usable {
-                        TokenState::Stale
-                    } else {
-                        TokenState::Unavailable
-                    };
+                    s.state = state;
                     s.next_fetch = Some(next_fetch);
                     s.consecutive_failures = failures;
                     s.last_error = Some(error);

@@ -206,6 +206,7 @@ pub(crate) async fn fetch_once(
             retry_after: None,
         }),
     };
+    crate::metrics::fetched(source.name(), &result);
     match &result {
         Ok(token) => {
             span.record("outcome", "ok");
