@@ -25,6 +25,19 @@ fn demo_survives_token_rotations_with_zero_errors() {
 }
 
 #[test]
+fn demo_failover_drill_fails_only_what_was_in_flight_and_recovers() {
+    let out = run(entra_pg(&["demo", "--duration", "10", "--failover"], &[]), 180);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout.contains("failover drill: the server restarted"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("0 before, 0 after it served again"), "{stdout}");
+    assert!(stdout.contains("only statements in flight failed"), "{stdout}");
+}
+
+#[test]
 fn demo_refuses_nonsense_flags_with_a_usage_error() {
     let out = run(entra_pg(&["demo", "--tasks", "0"], &[]), 30);
     assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));

@@ -19,6 +19,15 @@ type BoxFuture<'a, T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>
 /// The pool name metrics carry when none is given.
 pub(crate) const DEFAULT_POOL_NAME: &str = "entra-pool";
 
+/// How long a new connection waits for a server that is starting up or shutting down (SQLSTATE 57P03);
+/// the pool's create timeout, when shorter, ends the wait first.
+const SERVER_NOT_READY_WAIT: Duration = Duration::from_secs(30);
+
+fn is_not_ready(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|db| *db.code() == tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW)
+}
+
 /// How long a new connection waits for a token by default.
 pub(crate) const DEFAULT_TOKEN_WAIT: Duration = Duration::from_secs(15);
 
@@ -192,12 +201,28 @@ impl Connect for EntraConnect {
     fn connect(&self, _: &Config) -> BoxFuture<'_, Result<(Client, JoinHandle<()>), tokio_postgres::Error>> {
         Box::pin(async move {
             let started = std::time::Instant::now();
-            let result = match &self.credential {
-                Credential::Token(tokens) => self.connect_with_token(tokens).await,
-                Credential::Password(p) => {
-                    self.plan
-                        .open(secrecy::ExposeSecret::expose_secret(&**p).as_bytes())
-                        .await
+            let mut pause = Duration::from_millis(50);
+            let result = loop {
+                let result = match &self.credential {
+                    Credential::Token(tokens) => self.connect_with_token(tokens).await,
+                    Credential::Password(p) => {
+                        self.plan
+                            .open(secrecy::ExposeSecret::expose_secret(&**p).as_bytes())
+                            .await
+                    }
+                };
+                // A server starting up or shutting down (a restart, a failover) answers 57P03 for a few
+                // seconds: wait for it, within the pool's create timeout, rather than fail the caller.
+                match &result {
+                    Err(e) if is_not_ready(e) && started.elapsed() + pause < SERVER_NOT_READY_WAIT => {
+                        tracing::debug!(
+                            retry_in_ms = pause.as_millis() as u64,
+                            "server not accepting connections yet"
+                        );
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(1));
+                    }
+                    _ => break result,
                 }
             };
             match &result {

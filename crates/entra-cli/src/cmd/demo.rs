@@ -38,6 +38,62 @@ pub(crate) struct DemoArgs {
     /// Retire connections after about this many milliseconds, so they are re-created on new tokens.
     #[arg(long, value_name = "MS", default_value_t = 2000)]
     max_lifetime_ms: u64,
+    /// Halfway through, a failover drill: the server restarts (every session dies, as when a primary
+    /// vanishes) and the gate accepts nothing for --failover-pause seconds, then comes back on the same
+    /// name; the summary says which statements failed and how long the pool took to serve again.
+    #[arg(long)]
+    failover: bool,
+    /// How long the gate stays away during the drill.
+    #[arg(long, value_name = "SECS", default_value_t = 3)]
+    failover_pause: u64,
+}
+
+/// What the failover drill saw.
+struct Drill {
+    /// Errors before the drill began (must be 0).
+    errors_before: u64,
+    /// Errors from the failure until the pool served again: what was in flight when the server went.
+    errors: u64,
+    /// From the failure to the first acknowledged statement after it.
+    recovered_after: Duration,
+    /// From the gate's return to the first acknowledged statement.
+    served_after_return: Duration,
+    /// Token requests during the drill.
+    token_fetches: usize,
+}
+
+/// Halfway through the run: the gate stops accepting, the server restarts (killing every session), the
+/// gate waits `pause`, then accepts again. Measures until the load is served again.
+async fn failover(emulator: &Emulator, live: &Live, at: Duration, pause: Duration) -> Result<Drill, String> {
+    tokio::time::sleep(at).await;
+    eprintln!("failover drill: the server goes away for {} s…", pause.as_secs());
+    let (errors_before, fetches_before) = (live.errors(), emulator.identity().token_requests());
+    let failed_at = Instant::now();
+    emulator.gate().pause_accepting(true);
+    emulator
+        .gate()
+        .restart_upstream()
+        .await
+        .map_err(|e| entra_postgres::report(&e))?;
+    let away = pause.saturating_sub(failed_at.elapsed());
+    tokio::time::sleep(away).await;
+    emulator.gate().pause_accepting(false);
+    let back_at = Instant::now();
+    let ops = live.ops();
+    while live.ops() == ops {
+        if back_at.elapsed() > Duration::from_secs(60) {
+            return Err("the pool did not serve again within 60 s of the gate's return".into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!("failover drill: served again");
+    Ok(Drill {
+        errors_before,
+        errors: live.errors() - errors_before,
+        recovered_after: failed_at.elapsed(),
+        served_after_return: back_at.elapsed(),
+        token_fetches: emulator.identity().token_requests() - fetches_before,
+    })
 }
 
 pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
@@ -90,7 +146,21 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         Duration::from_secs(args.duration),
         live.clone(),
     );
-    let (driven, ()) = tokio::join!(run, progress(&pool, &live, started, deadline));
+    let drill = async {
+        match args.failover {
+            true => Some(
+                failover(
+                    &emulator,
+                    &live,
+                    Duration::from_secs(args.duration) / 2,
+                    Duration::from_secs(args.failover_pause),
+                )
+                .await,
+            ),
+            false => None,
+        }
+    };
+    let (driven, (), drill) = tokio::join!(run, progress(&pool, &live, started, deadline), drill);
 
     let summary = Summary {
         errors: driven.stats.errors,
@@ -104,6 +174,48 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     };
     print!("{}", summary.table(&args));
     let style = Style::stdout();
+    if let Some(drill) = drill {
+        let drill =
+            drill.map_err(|e| CliError::new(Exit::Failure, format!("the failover drill failed: {e}")))?;
+        println!(
+            "\nfailover drill: the server restarted and the gate was away {} s",
+            args.failover_pause
+        );
+        println!(
+            "  {:<20} {} while the server was away (statements and sign-ins in flight when it went), {} before, {} after it served again",
+            "errors",
+            drill.errors,
+            drill.errors_before,
+            summary.errors - drill.errors_before - drill.errors
+        );
+        println!(
+            "  {:<20} {:.1} s after the failure, {} ms after the gate came back",
+            "served again",
+            drill.recovered_after.as_secs_f64(),
+            drill.served_after_return.as_millis()
+        );
+        println!(
+            "  {:<20} {} during the drill",
+            "token fetches", drill.token_fetches
+        );
+        let in_flight_only = drill.errors == summary.errors;
+        if in_flight_only {
+            println!(
+                "\n{} only statements in flight failed; the pool served again by itself",
+                style.ok()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!(
+            "\n{} {} errors outside the drill; the first ones:",
+            style.fail(),
+            summary.errors
+        );
+        for e in &driven.first_errors {
+            println!("  - {e}");
+        }
+        return Err(CliError::silent(Exit::Failure));
+    }
     if summary.errors == 0 {
         println!(
             "\n{} the pool outlived {} tokens with zero errors",
