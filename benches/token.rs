@@ -124,24 +124,53 @@ fn per_call(n: u32, mut f: impl FnMut()) -> f64 {
 }
 
 fn summary(handle: &TokenHandle) {
-    const N: u32 = 10_000_000;
+    const N: u32 = 5_000_000;
+    const PAIRS: usize = 5;
     let arc = baseline();
-    let current = per_call(N, || {
-        black_box(handle.current());
-    });
-    let clone = per_call(N, || {
-        black_box(Arc::clone(black_box(&arc)));
-    });
-    let borrowed = per_call(N, || {
-        black_box(handle.with_current(|t| t.secret().len()));
-    });
+    // Interleaved (baseline, ours) pairs, order alternating.
+    let (mut current, mut borrowed) = (Vec::new(), Vec::new());
+    for i in 0..PAIRS {
+        let clone = || {
+            per_call(N, || {
+                black_box(Arc::clone(black_box(&arc)));
+            })
+        };
+        let ours = || {
+            let c = per_call(N, || {
+                black_box(handle.current());
+            });
+            let b = per_call(N, || {
+                black_box(handle.with_current(|t| t.secret().len()));
+            });
+            (c, b)
+        };
+        let (base, (c, b)) = if i % 2 == 0 {
+            let base = clone();
+            (base, ours())
+        } else {
+            let o = ours();
+            (clone(), o)
+        };
+        current.push((c, base));
+        borrowed.push((b, base));
+    }
+    let show = |pairs: &[(f64, f64)]| {
+        entra_load::PairedRatio::of_pairs(pairs.iter().copied()).map_or_else(|| "-".into(), |r| r.display())
+    };
+    let median = |pairs: &[(f64, f64)], side: fn(&(f64, f64)) -> f64| {
+        entra_load::PairedRatio::of(pairs.iter().map(side)).map_or(0.0, |r| r.median)
+    };
     println!(
-        "token current(): {current:.2} ns, Arc<String> clone: {clone:.2} ns, ratio X/Y = {:.2}",
-        current / clone
+        "token current(): {:.2} ns, Arc<String> clone: {:.2} ns (medians), ratio {}",
+        median(&current, |p| p.0),
+        median(&current, |p| p.1),
+        show(&current)
     );
     println!(
-        "token with_current(): {borrowed:.2} ns, Arc<String> clone: {clone:.2} ns, ratio = {:.2}",
-        borrowed / clone
+        "token with_current(): {:.2} ns, Arc<String> clone: {:.2} ns (medians), ratio {}",
+        median(&borrowed, |p| p.0),
+        median(&borrowed, |p| p.1),
+        show(&borrowed)
     );
     breakdown(N);
 }

@@ -30,16 +30,23 @@ impl Limits {
         Some(max.mul_f64(factor.max(0.0)))
     }
 
-    /// Why a connection must be retired, if it must: the metrics label and the message.
+    /// Why a connection must be retired, if it must: the metrics label and the message. Runs at every
+    /// checkout, so it reads the clock once and hashes only connections old enough to be near their
+    /// jittered lifetime.
     pub(crate) fn expired(&self, metrics: &Metrics) -> Option<(&'static str, &'static str)> {
-        if self
-            .lifetime_of(metrics.created)
-            .is_some_and(|life| metrics.age() >= life)
-        {
-            return Some(("max_lifetime", "connection reached its max_lifetime"));
+        let now = Instant::now();
+        if let Some(max) = self.max_lifetime {
+            let age = now.saturating_duration_since(metrics.created);
+            let earliest = max.mul_f64((1.0 - self.jitter).max(0.0));
+            if age >= earliest && self.lifetime_of(metrics.created).is_some_and(|life| age >= life) {
+                return Some(("max_lifetime", "connection reached its max_lifetime"));
+            }
         }
-        if self.idle_timeout.is_some_and(|idle| metrics.last_used() >= idle) {
-            return Some(("idle_timeout", "connection idle longer than idle_timeout"));
+        if let Some(idle) = self.idle_timeout {
+            let last = metrics.recycled.unwrap_or(metrics.created);
+            if now.saturating_duration_since(last) >= idle {
+                return Some(("idle_timeout", "connection idle longer than idle_timeout"));
+            }
         }
         None
     }
