@@ -64,6 +64,7 @@ pub struct EmulatorBuilder {
     pgbouncer: Option<PoolMode>,
     on_caller_runtime: bool,
     replica: bool,
+    sign_in_delay: Duration,
 }
 
 impl Default for EmulatorBuilder {
@@ -80,6 +81,7 @@ impl Default for EmulatorBuilder {
             pgbouncer: None,
             on_caller_runtime: false,
             replica: false,
+            sign_in_delay: Duration::ZERO,
         }
     }
 }
@@ -198,6 +200,12 @@ impl EmulatorBuilder {
         })
     }
 
+    /// Delays every sign-in at the gate(s) by this much ([`EntraGate::set_sign_in_delay`]).
+    pub fn sign_in_delay(mut self, delay: Duration) -> Self {
+        self.sign_in_delay = delay;
+        self
+    }
+
     /// Also starts a [`Replica`]: a second server, read-only, behind its own gate, with the same CA,
     /// token issuer, principals and database ([`Emulator::replica`], [`Emulator::switch_over`]).
     pub fn replica(mut self, on: bool) -> Self {
@@ -240,6 +248,7 @@ impl EmulatorBuilder {
             gate = gate.skew(skew);
         }
         let gate = gate.start().await?;
+        gate.set_sign_in_delay(self.sign_in_delay);
         for id in std::iter::once(&principal).chain(&self.extra) {
             gate.create_principal(&id.name, &id.object_id, PrincipalKind::Service)
                 .await?;
@@ -256,6 +265,7 @@ impl EmulatorBuilder {
                 replica_gate = replica_gate.skew(skew);
             }
             let replica_gate = replica_gate.start().await?;
+            replica_gate.set_sign_in_delay(self.sign_in_delay);
             for id in std::iter::once(&principal).chain(&self.extra) {
                 replica_gate
                     .create_principal(&id.name, &id.object_id, PrincipalKind::Service)

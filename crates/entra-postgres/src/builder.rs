@@ -61,6 +61,7 @@ pub struct PoolBuilder {
     transaction_pooling: bool,
     check_timeout: Duration,
     pool_name: Arc<str>,
+    replace_ahead: usize,
 }
 
 impl std::fmt::Debug for PoolBuilder {
@@ -115,6 +116,7 @@ impl PoolBuilder {
             transaction_pooling: false,
             check_timeout: Duration::from_secs(5),
             pool_name: crate::connect::DEFAULT_POOL_NAME.into(),
+            replace_ahead: 0,
         }
     }
 
@@ -412,6 +414,15 @@ impl PoolBuilder {
         self
     }
 
+    /// **Replace-ahead**: keep `spares` connections signed in, in the background, so that a `get()` that
+    /// must open a connection (one retired by `max_lifetime`, or a pool growing) takes a ready one instead
+    /// of waiting for TCP, TLS and the Entra sign-in (default 0: off). Spares are server connections
+    /// beyond `max_size`; each waits at most one `max_lifetime` before it is replaced.
+    pub fn replace_ahead(mut self, spares: usize) -> Self {
+        self.replace_ahead = spares;
+        self
+    }
+
     /// The pool's name in metrics (`db.client.connection.pool.name`, feature `metrics`; default
     /// `entra-pool`): tell a writer pool from a reader pool.
     pub fn pool_name(mut self, name: impl Into<String>) -> Self {
@@ -474,7 +485,19 @@ impl PoolBuilder {
             max_size = self.max_size,
             "entra pool ready"
         );
+        let (connect, spares) = match self.replace_ahead {
+            0 => (connect, None),
+            n => {
+                let spares = crate::spares::Spares::new(n, self.limits.max_lifetime);
+                (connect.with_spares(spares.clone()), Some(spares))
+            }
+        };
+        let warmer = spares.map(|s| (connect.without_spares(), s));
+        let counts = connect.clone();
         let pool = self.deadpool(connect)?;
+        if let Some((plain, spares)) = warmer {
+            crate::spares::spawn_warmer(plain, spares, pool.weak());
+        }
         self.start_reaper(&pool);
         crate::metrics::spawn_status_task(&pool, self.pool_name.clone());
         Ok(EntraPool {
@@ -483,6 +506,7 @@ impl PoolBuilder {
             user,
             check_timeout: self.check_timeout,
             name: self.pool_name.clone(),
+            connector: counts,
         })
     }
 
@@ -620,6 +644,8 @@ pub struct EntraPool {
     user: String,
     check_timeout: Duration,
     name: Arc<str>,
+    /// A clone of the pool's connector, for its counts.
+    connector: EntraConnect,
 }
 
 impl std::fmt::Debug for EntraPool {
@@ -646,6 +672,8 @@ pub struct PoolStatus {
     pub pool: deadpool_postgres::Status,
     /// The token refresher's status (`None` in static-password mode).
     pub token: Option<TokenStatus>,
+    /// How the pool's connections were opened: inside a `get()`, or ahead by replace-ahead.
+    pub connections: crate::ConnectionCounts,
 }
 
 impl EntraPool {
@@ -686,6 +714,7 @@ impl EntraPool {
         PoolStatus {
             pool: self.pool.status(),
             token: self.tokens.as_ref().map(TokenHandle::status),
+            connections: self.connector.counts(),
         }
     }
 

@@ -67,6 +67,8 @@ pub struct EntraConnect {
     credential: Credential,
     token_wait: Duration,
     pool_name: Arc<str>,
+    spares: Option<Arc<crate::spares::Spares>>,
+    opened_in_checkout: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for EntraConnect {
@@ -98,6 +100,8 @@ impl EntraConnect {
             credential: Credential::Token(tokens),
             token_wait: DEFAULT_TOKEN_WAIT,
             pool_name: DEFAULT_POOL_NAME.into(),
+            spares: None,
+            opened_in_checkout: Arc::default(),
         })
     }
 
@@ -108,6 +112,32 @@ impl EntraConnect {
             credential: Credential::Password(Arc::new(password)),
             token_wait: DEFAULT_TOKEN_WAIT,
             pool_name: DEFAULT_POOL_NAME.into(),
+            spares: None,
+            opened_in_checkout: Arc::default(),
+        }
+    }
+
+    pub(crate) fn with_spares(mut self, spares: Arc<crate::spares::Spares>) -> Self {
+        self.spares = Some(spares);
+        self
+    }
+
+    /// The connector without spares, for the task that opens them.
+    pub(crate) fn without_spares(&self) -> Self {
+        let mut plain = self.clone();
+        plain.spares = None;
+        plain
+    }
+
+    /// How this connector's connections came about.
+    pub(crate) fn counts(&self) -> crate::spares::ConnectionCounts {
+        let (opened_ahead, taken_ahead, spares_ready) =
+            self.spares.as_ref().map_or((0, 0, 0), |s| s.counts());
+        crate::spares::ConnectionCounts {
+            opened_in_checkout: self.opened_in_checkout.load(std::sync::atomic::Ordering::Relaxed),
+            opened_ahead,
+            taken_ahead,
+            spares_ready,
         }
     }
 
@@ -200,51 +230,65 @@ impl EntraConnect {
 impl Connect for EntraConnect {
     fn connect(&self, _: &Config) -> BoxFuture<'_, Result<(Client, JoinHandle<()>), tokio_postgres::Error>> {
         Box::pin(async move {
-            let started = std::time::Instant::now();
-            let mut pause = Duration::from_millis(50);
-            let result = loop {
-                let result = match &self.credential {
-                    Credential::Token(tokens) => self.connect_with_token(tokens).await,
-                    Credential::Password(p) => {
-                        self.plan
-                            .open(secrecy::ExposeSecret::expose_secret(&**p).as_bytes())
-                            .await
-                    }
-                };
-                // A server starting up or shutting down (a restart, a failover) answers 57P03 for a few
-                // seconds: wait for it, within the pool's create timeout, rather than fail the caller.
-                match &result {
-                    Err(e) if is_not_ready(e) && started.elapsed() + pause < SERVER_NOT_READY_WAIT => {
-                        tracing::debug!(
-                            retry_in_ms = pause.as_millis() as u64,
-                            "server not accepting connections yet"
-                        );
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(Duration::from_secs(1));
-                    }
-                    _ => break result,
+            if let Some(spare) = self.spares.as_ref().and_then(|s| s.take()) {
+                tracing::debug!("connection handed over from the spares (replace-ahead)");
+                return Ok(spare);
+            }
+            self.opened_in_checkout
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.open_new().await
+        })
+    }
+}
+
+impl EntraConnect {
+    /// Opens a new physical connection: token, sign-in, the refused-token retry, and a wait for a server
+    /// that is starting up.
+    pub(crate) async fn open_new(&self) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(50);
+        let result = loop {
+            let result = match &self.credential {
+                Credential::Token(tokens) => self.connect_with_token(tokens).await,
+                Credential::Password(p) => {
+                    self.plan
+                        .open(secrecy::ExposeSecret::expose_secret(&**p).as_bytes())
+                        .await
                 }
             };
+            // A server starting up or shutting down (a restart, a failover) answers 57P03 for a few
+            // seconds: wait for it, within the pool's create timeout, rather than fail the caller.
             match &result {
-                Ok(_) => {
-                    crate::metrics::connection_created(&self.pool_name, started.elapsed());
+                Err(e) if is_not_ready(e) && started.elapsed() + pause < SERVER_NOT_READY_WAIT => {
                     tracing::debug!(
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "connection created"
-                    )
+                        retry_in_ms = pause.as_millis() as u64,
+                        "server not accepting connections yet"
+                    );
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
                 }
-                Err(e) => {
-                    let kind = match ConnectError::find(e) {
-                        Some(ConnectError::Token(_)) => "token",
-                        Some(ConnectError::TokenRejected { .. }) => "rejected",
-                        _ => "server",
-                    };
-                    crate::metrics::connection_failed(&self.pool_name, kind);
-                    tracing::warn!(error = %crate::report(e), "connection failed")
-                }
+                _ => break result,
             }
-            result
-        })
+        };
+        match &result {
+            Ok(_) => {
+                crate::metrics::connection_created(&self.pool_name, started.elapsed());
+                tracing::debug!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "connection created"
+                )
+            }
+            Err(e) => {
+                let kind = match ConnectError::find(e) {
+                    Some(ConnectError::Token(_)) => "token",
+                    Some(ConnectError::TokenRejected { .. }) => "rejected",
+                    _ => "server",
+                };
+                crate::metrics::connection_failed(&self.pool_name, kind);
+                tracing::warn!(error = %crate::report(e), "connection failed")
+            }
+        }
+        result
     }
 }
 

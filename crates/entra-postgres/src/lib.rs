@@ -43,6 +43,7 @@ mod lifetime;
 pub mod metrics;
 pub mod plan;
 mod role_check;
+mod spares;
 pub mod sql;
 pub mod tls;
 mod tunnel;
@@ -54,6 +55,7 @@ pub use connect::{token_rejection, EntraConnect};
 pub use diagnose::{diagnose, diagnose_with, Cause, Diagnosis, DiagnosisContext};
 pub use error::{report, BuildError, ConnectError, GetError};
 pub use plan::{ConnectionPlan, CredentialKind, PlanOptions, Roots, TlsChoice};
+pub use spares::ConnectionCounts;
 
 pub use deadpool_postgres;
 pub use entra_token;

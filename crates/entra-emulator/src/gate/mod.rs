@@ -136,9 +136,15 @@ pub(crate) struct Shared {
     sessions: Mutex<Vec<SessionRecord>>,
     rejections: Mutex<Vec<RejectionRecord>>,
     active: Mutex<HashMap<u64, (String, oneshot::Sender<()>)>>,
+    /// Added to every sign-in after the token checks out, in ms: what Azure's sign-in costs.
+    sign_in_delay_ms: AtomicU64,
 }
 
 impl Shared {
+    pub(crate) fn sign_in_delay(&self) -> Duration {
+        Duration::from_millis(self.sign_in_delay_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     fn upstream_socket(&self) -> PathBuf {
         if let Some(socket) = &self.relay_socket {
             return socket.clone();
@@ -237,6 +243,7 @@ impl EntraGateBuilder {
             sessions: Mutex::new(Vec::new()),
             rejections: Mutex::new(Vec::new()),
             active: Mutex::new(HashMap::new()),
+            sign_in_delay_ms: AtomicU64::new(0),
         });
         let (pause, paused) = watch::channel(false);
         let accept_task = tokio::spawn(accept_loop(listener, shared.clone(), paused));
@@ -404,6 +411,16 @@ impl EntraGate {
     /// Restart the upstream server: every relayed session ends, new ones work once it is back.
     pub async fn restart_upstream(&self) -> Result<(), EmulatorError> {
         self.shared.upstream.restart().await
+    }
+
+    /// Delays every sign-in by `delay` once the token has been checked, before the session opens: the
+    /// price of a real server's Entra sign-in (tens of milliseconds against Azure), for benchmarks that
+    /// must see it. Applies to sign-ins from now on.
+    pub fn set_sign_in_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.shared
+            .sign_in_delay_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Stop (`true`) or resume (`false`) accepting: while paused, connections wait in the listen queue

@@ -156,6 +156,10 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let fingerprint = TokenFingerprint::of(token);
     drop(body);
+    let delay = shared.sign_in_delay();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
 
     let mut upstream = match UnixStream::connect(shared.upstream_socket()).await {
         Ok(upstream) => upstream,
