@@ -510,6 +510,30 @@ impl PoolBuilder {
         })
     }
 
+    /// Builds a [`MultiplexedPool`](crate::MultiplexedPool): `connections` connections shared by every
+    /// caller, statements pipelined on each, and, for transactions, the ordinary checkout pool this builder
+    /// describes (same token handle). Its connections rotate by `max_lifetime`, with a replacement signed
+    /// in before each retires. The first `connections` connections open before it returns.
+    pub async fn build_multiplexed(self, connections: usize) -> Result<crate::MultiplexedPool, BuildError> {
+        let max_lifetime = self.limits.max_lifetime;
+        let unnamed = self.transaction_pooling;
+        let wait = self.wait_timeout.unwrap_or(Duration::from_secs(30));
+        let plan = self.plan()?;
+        let connect = self.connector(plan).await?;
+        let tokens = connect.tokens().cloned();
+        let checkout = match tokens {
+            Some(tokens) => {
+                let mut same = self;
+                same.tokens = Some(tokens);
+                same.build().await?
+            }
+            None => self.build().await?,
+        };
+        crate::MultiplexedPool::start(connect, connections, max_lifetime, unnamed, wait, checkout)
+            .await
+            .map_err(BuildError::Connect)
+    }
+
     /// The credential (a started refresher, or the static password) and the plan's role settled.
     async fn connector(&self, plan: ConnectionPlan) -> Result<EntraConnect, BuildError> {
         let connect = match &self.static_password {

@@ -115,6 +115,9 @@ pub enum BuildError {
     /// deadpool refused the pool settings.
     #[error("invalid pool settings: {0}")]
     Pool(String),
+    /// A pool that opens its connections at once (multiplexed) could not open one.
+    #[error("could not open the first connections")]
+    Connect(#[source] tokio_postgres::Error),
 }
 
 /// Why [`EntraPool::get`](crate::EntraPool::get) returned no connection.

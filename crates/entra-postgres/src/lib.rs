@@ -41,6 +41,7 @@ mod diagnose;
 mod error;
 mod lifetime;
 pub mod metrics;
+pub mod multiplex;
 pub mod plan;
 mod role_check;
 mod spares;
@@ -54,6 +55,7 @@ pub use config::{parse_connection_string, ConfigError, SessionAttrs, Settings, S
 pub use connect::{token_rejection, EntraConnect};
 pub use diagnose::{diagnose, diagnose_with, Cause, Diagnosis, DiagnosisContext};
 pub use error::{report, BuildError, ConnectError, GetError};
+pub use multiplex::{MultiplexError, MultiplexedPool};
 pub use plan::{ConnectionPlan, CredentialKind, PlanOptions, Roots, TlsChoice};
 pub use spares::ConnectionCounts;
 

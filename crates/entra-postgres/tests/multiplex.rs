@@ -1,0 +1,167 @@
+//! The multiplexed pool: many tasks on a few connections through token rotations, a server restart that
+//! fails only what was in flight, and PgBouncer in transaction mode.
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use entra_emulator::{Emulator, PoolMode};
+use entra_postgres::{MultiplexError, MultiplexedPool};
+use support::{bounded, builder};
+use tokio_postgres::types::Type;
+
+/// `tasks` tasks checking `SELECT $1::int8 * 2` until `deadline`; (acknowledged, errors).
+async fn load(pool: &MultiplexedPool, tasks: i64, deadline: Instant) -> (u64, u64) {
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut set = tokio::task::JoinSet::new();
+    for task in 0..tasks {
+        let (pool, ok, failed) = (pool.clone(), ok.clone(), failed.clone());
+        set.spawn(async move {
+            let mut n = 0i64;
+            while Instant::now() < deadline {
+                let v = task * 1_000_000 + n;
+                match pool.query_one("SELECT $1::int8 * 2", &[&v]).await {
+                    Ok(row) => {
+                        assert_eq!(
+                            row.get::<_, i64>(0),
+                            v * 2,
+                            "a pipelined answer went to its caller"
+                        );
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                n += 1;
+            }
+        });
+    }
+    while let Some(joined) = bounded(90, "the load", set.join_next()).await {
+        joined.expect("no task panicked");
+    }
+    (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tasks_on_two_connections_through_twenty_rotations_without_an_error() {
+    let emulator = Emulator::builder()
+        .token_lifetime(Duration::from_secs(2))
+        .start()
+        .await
+        .expect("emulator");
+    let pool = builder(&emulator)
+        .max_size(1)
+        .max_lifetime(Some(Duration::from_millis(1200)))
+        .build_multiplexed(2)
+        .await
+        .expect("multiplexed pool");
+    let sessions_before = emulator.gate().sessions().len();
+    let (ok, failed) = load(&pool, 32, Instant::now() + Duration::from_secs(24)).await;
+    assert_eq!(failed, 0, "no statement failed ({ok} acknowledged)");
+    let token = pool.checkout().status().token.expect("token mode");
+    assert!(
+        token.refreshes >= 21,
+        "≥ 20 rotations, saw {} tokens",
+        token.refreshes
+    );
+    assert_eq!(
+        emulator.identity().token_requests() as u64,
+        token.refreshes,
+        "one request per rotation"
+    );
+    // Each replacement signed in with the token current at its creation: consecutive sessions carry a
+    // new token as rotations go by, and none was refused.
+    let sessions = emulator.gate().sessions();
+    let tokens: HashSet<_> = sessions[sessions_before..]
+        .iter()
+        .map(|s| s.token.clone())
+        .collect();
+    assert!(
+        tokens.len() >= 15,
+        "connections opened with {} distinct tokens",
+        tokens.len()
+    );
+    assert!(
+        emulator.gate().rejections().is_empty(),
+        "no stale token was offered"
+    );
+    assert!(ok > 2000, "pipelined throughput: {ok}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_fails_only_the_statements_in_flight() {
+    let emulator = Emulator::start().await.expect("emulator");
+    let pool = builder(&emulator)
+        .max_size(1)
+        .build_multiplexed(2)
+        .await
+        .expect("pool");
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let restart = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        emulator.gate().restart_upstream().await.expect("restart");
+    };
+    let ((ok, failed), ()) = tokio::join!(load(&pool, 8, deadline), restart);
+    assert!(
+        emulator.gate().sessions().len() > 2,
+        "both connections died with the server and were reopened"
+    );
+    assert!(
+        failed <= 8 * 2,
+        "only statements in flight (8 tasks on 2 connections): {failed} failed"
+    );
+    let row = bounded(30, "after the restart", pool.query_one("SELECT 1::int4", &[]))
+        .await
+        .expect("served again");
+    assert_eq!(row.get::<_, i32>(0), 1);
+    assert!(ok > 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_pgbouncer_in_transaction_mode_statements_go_unnamed() {
+    let emulator = Emulator::builder()
+        .pgbouncer(PoolMode::Transaction)
+        .start()
+        .await
+        .expect("emulator with PgBouncer");
+    let pool = builder(&emulator)
+        .transaction_pooling(true)
+        .max_size(1)
+        .build_multiplexed(2)
+        .await
+        .expect("pool");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..16i64 {
+        let pool = pool.clone();
+        tasks.spawn(async move {
+            for j in 0..50i64 {
+                let v = i * 1000 + j;
+                let rows = pool
+                    .query_typed("SELECT $1::int8 + 1", &[(&v, Type::INT8)])
+                    .await
+                    .map_err(|e| entra_postgres::report(&e))?;
+                assert_eq!(rows[0].get::<_, i64>(0), v + 1);
+            }
+            let row = pool
+                .query_one("SELECT 41 + 1", &[])
+                .await
+                .map_err(|e| entra_postgres::report(&e))?;
+            assert_eq!(row.get::<_, i32>(0), 42);
+            Ok::<(), String>(())
+        });
+    }
+    while let Some(joined) = bounded(60, "the statements", tasks.join_next()).await {
+        joined.expect("no panic").expect("no failed statement");
+    }
+    let v = 1i64;
+    assert!(matches!(
+        pool.query("SELECT $1::int8", &[&v]).await,
+        Err(MultiplexError::NeedsTypes)
+    ));
+}
