@@ -19,7 +19,7 @@ use crate::drive::{drive, Live};
 use crate::pairs::{load_average, PairedRatio};
 use crate::setup::{self, WriteCheck};
 use crate::stats::{format_us, Percentiles, RunStats};
-use crate::workload::{Mix, Workload, ACCOUNTS_POINT, PGBENCH_POINT};
+use crate::workload::{Mix, Target, Workload, ACCOUNTS_POINT, PGBENCH_POINT};
 use crate::{pgbench, plot};
 
 #[cfg(feature = "clap")]
@@ -51,6 +51,16 @@ pub struct BenchArgs {
     /// Directory for the JSON result and the SVG plot.
     #[arg(long, value_name = "DIR", default_value = "bench-results")]
     pub out: PathBuf,
+    /// `checkout` (a connection per operation) or `multiplexed` (statements pipelined on --connections
+    /// shared connections; pgbench then also runs at -c 16).
+    #[arg(long, value_enum, default_value_t = Mode::Checkout)]
+    mode: Mode,
+    /// The gate waits this long at every sign-in, as Azure's sign-in costs tens of milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    sign_in_delay_ms: u64,
+    /// Replace-ahead spares for the gate's checkout pool (0: off).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    replace_ahead: usize,
     /// Skip the pgbench runs.
     #[arg(long)]
     no_pgbench: bool,
@@ -73,6 +83,9 @@ impl BenchArgs {
             mix: self.mix,
             direct: !self.no_direct,
             pgbench: !self.no_pgbench,
+            mode: self.mode,
+            sign_in_delay: Duration::from_millis(self.sign_in_delay_ms),
+            replace_ahead: self.replace_ahead,
         }
     }
 }
@@ -98,6 +111,33 @@ pub struct BenchConfig {
     pub direct: bool,
     /// Run pgbench (point mix only).
     pub pgbench: bool,
+    /// How operations reach the server.
+    pub mode: Mode,
+    /// Added by the gate to every sign-in.
+    pub sign_in_delay: Duration,
+    /// Replace-ahead spares of the gate's checkout pool.
+    pub replace_ahead: usize,
+}
+
+/// How the load reaches the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum Mode {
+    /// `pool.get()` and one statement per operation.
+    #[default]
+    Checkout,
+    /// Statements pipelined on `connections` shared connections ([`entra_postgres::MultiplexedPool`]).
+    Multiplexed,
+}
+
+impl Mode {
+    /// The name in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Checkout => "checkout",
+            Mode::Multiplexed => "multiplexed",
+        }
+    }
 }
 
 impl Default for BenchConfig {
@@ -112,6 +152,9 @@ impl Default for BenchConfig {
             mix: Mix::Point,
             direct: true,
             pgbench: true,
+            mode: Mode::Checkout,
+            sign_in_delay: Duration::ZERO,
+            replace_ahead: 0,
         }
     }
 }
@@ -146,6 +189,8 @@ pub struct RunResult {
 pub struct PgbenchRun {
     /// The cycle it belongs to.
     pub cycle: usize,
+    /// Its `-c`.
+    pub clients: usize,
     /// Transactions per second, without initial connection time.
     pub tps: f64,
     /// Load average before and after.
@@ -163,6 +208,8 @@ pub struct Ratios {
     pub p99_rotation_over_rest: Option<PairedRatio>,
     /// The same for p99.9.
     pub p999_rotation_over_rest: Option<PairedRatio>,
+    /// Multiplexed mode: our direct throughput over pgbench's at `-c 16`.
+    pub direct_over_pgbench_16: Option<PairedRatio>,
 }
 
 /// Everything one benchmark measured.
@@ -194,6 +241,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, String> {
     eprintln!("starting the local emulator (PostgreSQL, fake IMDS, Entra gate)…");
     let emulator = Emulator::builder()
         .token_lifetime(config.token_lifetime)
+        .sign_in_delay(config.sign_in_delay)
         .start()
         .await
         .map_err(|e| entra_postgres::report(&e))?;
@@ -218,30 +266,37 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, String> {
         if let Some((pool, database)) = &direct {
             runs.push(run_direct(&config, &pg, pool, database, cycle).await?);
             if point && config.pgbench && !pgbench_missing {
-                let before = load_average();
-                eprintln!(
-                    "  pgbench -S -M prepared -c {} -j 2 -T {}…",
-                    config.connections,
-                    config.run_duration.as_secs()
-                );
-                match pgbench::run(&pg, config.connections, config.run_duration).await? {
-                    Some(tps) => pgbench_runs.push(PgbenchRun {
-                        cycle,
-                        tps,
-                        load: (before, load_average()),
-                    }),
-                    None => {
-                        eprintln!("pgbench is not installed (Debian: postgresql-contrib); skipping it");
-                        pgbench_missing = true;
+                let mut clients = vec![config.connections];
+                if config.mode == Mode::Multiplexed && config.connections != 16 {
+                    clients.push(16);
+                }
+                for c in clients {
+                    let before = load_average();
+                    eprintln!(
+                        "  pgbench -S -M prepared -c {c} -j 2 -T {}…",
+                        config.run_duration.as_secs()
+                    );
+                    match pgbench::run(&pg, c, config.run_duration).await? {
+                        Some(tps) => pgbench_runs.push(PgbenchRun {
+                            cycle,
+                            clients: c,
+                            tps,
+                            load: (before, load_average()),
+                        }),
+                        None => {
+                            eprintln!("pgbench is not installed (Debian: postgresql-contrib); skipping it");
+                            pgbench_missing = true;
+                            break;
+                        }
                     }
                 }
             }
         }
     }
-    if let Some(tokens) = gate_pool.tokens() {
+    if let Some(tokens) = gate_pool.pool.tokens() {
         tokens.shutdown();
     }
-    let ratios = ratios(&runs, &pgbench_runs);
+    let ratios = ratios(&runs, &pgbench_runs, config.connections);
     Ok(BenchReport {
         config,
         runs,
@@ -252,12 +307,41 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, String> {
     })
 }
 
-async fn gate_pool(config: &BenchConfig, emulator: &Emulator) -> Result<EntraPool, String> {
+/// A pool to drive: what operations go to, and its checkout pool (tokens, user).
+struct Loaded {
+    target: Target,
+    pool: EntraPool,
+}
+
+async fn load_target(config: &BenchConfig, builder: PoolBuilder) -> Result<Loaded, String> {
+    let report = |e: &entra_postgres::BuildError| entra_postgres::report(e);
+    match config.mode {
+        Mode::Checkout => {
+            let pool = builder.build().await.map_err(|e| report(&e))?;
+            Ok(Loaded {
+                target: Target::Checkout(pool.pool().clone()),
+                pool,
+            })
+        }
+        Mode::Multiplexed => {
+            let m = builder
+                .build_multiplexed(config.connections)
+                .await
+                .map_err(|e| report(&e))?;
+            Ok(Loaded {
+                pool: m.checkout().clone(),
+                target: Target::Multiplexed(m),
+            })
+        }
+    }
+}
+
+async fn gate_pool(config: &BenchConfig, emulator: &Emulator) -> Result<Loaded, String> {
     let max_lifetime = config
         .max_lifetime
         .unwrap_or(config.token_lifetime)
         .max(Duration::from_millis(100));
-    PoolBuilder::from_env()
+    let builder = PoolBuilder::from_env()
         .env(Env::from_pairs(emulator.env_vars()))
         .http_options(
             HttpOptions::default()
@@ -270,9 +354,8 @@ async fn gate_pool(config: &BenchConfig, emulator: &Emulator) -> Result<EntraPoo
         .wait_timeout(Some(Duration::from_secs(10)))
         .create_timeout(Some(Duration::from_secs(10)))
         .token_wait(Duration::from_secs(5))
-        .build()
-        .await
-        .map_err(|e| entra_postgres::report(&e))
+        .replace_ahead(config.replace_ahead);
+    load_target(config, builder).await
 }
 
 /// A pool straight at the server as its superuser, on pgbench's database for the point mix so both read
@@ -282,13 +365,13 @@ async fn direct_pool(
     pg: &TestPostgres,
     point: bool,
     app_database: &str,
-) -> Result<(EntraPool, String), String> {
+) -> Result<(Loaded, String), String> {
     let database = if point {
         setup::PGBENCH_DB.to_string()
     } else {
         app_database.to_string()
     };
-    let pool = PoolBuilder::from_env()
+    let builder = PoolBuilder::from_env()
         .env(Env::from_pairs([(
             "PGSSLROOTCERT",
             pg.ca_path().display().to_string(),
@@ -301,11 +384,8 @@ async fn direct_pool(
         .max_size(config.connections)
         .max_lifetime(None)
         .wait_timeout(Some(Duration::from_secs(10)))
-        .create_timeout(Some(Duration::from_secs(10)))
-        .build()
-        .await
-        .map_err(|e| entra_postgres::report(&e))?;
-    Ok((pool, database))
+        .create_timeout(Some(Duration::from_secs(10)));
+    Ok((load_target(config, builder).await?, database))
 }
 
 fn run_id(label: &str, cycle: usize) -> i16 {
@@ -316,9 +396,10 @@ fn run_id(label: &str, cycle: usize) -> i16 {
 async fn run_gate(
     config: &BenchConfig,
     emulator: &Emulator,
-    pool: &EntraPool,
+    loaded: &Loaded,
     cycle: usize,
 ) -> Result<RunResult, String> {
+    let pool = &loaded.pool;
     let before = load_average();
     let sessions_before = emulator.gate().sessions().len();
     let fetches_before = emulator.identity().token_requests();
@@ -338,7 +419,7 @@ async fn run_gate(
         config.token_lifetime.as_secs()
     );
     let driven = drive(
-        pool.pool(),
+        &loaded.target,
         pool.tokens(),
         &workload,
         config.tasks,
@@ -377,7 +458,7 @@ async fn run_gate(
 async fn run_direct(
     config: &BenchConfig,
     pg: &TestPostgres,
-    pool: &EntraPool,
+    loaded: &Loaded,
     database: &str,
     cycle: usize,
 ) -> Result<RunResult, String> {
@@ -394,7 +475,7 @@ async fn run_direct(
     };
     eprintln!("  direct: the same load against PostgreSQL itself (superuser, static password)");
     let driven = drive(
-        pool.pool(),
+        &loaded.target,
         None,
         &workload,
         config.tasks,
@@ -437,7 +518,7 @@ fn ratio_of(a: Option<u32>, b: Option<u32>) -> Option<f64> {
     }
 }
 
-fn ratios(runs: &[RunResult], pgbench: &[PgbenchRun]) -> Ratios {
+fn ratios(runs: &[RunResult], pgbench: &[PgbenchRun], connections: usize) -> Ratios {
     let of = |label: &str, cycle: usize| {
         runs.iter()
             .find(|r| r.label == label && r.cycle == cycle)
@@ -450,6 +531,13 @@ fn ratios(runs: &[RunResult], pgbench: &[PgbenchRun]) -> Ratios {
         direct_over_pgbench: PairedRatio::of_pairs(
             pgbench
                 .iter()
+                .filter(|p| p.clients == connections)
+                .filter_map(|p| of("direct", p.cycle).map(|d| (d, p.tps))),
+        ),
+        direct_over_pgbench_16: PairedRatio::of_pairs(
+            pgbench
+                .iter()
+                .filter(|p| p.clients == 16 && connections != 16)
                 .filter_map(|p| of("direct", p.cycle).map(|d| (d, p.tps))),
         ),
         gate_over_direct: PairedRatio::of_pairs(
@@ -522,26 +610,54 @@ impl BenchReport {
     /// The whole report as JSON, ratios under `ratios`.
     pub fn json(&self) -> serde_json::Value {
         let c = &self.config;
-        let ratio = |r: &Option<PairedRatio>| r.as_ref().map(PairedRatio::json);
         json!({
             "config": {
                 "tasks": c.tasks, "connections": c.connections, "run_duration_s": c.run_duration.as_secs(),
                 "cycles": c.cycles, "token_lifetime_s": c.token_lifetime.as_secs(),
                 "max_lifetime_ms": c.max_lifetime.map(|d| d.as_millis() as u64), "mix": c.mix.name(),
+                "mode": c.mode.name(), "sign_in_delay_ms": c.sign_in_delay.as_millis() as u64,
+                "replace_ahead": c.replace_ahead,
                 "cores": std::thread::available_parallelism().map(|n| n.get()).ok(),
             },
             "load_average": load_json(&self.load),
             "runs": self.runs.iter().map(run_json).collect::<Vec<_>>(),
             "pgbench": self.pgbench.iter().map(|p| json!({
-                "cycle": p.cycle, "tps": p.tps, "load_average": load_json(&p.load),
+                "cycle": p.cycle, "clients": p.clients, "tps": p.tps, "load_average": load_json(&p.load),
             })).collect::<Vec<_>>(),
-            "ratios": {
-                "direct_over_pgbench": ratio(&self.ratios.direct_over_pgbench),
-                "gate_over_direct": ratio(&self.ratios.gate_over_direct),
-                "p99_rotation_over_rest": ratio(&self.ratios.p99_rotation_over_rest),
-                "p999_rotation_over_rest": ratio(&self.ratios.p999_rotation_over_rest),
-            },
+            "ratios": self.ratios_json(),
         })
+    }
+
+    fn ratios_json(&self) -> serde_json::Value {
+        let ratio = |r: &Option<PairedRatio>| r.as_ref().map(PairedRatio::json);
+        let mut ratios = serde_json::Map::new();
+        ratios.insert(
+            "direct_over_pgbench".into(),
+            json!(ratio(&self.ratios.direct_over_pgbench)),
+        );
+        ratios.insert(
+            "gate_over_direct".into(),
+            json!(ratio(&self.ratios.gate_over_direct)),
+        );
+        ratios.insert(
+            "p99_rotation_over_rest".into(),
+            json!(ratio(&self.ratios.p99_rotation_over_rest)),
+        );
+        ratios.insert(
+            "p999_rotation_over_rest".into(),
+            json!(ratio(&self.ratios.p999_rotation_over_rest)),
+        );
+        if self.config.mode == Mode::Multiplexed {
+            ratios.insert(
+                "multiplexed_over_pgbench".into(),
+                json!(ratio(&self.ratios.direct_over_pgbench)),
+            );
+            ratios.insert(
+                format!("multiplexed_{}_over_pgbench_16", self.config.connections),
+                json!(ratio(&self.ratios.direct_over_pgbench_16)),
+            );
+        }
+        serde_json::Value::Object(ratios)
     }
 
     /// Writes `load-<timestamp>.json` and an SVG of the first gate run into `dir`; returns both paths.
@@ -571,13 +687,17 @@ impl BenchReport {
     pub fn table(&self) -> String {
         let c = &self.config;
         let mut out = format!(
-            "\nentra-pg bench: {} mix, {} tasks, pool of {}, {} cycles of {} s runs, tokens live {} s\n\n",
+            "\nentra-pg bench: {} mode, {} mix, {} tasks, {} connections, {} cycles of {} s runs, tokens live {} s, \
+             sign-in delay {} ms, replace-ahead {}\n\n",
+            c.mode.name(),
             c.mix.name(),
             c.tasks,
             c.connections,
             c.cycles,
             c.run_duration.as_secs(),
-            c.token_lifetime.as_secs()
+            c.token_lifetime.as_secs(),
+            c.sign_in_delay.as_millis(),
+            c.replace_ahead
         );
         let labels: Vec<&str> = ["gate", "direct"]
             .into_iter()
@@ -632,14 +752,23 @@ impl BenchReport {
             out.push_str(&format!("  {name:<34}{:>16}\n", value.as_deref().unwrap_or("-")));
         }
         out.push('\n');
-        if let Some(tps) = median(self.pgbench.iter().map(|p| p.tps)) {
-            out.push_str(&format!("  pgbench -S -M prepared tps         {tps:>10.0}\n"));
+        let mut clients: Vec<usize> = self.pgbench.iter().map(|p| p.clients).collect();
+        clients.sort_unstable();
+        clients.dedup();
+        for c in clients {
+            if let Some(tps) = median(self.pgbench.iter().filter(|p| p.clients == c).map(|p| p.tps)) {
+                out.push_str(&format!("  pgbench -S -M prepared -c {c:<3} tps  {tps:>10.0}\n"));
+            }
         }
         if self.pgbench_missing {
             out.push_str("  pgbench: not installed, no ratio to it\n");
         }
         let lines = [
-            ("ours direct / pgbench", &self.ratios.direct_over_pgbench),
+            (
+                "ours direct / pgbench (same -c)",
+                &self.ratios.direct_over_pgbench,
+            ),
+            ("ours direct / pgbench -c 16", &self.ratios.direct_over_pgbench_16),
             ("through the gate / direct", &self.ratios.gate_over_direct),
             (
                 "p99 rotation / other windows",

@@ -8,7 +8,7 @@ use deadpool_postgres::Pool;
 use entra_token::{TokenHandle, TokenStatus};
 
 use crate::stats::{RunStats, Sample};
-use crate::workload::{self, Workload};
+use crate::workload::{self, Target, Workload};
 
 /// Counters a caller can read while a run goes on (a progress line).
 #[derive(Debug, Default)]
@@ -47,14 +47,16 @@ pub struct Driven {
 /// Runs `tasks` tasks of `workload` on `pool` for `duration`, after opening the pool's connections (so
 /// the first second does not pay for them), watching `tokens` for rotations.
 pub async fn drive(
-    pool: &Pool,
+    target: &Target,
     tokens: Option<&TokenHandle>,
     workload: &Workload,
     tasks: usize,
     duration: Duration,
     live: Arc<Live>,
 ) -> Driven {
-    warm_up(pool, tasks).await;
+    if let Target::Checkout(pool) = target {
+        warm_up(pool, tasks).await;
+    }
     let started = Instant::now();
     let deadline = started + duration;
     let monitor = tokens.map(|t| tokio::spawn(watch_rotations(t.watch(), started, deadline)));
@@ -62,7 +64,7 @@ pub async fn drive(
     let mut set = tokio::task::JoinSet::new();
     for id in 0..tasks {
         set.spawn(workload::task(
-            pool.clone(),
+            target.clone(),
             workload.clone(),
             live.clone(),
             id as i32,

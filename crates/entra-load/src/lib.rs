@@ -24,4 +24,4 @@ pub mod workload;
 pub use bench::{BenchConfig, BenchReport};
 pub use drive::{drive, Driven, Live};
 pub use pairs::{load_average, PairedRatio};
-pub use workload::{Mix, Workload};
+pub use workload::{Mix, Target, Workload};

@@ -90,7 +90,7 @@ enum Op {
 
 /// One task: operations back to back until `deadline`, timing each (pool checkout included).
 pub async fn task(
-    pool: Pool,
+    pool: Target,
     workload: Arc<Workload>,
     live: Arc<Live>,
     task_id: i32,
@@ -150,9 +150,31 @@ fn pick(mix: Mix) -> Op {
     }
 }
 
-async fn run_op(pool: &Pool, workload: &Workload, op: Op, task: i32, seq: i64) -> Result<(), String> {
+/// Where a load's operations go: a checkout pool, or a multiplexed one (whose writes, being transactions,
+/// take a connection from its checkout pool).
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// `pool.get()` per operation.
+    Checkout(Pool),
+    /// Statements pipelined on a few shared connections.
+    Multiplexed(entra_postgres::MultiplexedPool),
+}
+
+impl Target {
+    pub(crate) fn checkout_pool(&self) -> &Pool {
+        match self {
+            Target::Checkout(pool) => pool,
+            Target::Multiplexed(m) => m.checkout().pool(),
+        }
+    }
+}
+
+async fn run_op(target: &Target, workload: &Workload, op: Op, task: i32, seq: i64) -> Result<(), String> {
     let report = |e: &(dyn std::error::Error + 'static)| entra_postgres::report(e);
-    let mut client = pool.get().await.map_err(|e| report(&e))?;
+    if let (Target::Multiplexed(m), false) = (target, matches!(op, Op::Write)) {
+        return multiplexed_op(m, workload, op, seq).await;
+    }
+    let mut client = target.checkout_pool().get().await.map_err(|e| report(&e))?;
     match op {
         Op::Echo => {
             let n = seq;
@@ -198,5 +220,42 @@ async fn run_op(pool: &Pool, workload: &Workload, op: Op, task: i32, seq: i64) -
                 .map_err(|e| report(&e))?;
             tx.commit().await.map_err(|e| report(&e))
         }
+    }
+}
+
+async fn multiplexed_op(
+    pool: &entra_postgres::MultiplexedPool,
+    workload: &Workload,
+    op: Op,
+    seq: i64,
+) -> Result<(), String> {
+    let report = |e: &(dyn std::error::Error + 'static)| entra_postgres::report(e);
+    match op {
+        Op::Echo => {
+            let row = pool
+                .query_one("SELECT $1::int8 + 1", &[&seq])
+                .await
+                .map_err(|e| report(&e))?;
+            match row.try_get::<_, i64>(0) {
+                Ok(got) if got == seq + 1 => Ok(()),
+                other => Err(format!("wrong answer: {seq} + 1 = {other:?}")),
+            }
+        }
+        Op::Select1 => {
+            let row = pool.query_one("SELECT 1", &[]).await.map_err(|e| report(&e))?;
+            match row.try_get::<_, i32>(0) {
+                Ok(1) => Ok(()),
+                other => Err(format!("SELECT 1 returned {other:?}")),
+            }
+        }
+        Op::Point => {
+            let id: i32 = rand::rng().random_range(1..=ROWS);
+            match pool.query_opt(workload.point_sql, &[&id]).await {
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => Err(format!("no row for id {id}: the table was not filled")),
+                Err(e) => Err(report(&e)),
+            }
+        }
+        Op::Write => Err("writes run in a transaction on the checkout pool".into()),
     }
 }

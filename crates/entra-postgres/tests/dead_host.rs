@@ -176,7 +176,11 @@ fn a_vanished_server_is_noticed_within_the_bound_and_the_pool_recovers() {
 
     expect("READY");
     ns.link(false);
-    writeln!(to_child, "DOWN").expect("tell the child");
+    let cut = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis();
+    writeln!(to_child, "DOWN {cut}").expect("tell the child");
     let failed_after = expect("IN-FLIGHT FAILED AFTER");
     ns.link(true);
     writeln!(to_child, "UP").expect("tell the child");
@@ -256,32 +260,37 @@ fn child() {
             n += 1;
         }
         println!("READY");
-        // Wait for DOWN, read on a thread; meanwhile keep writing: the write in flight when the link goes
-        // down hangs until the kernel gives up on it.
+        // The parent's lines, read on a thread.
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         std::thread::spawn(move || {
             for line in std::io::stdin().lock().lines().map_while(Result::ok) {
                 let _ = tx.send(line);
             }
         });
-        let down_at = loop {
-            if let Ok(line) = rx.try_recv() {
-                assert_eq!(line, "DOWN");
-                break Instant::now();
+        // Keep writing until a write fails: the link is cut under one of them (the parent says when, in
+        // ms since the epoch); that write hangs until the kernel gives up on the connection.
+        let (failed_at, error) = loop {
+            match tokio::time::timeout(BOUND * 2, insert(n)).await {
+                Ok(Ok(())) => {
+                    acked.push(n);
+                    n += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Ok(Err(e)) => break (std::time::SystemTime::now(), e),
+                Err(_) => panic!("a write still hangs after {:?}", BOUND * 2),
             }
-            insert(n).await.expect("writes before the cut");
-            acked.push(n);
-            n += 1;
-            tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        // The statement sent after the cut: its bytes go unacknowledged.
-        let in_flight = tokio::time::timeout(BOUND * 2, insert(n)).await;
-        let failed_after = down_at.elapsed();
-        match in_flight {
-            Ok(Err(e)) => println!("IN-FLIGHT FAILED AFTER {:.1} s ({e})", failed_after.as_secs_f64()),
-            Ok(Ok(())) => panic!("a write succeeded with the link down"),
-            Err(_) => panic!("the in-flight write still hangs after {:?}", BOUND * 2),
-        }
+        let down = rx.recv().await.expect("DOWN");
+        let cut_ms: u64 = down
+            .strip_prefix("DOWN ")
+            .and_then(|ms| ms.parse().ok())
+            .expect("DOWN <ms>");
+        let cut = std::time::UNIX_EPOCH + Duration::from_millis(cut_ms);
+        let failed_after = failed_at.duration_since(cut).unwrap_or_default();
+        println!(
+            "IN-FLIGHT FAILED AFTER {:.1} s ({error})",
+            failed_after.as_secs_f64()
+        );
         assert!(
             failed_after < BOUND,
             "noticed after {failed_after:?}, bound {BOUND:?}"

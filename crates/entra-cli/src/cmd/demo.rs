@@ -138,8 +138,9 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         point_sql: entra_load::workload::ACCOUNTS_POINT,
         run_id: 1,
     };
+    let target = entra_load::Target::Checkout(pool.pool().clone());
     let run = entra_load::drive(
-        pool.pool(),
+        &target,
         pool.tokens(),
         &workload,
         args.tasks,
