@@ -13,22 +13,7 @@ use std::process::Command;
 use common::*;
 
 fn python() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("ENTRA_PYTHON").map(PathBuf::from),
-        Some(PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../target/py-interop/bin/python"
-        ))),
-    ];
-    candidates.into_iter().flatten().find(|p| {
-        Command::new(p)
-            .args([
-                "-c",
-                "import azure.identity, azure_postgresql_auth.psycopg3, psycopg",
-            ])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    })
+    entra_emulator::clients::python_with(&["azure.identity", "azure_postgresql_auth.psycopg3", "psycopg"])
 }
 
 #[test]

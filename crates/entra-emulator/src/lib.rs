@@ -16,9 +16,12 @@
 //! - [`jwt`]: tokens as Entra ID issues them, signed by a published test key (never accepted by Azure).
 //! - [`trap`]: [`Trap`], a listener that records whatever reaches it, to prove a token was not sent.
 //! - [`error`]: [`EmulatorError`], what failed and what to do about it.
+//! - [`clients`]: where the clients we did not write are (`psql`, `pgbench`, a Python with Microsoft's
+//!   packages), for tests that run them against the emulator.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod clients;
 pub mod emulator;
 pub mod error;
 pub mod gate;

@@ -44,21 +44,9 @@ pub async fn run(pg: &TestPostgres, connections: usize, duration: Duration) -> R
     })
 }
 
-/// `pgbench` from PATH, else from the PostgreSQL installation the emulator uses (Debian keeps it in
-/// /usr/lib/postgresql/N/bin).
+/// `pgbench` as the emulator's clients finder has it (PATH, else the PostgreSQL installation).
 fn program() -> std::path::PathBuf {
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("pgbench").is_file()))
-        .unwrap_or(false);
-    if !on_path {
-        if let Ok(binaries) = entra_emulator::postgres::PgBinaries::find() {
-            let candidate = binaries.program("pgbench");
-            if candidate.is_file() {
-                return candidate;
-            }
-        }
-    }
-    "pgbench".into()
+    entra_emulator::clients::pg_program("pgbench").unwrap_or_else(|| "pgbench".into())
 }
 
 /// The tps of `tps = 1234.5 (without initial connection time)`.

@@ -535,6 +535,13 @@ impl PoolBuilder {
     }
 
     /// The credential (a started refresher, or the static password) and the plan's role settled.
+    /// The connector a pool would use, for paths that open sessions themselves (`entra-proxy`): the plan
+    /// checked, the refresher started (its first token fetched as [`build`](Self::build) does) and the
+    /// role settled.
+    pub async fn build_connector(&self) -> Result<EntraConnect, BuildError> {
+        self.connector(self.plan()?).await
+    }
+
     async fn connector(&self, plan: ConnectionPlan) -> Result<EntraConnect, BuildError> {
         let connect = match &self.static_password {
             Some(password) => {

@@ -23,11 +23,6 @@ pub(crate) const DEFAULT_POOL_NAME: &str = "entra-pool";
 /// the pool's create timeout, when shorter, ends the wait first.
 const SERVER_NOT_READY_WAIT: Duration = Duration::from_secs(30);
 
-fn is_not_ready(e: &tokio_postgres::Error) -> bool {
-    e.as_db_error()
-        .is_some_and(|db| *db.code() == tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW)
-}
-
 /// How long a new connection waits for a token by default.
 pub(crate) const DEFAULT_TOKEN_WAIT: Duration = Duration::from_secs(15);
 
@@ -167,29 +162,32 @@ impl EntraConnect {
         &self.plan
     }
 
-    async fn token(&self, tokens: &TokenHandle) -> Result<AccessToken, tokio_postgres::Error> {
+    async fn token(&self, tokens: &TokenHandle) -> Result<AccessToken, ConnectError> {
         match tokio::time::timeout(self.token_wait, tokens.get()).await {
             Ok(Ok(token)) => Ok(token),
-            Ok(Err(e)) => Err(fail(ConnectError::Token(e)).await),
-            Err(_) => Err(fail(ConnectError::Token(entra_token::TokenError::Unavailable {
+            Ok(Err(e)) => Err(ConnectError::Token(e)),
+            Err(_) => Err(ConnectError::Token(entra_token::TokenError::Unavailable {
                 reason: format!("no token within {:?}", self.token_wait),
                 last_error: tokens.status().last_error.map(Box::new),
-            }))
-            .await),
+            })),
         }
     }
 
-    async fn connect_with_token(
-        &self,
-        tokens: &TokenHandle,
-    ) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
-        let token = self.token(tokens).await?;
-        let first = match self.plan.open(token.secret().as_bytes()).await {
+    /// Signs in with the current token by `open`; when the server refuses it in a way a new token may
+    /// cure, invalidates it, waits for the new one and retries once. The one place this rule lives, for
+    /// pooled connections and raw sessions alike.
+    async fn with_token<'s, T, E, F>(&'s self, tokens: &'s TokenHandle, open: &F) -> Result<T, Failed<E>>
+    where
+        E: Refusal,
+        F: Fn(Password) -> BoxFuture<'s, Result<T, E>>,
+    {
+        let token = self.token(tokens).await.map_err(Failed::Ours)?;
+        let first = match open(Password::Token(token.clone())).await {
             Ok(opened) => return Ok(opened),
             Err(e) => e,
         };
         let Some(rejection) = Rejection::of(&first) else {
-            return Err(first);
+            return Err(Failed::Theirs(first));
         };
         let role = self.plan.role().unwrap_or_default().to_string();
         crate::metrics::token_rejected(&self.pool_name);
@@ -201,12 +199,12 @@ impl EntraConnect {
             "server rejected the token; fetching a new one and retrying once"
         );
         tokens.invalidate(&token);
-        let fresh = self.token(tokens).await?;
+        let fresh = self.token(tokens).await.map_err(Failed::Ours)?;
         if fresh.same_as(&token) {
             // Fetched moments ago, so not refetched: a new token would be refused the same way.
-            return Err(fail(rejection.into_error(role)).await);
+            return Err(Failed::Ours(rejection.into_error(role)));
         }
-        match self.plan.open(fresh.secret().as_bytes()).await {
+        match open(Password::Token(fresh.clone())).await {
             Ok(opened) => {
                 tracing::info!(token = %fresh.fingerprint(), "connected with the new token");
                 Ok(opened)
@@ -219,12 +217,73 @@ impl EntraConnect {
                         message = again.message,
                         "server rejected a fresh token"
                     );
-                    Err(fail(again.into_error(role)).await)
+                    Err(Failed::Ours(again.into_error(role)))
                 }
-                None => Err(second),
+                None => Err(Failed::Theirs(second)),
             },
         }
     }
+
+    /// Opens a session for a relay (such as `entra-proxy`) by this connector's plan, with the same token
+    /// rules as the pool's connections: the current token, one retry with a fresh token after a refusal
+    /// a new token may cure, and a wait for a server that is starting up. `parameters` are startup
+    /// parameters passed on ([`ConnectionPlan::open_session`]).
+    pub async fn open_session(
+        &self,
+        parameters: &[(String, String)],
+    ) -> Result<crate::session::RawSession, crate::session::SessionError> {
+        let open = |password: Password| -> BoxFuture<'_, _> {
+            Box::pin(async move { self.plan.open_session(password.bytes(), parameters).await })
+        };
+        self.open_with(&open).await.map_err(|failed| match failed {
+            Failed::Ours(e) => crate::session::SessionError::Token(e),
+            Failed::Theirs(e) => e,
+        })
+    }
+}
+
+/// A failure of ours (no token, a token refused twice) or of the server's or network's.
+pub(crate) enum Failed<E> {
+    Ours(ConnectError),
+    Theirs(E),
+}
+
+/// What a connection attempt signs in with.
+#[derive(Clone)]
+pub(crate) enum Password {
+    Token(AccessToken),
+    Static(Arc<secrecy::SecretString>),
+}
+
+impl Password {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Password::Token(t) => t.secret().as_bytes(),
+            Password::Static(p) => secrecy::ExposeSecret::expose_secret(&**p).as_bytes(),
+        }
+    }
+}
+
+/// A server's refusal of a connection attempt: its SQLSTATE and message.
+pub(crate) trait Refusal {
+    fn refusal(&self) -> Option<(&str, &str)>;
+}
+
+impl Refusal for tokio_postgres::Error {
+    fn refusal(&self) -> Option<(&str, &str)> {
+        self.as_db_error().map(|db| (db.code().code(), db.message()))
+    }
+}
+
+impl Refusal for crate::session::SessionError {
+    fn refusal(&self) -> Option<(&str, &str)> {
+        self.server_refusal()
+    }
+}
+
+fn is_not_ready(e: &impl Refusal) -> bool {
+    e.refusal()
+        .is_some_and(|(code, _)| code == tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW.code())
 }
 
 impl Connect for EntraConnect {
@@ -245,21 +304,36 @@ impl EntraConnect {
     /// Opens a new physical connection: token, sign-in, the refused-token retry, and a wait for a server
     /// that is starting up.
     pub(crate) async fn open_new(&self) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
+        let open = |password: Password| -> BoxFuture<'_, _> {
+            Box::pin(async move { self.plan.open(password.bytes()).await })
+        };
+        match self.open_with(&open).await {
+            Ok(opened) => Ok(opened),
+            Err(Failed::Ours(e)) => Err(fail(e).await),
+            Err(Failed::Theirs(e)) => Err(e),
+        }
+    }
+
+    /// One connection attempt by `open` with this connector's credential, waiting for a server that
+    /// answers 57P03, with its metrics and log lines.
+    async fn open_with<'s, T, E, F>(&'s self, open: &F) -> Result<T, Failed<E>>
+    where
+        E: Refusal + std::error::Error + 'static,
+        F: Fn(Password) -> BoxFuture<'s, Result<T, E>>,
+    {
         let started = std::time::Instant::now();
         let mut pause = Duration::from_millis(50);
         let result = loop {
             let result = match &self.credential {
-                Credential::Token(tokens) => self.connect_with_token(tokens).await,
-                Credential::Password(p) => {
-                    self.plan
-                        .open(secrecy::ExposeSecret::expose_secret(&**p).as_bytes())
-                        .await
-                }
+                Credential::Token(tokens) => self.with_token(tokens, open).await,
+                Credential::Password(p) => open(Password::Static(p.clone())).await.map_err(Failed::Theirs),
             };
             // A server starting up or shutting down (a restart, a failover) answers 57P03 for a few
             // seconds: wait for it, within the pool's create timeout, rather than fail the caller.
             match &result {
-                Err(e) if is_not_ready(e) && started.elapsed() + pause < SERVER_NOT_READY_WAIT => {
+                Err(Failed::Theirs(e))
+                    if is_not_ready(e) && started.elapsed() + pause < SERVER_NOT_READY_WAIT =>
+                {
                     tracing::debug!(
                         retry_in_ms = pause.as_millis() as u64,
                         "server not accepting connections yet"
@@ -278,14 +352,14 @@ impl EntraConnect {
                     "connection created"
                 )
             }
-            Err(e) => {
-                let kind = match ConnectError::find(e) {
-                    Some(ConnectError::Token(_)) => "token",
-                    Some(ConnectError::TokenRejected { .. }) => "rejected",
-                    _ => "server",
+            Err(failed) => {
+                let (kind, error): (_, &(dyn std::error::Error + 'static)) = match failed {
+                    Failed::Ours(e @ ConnectError::Token(_)) => ("token", e),
+                    Failed::Ours(e) => ("rejected", e),
+                    Failed::Theirs(e) => ("server", e),
                 };
                 crate::metrics::connection_failed(&self.pool_name, kind);
-                tracing::warn!(error = %crate::report(e), "connection failed")
+                tracing::warn!(error = %crate::report(error), "connection failed")
             }
         }
         result
@@ -318,12 +392,12 @@ struct Rejection {
 }
 
 impl Rejection {
-    fn of(error: &tokio_postgres::Error) -> Option<Rejection> {
-        let db = error.as_db_error()?;
-        let code = token_rejection(db.code().code(), db.message())?;
+    fn of(error: &impl Refusal) -> Option<Rejection> {
+        let (sqlstate, message) = error.refusal()?;
+        let code = token_rejection(sqlstate, message)?;
         Some(Rejection {
             code,
-            message: db.message().to_string(),
+            message: message.to_string(),
         })
     }
 

@@ -44,6 +44,7 @@ pub mod metrics;
 pub mod multiplex;
 pub mod plan;
 mod role_check;
+pub mod session;
 mod spares;
 pub mod sql;
 pub mod tls;
@@ -57,6 +58,7 @@ pub use diagnose::{diagnose, diagnose_with, Cause, Diagnosis, DiagnosisContext};
 pub use error::{report, BuildError, ConnectError, GetError};
 pub use multiplex::{MultiplexError, MultiplexedPool};
 pub use plan::{ConnectionPlan, CredentialKind, PlanOptions, Roots, TlsChoice};
+pub use session::{CancelTarget, RawSession, SessionError, SessionStream};
 pub use spares::ConnectionCounts;
 
 pub use deadpool_postgres;

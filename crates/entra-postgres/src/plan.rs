@@ -399,6 +399,11 @@ impl ConnectionPlan {
         &self.dbname
     }
 
+    /// How connections are secured.
+    pub(crate) fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
     /// The settings the plan was made from (for diagnostics: each value's origin).
     pub fn settings(&self) -> &Settings {
         &self.settings

@@ -1,0 +1,71 @@
+//! Why a proxy could not start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Why [`ProxyBuilder::start`](crate::ProxyBuilder::start) failed. Each variant names what is wrong and
+/// what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    /// A TCP address that is not loopback, without the option that allows it.
+    #[error(
+        "refusing to listen on {address}: it is not a loopback address, so other machines could sign in as \
+         this identity. Listen on 127.0.0.1 / [::1] or a unix socket; to serve other machines on purpose, \
+         use ProxyBuilder::allow_non_loopback (`entra-pg proxy --allow-non-loopback`) with client TLS and \
+         the local secret"
+    )]
+    NonLoopback {
+        /// The address.
+        address: SocketAddr,
+    },
+    /// A non-loopback address allowed, but no TLS for clients.
+    #[error(
+        "listening on {address} beyond loopback needs TLS for clients: give a certificate and key \
+         (ProxyBuilder::client_tls, `--tls-cert` and `--tls-key`)"
+    )]
+    RemoteNeedsTls {
+        /// The address.
+        address: SocketAddr,
+    },
+    /// A non-loopback address allowed, but clients would be identified by peer credentials, which only
+    /// this machine's clients have.
+    #[error(
+        "listening on {address} beyond loopback needs the local secret for clients (LocalAuth::Secret, \
+         `--auth secret`): peer credentials identify only this machine's processes"
+    )]
+    RemoteNeedsSecret {
+        /// The address.
+        address: SocketAddr,
+    },
+    /// Neither a TCP address nor a unix socket.
+    #[error("nowhere to listen: give a TCP address (loopback) or a unix-socket directory")]
+    NoListener,
+    /// A TCP address could not be bound.
+    #[error("cannot listen on {address}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The unix socket could not be made.
+    #[error("cannot listen on the unix socket {}", path.display())]
+    Socket {
+        /// The socket file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The certificate or key for client TLS is unusable.
+    #[error("client TLS: {0}")]
+    ClientTls(String),
+    /// The connector was made for static-password mode, whose rules do not protect a token.
+    #[error("the proxy signs clients in with Entra tokens; build its connector without a static password")]
+    NotTokenMode,
+    /// The configured role is unknown (no user configured and none derived from the token).
+    #[error("the role to sign in as is not known: set the user (PGUSER, AZURE_POSTGRESQL_USER) or use a token that names one")]
+    NoRole,
+}

@@ -1,0 +1,519 @@
+//! A local PostgreSQL proxy that signs any client, in any language, in to Azure Database for PostgreSQL
+//! with the current Microsoft Entra ID token, without a code change: `psql`, `pgbench`, a Python or Java
+//! service, a migration tool or a BI tool connects to the proxy as to a local server, and the proxy
+//! opens its upstream session through the same [`ConnectionPlan`](entra_postgres::ConnectionPlan) and
+//! token refresher as the pools (`verify-full` TLS, the current token, the configured role), then relays
+//! bytes both ways. Cancel requests are forwarded.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! // AZURE_POSTGRESQL_HOST, _DATABASE, _USER (and _CLIENTID) from the environment, as for the pools.
+//! let connector = entra_postgres::PoolBuilder::from_env().build_connector().await?;
+//! let proxy = entra_proxy::ProxyBuilder::new(connector)
+//!     .listen("127.0.0.1:6543".parse()?)
+//!     .start()
+//!     .await?;
+//! // psql "host=127.0.0.1 port=6543 dbname=… user=…" now signs in with the current token.
+//! # proxy.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Security
+//! The proxy holds an identity's power, so who may use it is decided before anything goes upstream:
+//! - **Where it listens.** Loopback addresses and unix sockets only. A non-loopback address is refused
+//!   unless [`ProxyBuilder::allow_non_loopback`] is given, and then clients must use TLS
+//!   ([`ProxyBuilder::client_tls`]) and the local secret ([`LocalAuth::Secret`]).
+//! - **Who may connect** ([`LocalAuth`]). By default, processes of the proxy's own user id: on a unix
+//!   socket by the kernel's peer credentials, on loopback TCP by the kernel's socket table (the owner of
+//!   the client's end of the connection). Or, with [`LocalAuth::Secret`], whoever knows a generated local
+//!   secret, sent as the password.
+//! - **What a client can reach.** The role a client asks for must be the proxy's role (configured, or
+//!   the name the token gives) and the database must be the configured one; anything else is refused
+//!   with a message that says what to connect with. Hosts come from the configuration only: a client
+//!   cannot name another. `replication` connections are refused.
+//! - **Passwords.** A password a client sends (the local secret) is compared and dropped; no client
+//!   password is ever sent upstream. The upstream password is the current token, over the plan's TLS.
+//! - **Cancel keys.** Each session gets a random backend key of the proxy's own; the upstream's key never
+//!   reaches a client.
+//!
+//! Tokens and secrets never appear in logs or errors. The buffers the proxy owns that held the local
+//! secret are zeroized; the token's path is the pool's (see `entra_postgres`).
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+mod cancel;
+mod error;
+mod listen;
+mod peer;
+mod session;
+mod wire;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use entra_postgres::{CredentialKind, EntraConnect};
+use secrecy::SecretString;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+pub use error::ProxyError;
+
+/// The port `entra-pg proxy` listens on by default.
+pub const DEFAULT_PORT: u16 = 6543;
+/// How many upstream sessions may be open at once by default.
+pub const DEFAULT_MAX_UPSTREAM: usize = 100;
+
+/// How local clients prove who they are.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum LocalAuth {
+    /// Processes running as one of these user ids (by default the proxy's own): unix-socket peer
+    /// credentials, and on loopback TCP the owner of the client's socket in the kernel's table. No
+    /// password is asked for.
+    Peer {
+        /// The user ids allowed.
+        uids: Vec<u32>,
+    },
+    /// Whoever sends this secret as the password (over TLS beyond loopback).
+    Secret(SecretString),
+}
+
+impl LocalAuth {
+    /// Peer authentication for the proxy's own user id.
+    pub fn own_user() -> Self {
+        LocalAuth::Peer {
+            uids: vec![peer::own_uid()],
+        }
+    }
+
+    /// A new random local secret (32 bytes, URL-safe base64): give it to clients out of band, for example
+    /// in a file only they can read.
+    pub fn generate_secret() -> SecretString {
+        use base64::Engine as _;
+        use rand::RngCore as _;
+        let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+        rand::rng().fill_bytes(&mut bytes[..]);
+        SecretString::from(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes[..]))
+    }
+}
+
+impl std::fmt::Debug for LocalAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LocalAuth::Peer { uids } => f.debug_struct("Peer").field("uids", uids).finish(),
+            LocalAuth::Secret(_) => f.write_str("Secret(…)"),
+        }
+    }
+}
+
+/// TLS for clients, required when the proxy listens beyond loopback.
+#[derive(Clone)]
+pub struct ClientTls(tokio_rustls::TlsAcceptor);
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientTls(…)")
+    }
+}
+
+impl ClientTls {
+    /// From a PEM certificate chain and its PEM private key.
+    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, ProxyError> {
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|e| ProxyError::ClientTls(format!("reading {}: {e}", path.display())))
+        };
+        let certs: Vec<_> = rustls_pemfile::certs(&mut read(cert)?.as_slice())
+            .collect::<Result<_, _>>()
+            .map_err(|e| ProxyError::ClientTls(format!("{}: {e}", cert.display())))?;
+        if certs.is_empty() {
+            return Err(ProxyError::ClientTls(format!(
+                "{} holds no certificate",
+                cert.display()
+            )));
+        }
+        let key = rustls_pemfile::private_key(&mut read(key)?.as_slice())
+            .map_err(|e| ProxyError::ClientTls(format!("{}: {e}", key.display())))?
+            .ok_or_else(|| ProxyError::ClientTls(format!("{} holds no private key", key.display())))?;
+        Self::new(certs, key)
+    }
+
+    /// From a certificate chain and its private key.
+    pub fn new(
+        certs: Vec<rustls::pki_types::CertificateDer<'static>>,
+        key: rustls::pki_types::PrivateKeyDer<'static>,
+    ) -> Result<Self, ProxyError> {
+        let config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| ProxyError::ClientTls(e.to_string()))?
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .map_err(|e| ProxyError::ClientTls(e.to_string()))?;
+        Ok(ClientTls(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+    }
+}
+
+/// Configures and starts a proxy. The connector (from
+/// [`PoolBuilder::build_connector`](entra_postgres::PoolBuilder::build_connector)) carries the connection
+/// plan, the token handle and the role.
+#[derive(Debug)]
+pub struct ProxyBuilder {
+    connector: EntraConnect,
+    tcp: Vec<SocketAddr>,
+    socket_dir: Option<PathBuf>,
+    socket_port: Option<u16>,
+    max_upstream: usize,
+    upstream_wait: Duration,
+    startup_timeout: Duration,
+    auth: LocalAuth,
+    remote_allowed: bool,
+    client_tls: Option<ClientTls>,
+}
+
+impl ProxyBuilder {
+    /// A proxy for `connector`'s server, database and role; listening nowhere yet.
+    pub fn new(connector: EntraConnect) -> Self {
+        ProxyBuilder {
+            connector,
+            tcp: Vec::new(),
+            socket_dir: None,
+            socket_port: None,
+            max_upstream: DEFAULT_MAX_UPSTREAM,
+            upstream_wait: Duration::from_secs(30),
+            startup_timeout: Duration::from_secs(60),
+            auth: LocalAuth::own_user(),
+            remote_allowed: false,
+            client_tls: None,
+        }
+    }
+
+    /// Listens on this TCP address (loopback, unless [`allow_non_loopback`](Self::allow_non_loopback)).
+    /// Port 0 picks a free port ([`ProxyHandle::tcp_addresses`]).
+    pub fn listen(mut self, address: SocketAddr) -> Self {
+        self.tcp.push(address);
+        self
+    }
+
+    /// Listens on a unix socket in `dir`, named as libpq expects (`.s.PGSQL.<port>`, the port being
+    /// [`socket_port`](Self::socket_port), else the first TCP port, else 5432), so
+    /// `psql "host=<dir> port=<port>"` finds it. A directory the proxy creates is made `0700`.
+    pub fn unix_socket_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.socket_dir = Some(dir.into());
+        self
+    }
+
+    /// The port in the unix socket's name.
+    pub fn socket_port(mut self, port: u16) -> Self {
+        self.socket_port = Some(port);
+        self
+    }
+
+    /// At most this many upstream sessions at once (default 100); a client beyond waits up to
+    /// [`upstream_wait`](Self::upstream_wait) for one to close, then is refused with SQLSTATE 53300.
+    pub fn max_upstream(mut self, sessions: usize) -> Self {
+        self.max_upstream = sessions.max(1);
+        self
+    }
+
+    /// How long a client waits for a free upstream slot (default 30 s).
+    pub fn upstream_wait(mut self, wait: Duration) -> Self {
+        self.upstream_wait = wait;
+        self
+    }
+
+    /// How long a client has from connecting to a relayed session (default 60 s, PostgreSQL's
+    /// `authentication_timeout`).
+    pub fn startup_timeout(mut self, timeout: Duration) -> Self {
+        self.startup_timeout = timeout;
+        self
+    }
+
+    /// How clients prove who they are (default: the proxy's own user id, [`LocalAuth::own_user`]).
+    pub fn local_auth(mut self, auth: LocalAuth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Allows TCP addresses beyond loopback. Such a proxy lets other machines sign in as this identity,
+    /// so it also requires [`client_tls`](Self::client_tls) and [`LocalAuth::Secret`].
+    pub fn allow_non_loopback(mut self, allow: bool) -> Self {
+        self.remote_allowed = allow;
+        self
+    }
+
+    /// TLS for clients (then every TCP client must use it).
+    pub fn client_tls(mut self, tls: ClientTls) -> Self {
+        self.client_tls = Some(tls);
+        self
+    }
+
+    /// Checks the rules, binds every listener and starts accepting.
+    pub async fn start(self) -> Result<ProxyHandle, ProxyError> {
+        if self.connector.plan().credential() != CredentialKind::EntraToken
+            || self.connector.tokens().is_none()
+        {
+            return Err(ProxyError::NotTokenMode);
+        }
+        let role = self
+            .connector
+            .plan()
+            .role()
+            .ok_or(ProxyError::NoRole)?
+            .to_string();
+        let tcp = if self.tcp.is_empty() && self.socket_dir.is_none() {
+            return Err(ProxyError::NoListener);
+        } else {
+            self.tcp.clone()
+        };
+        listen::check_binds(
+            &tcp,
+            self.remote_allowed,
+            self.client_tls.is_some(),
+            matches!(self.auth, LocalAuth::Secret(_)),
+        )?;
+        let mut tcp_listeners = Vec::new();
+        for address in &tcp {
+            tcp_listeners.push(listen::bind_tcp(*address).await?);
+        }
+        let tcp_addresses: Vec<SocketAddr> =
+            tcp_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let socket = match &self.socket_dir {
+            Some(dir) => {
+                let port = self
+                    .socket_port
+                    .or_else(|| tcp_addresses.first().map(SocketAddr::port))
+                    .unwrap_or(5432);
+                let path = listen::socket_path(dir, port);
+                Some((listen::bind_unix(&path).await?, path))
+            }
+            None => None,
+        };
+        let shared = Arc::new(Shared {
+            dbname: self.connector.plan().dbname().to_string(),
+            connector: self.connector,
+            role,
+            auth: self.auth,
+            client_tls: self.client_tls.map(|t| t.0),
+            upstream_slots: Arc::new(Semaphore::new(self.max_upstream)),
+            max_upstream: self.max_upstream,
+            upstream_wait: self.upstream_wait,
+            startup_timeout: self.startup_timeout,
+            cancel_keys: cancel::CancelKeys::default(),
+            stats: Counters::default(),
+        });
+        let mut tasks = JoinSet::new();
+        for listener in tcp_listeners {
+            let shared = shared.clone();
+            tasks.spawn(async move {
+                let mut sessions = JoinSet::new();
+                loop {
+                    tokio::select! {
+                        accepted = listener.accept() => match accepted {
+                            Ok((tcp, _)) => {
+                                shared.stats.accepted.add();
+                                sessions.spawn(session::serve_tcp(shared.clone(), tcp));
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "proxy: accept failed");
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                        },
+                        Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                    }
+                }
+            });
+        }
+        let socket_path = socket.as_ref().map(|(_, path)| path.clone());
+        if let Some((listener, _)) = socket {
+            let shared = shared.clone();
+            tasks.spawn(async move {
+                let mut sessions = JoinSet::new();
+                loop {
+                    tokio::select! {
+                        accepted = listener.accept() => match accepted {
+                            Ok((unix, _)) => {
+                                shared.stats.accepted.add();
+                                sessions.spawn(session::serve_unix(shared.clone(), unix));
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "proxy: accept failed");
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                        },
+                        Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                    }
+                }
+            });
+        }
+        tracing::info!(
+            tcp = ?tcp_addresses,
+            socket = ?socket_path,
+            role = shared.role,
+            database = shared.dbname,
+            auth = ?shared.auth,
+            "entra proxy listening"
+        );
+        Ok(ProxyHandle {
+            shared,
+            tasks,
+            tcp_addresses,
+            socket_path,
+        })
+    }
+}
+
+/// What every session shares.
+pub(crate) struct Shared {
+    connector: EntraConnect,
+    role: String,
+    dbname: String,
+    auth: LocalAuth,
+    client_tls: Option<tokio_rustls::TlsAcceptor>,
+    upstream_slots: Arc<Semaphore>,
+    max_upstream: usize,
+    upstream_wait: Duration,
+    startup_timeout: Duration,
+    cancel_keys: cancel::CancelKeys,
+    stats: Counters,
+}
+
+#[derive(Default)]
+struct Counter(AtomicU64);
+
+impl Counter {
+    fn add(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    fn sub(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    accepted: Counter,
+    relayed: Counter,
+    active: Counter,
+    refused: Counter,
+    refused_local_auth: Counter,
+    refused_role: Counter,
+    refused_database: Counter,
+    refused_full: Counter,
+    refused_upstream: Counter,
+    cancels: Counter,
+}
+
+/// What a proxy has done so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ProxyStats {
+    /// Connections accepted (cancel requests included).
+    pub accepted: u64,
+    /// Sessions signed in upstream and relayed.
+    pub relayed: u64,
+    /// Sessions being relayed now.
+    pub active: u64,
+    /// Connections refused by the proxy itself, for any reason.
+    pub refused: u64,
+    /// … of which failed local authentication.
+    pub refused_local_auth: u64,
+    /// … of which asked for another role.
+    pub refused_role: u64,
+    /// … of which asked for another database.
+    pub refused_database: u64,
+    /// … of which found every upstream slot taken.
+    pub refused_full: u64,
+    /// Sessions whose upstream could not be opened (no token, server refusal, network).
+    pub refused_upstream: u64,
+    /// Cancel requests forwarded upstream.
+    pub cancels: u64,
+}
+
+/// A running proxy. Dropping it stops it (listeners closed, sessions ended, socket file removed), as
+/// [`shutdown`](Self::shutdown) does.
+pub struct ProxyHandle {
+    shared: Arc<Shared>,
+    tasks: JoinSet<()>,
+    tcp_addresses: Vec<SocketAddr>,
+    socket_path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for ProxyHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyHandle")
+            .field("tcp_addresses", &self.tcp_addresses)
+            .field("socket_path", &self.socket_path)
+            .field("role", &self.shared.role)
+            .field("database", &self.shared.dbname)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProxyHandle {
+    /// The TCP addresses listened on (with the ports chosen for port 0).
+    pub fn tcp_addresses(&self) -> &[SocketAddr] {
+        &self.tcp_addresses
+    }
+
+    /// The unix socket's path, if any.
+    pub fn socket_path(&self) -> Option<&Path> {
+        self.socket_path.as_deref()
+    }
+
+    /// The role every session signs in as.
+    pub fn role(&self) -> &str {
+        &self.shared.role
+    }
+
+    /// The database every session uses.
+    pub fn database(&self) -> &str {
+        &self.shared.dbname
+    }
+
+    /// The token handle sessions sign in with.
+    pub fn tokens(&self) -> Option<&entra_token::TokenHandle> {
+        self.shared.connector.tokens()
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> ProxyStats {
+        let c = &self.shared.stats;
+        ProxyStats {
+            accepted: c.accepted.get(),
+            relayed: c.relayed.get(),
+            active: c.active.get(),
+            refused: c.refused.get(),
+            refused_local_auth: c.refused_local_auth.get(),
+            refused_role: c.refused_role.get(),
+            refused_database: c.refused_database.get(),
+            refused_full: c.refused_full.get(),
+            refused_upstream: c.refused_upstream.get(),
+            cancels: c.cancels.get(),
+        }
+    }
+
+    /// Stops listening, ends every session and removes the socket file.
+    pub async fn shutdown(mut self) {
+        self.tasks.shutdown().await;
+        self.remove_socket();
+    }
+
+    fn remove_socket(&mut self) {
+        if let Some(path) = self.socket_path.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl Drop for ProxyHandle {
+    fn drop(&mut self) {
+        self.tasks.abort_all();
+        self.remove_socket();
+    }
+}

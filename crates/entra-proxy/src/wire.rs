@@ -1,0 +1,285 @@
+//! The client side of the wire protocol before a session is relayed: the first packet, the password
+//! message, and the proxy's own answers. Framing and codecs are pgwire's; this module only reads from
+//! and writes to a socket with them.
+
+use bytes::BytesMut;
+use pgwire::messages::cancel::CancelRequest;
+use pgwire::messages::response::{ErrorResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::startup::{
+    Authentication, BackendKeyData, GssEncRequest, NegotiateProtocolVersion, PasswordMessageFamily,
+    SecretKey, SslRequest, Startup,
+};
+use pgwire::messages::{DecodeContext, Message, ProtocolVersion};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The largest password message read: a local secret is short; a client's token sent by mistake may
+/// pass 4 KB.
+const MAX_PASSWORD_MESSAGE: usize = 64 * 1024;
+
+/// A client that broke the protocol, or went away.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WireError {
+    #[error("connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("invalid message: {0}")]
+    Invalid(String),
+}
+
+impl From<pgwire::error::PgWireError> for WireError {
+    fn from(e: pgwire::error::PgWireError) -> Self {
+        WireError::Invalid(e.to_string())
+    }
+}
+
+/// The first packet of a connection.
+#[derive(Debug)]
+pub(crate) enum FirstPacket {
+    Ssl,
+    GssEnc,
+    Cancel(CancelRequest),
+    Startup(Startup),
+}
+
+/// Reads bytes into `buf` until `decode` yields a message.
+async fn read_with<S, T>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    limit: usize,
+    mut decode: impl FnMut(&mut BytesMut) -> Result<Option<T>, WireError>,
+) -> Result<T, WireError>
+where
+    S: AsyncRead + Unpin,
+{
+    loop {
+        if let Some(message) = decode(buf)? {
+            return Ok(message);
+        }
+        if buf.len() > limit {
+            return Err(WireError::Invalid(format!("message longer than {limit} bytes")));
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(WireError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+}
+
+/// Reads the first packet (no type byte): a TLS or GSS request, a cancel request or a startup message.
+pub(crate) async fn read_first_packet<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+) -> Result<FirstPacket, WireError> {
+    let context = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
+    read_with(stream, buf, 10_000, |buf| {
+        if buf.len() < 8 {
+            return Ok(None);
+        }
+        if SslRequest::is_ssl_request_packet(buf) {
+            return Ok(SslRequest::decode(buf, &context)?.map(|_| FirstPacket::Ssl));
+        }
+        if GssEncRequest::is_gss_enc_request_packet(buf) {
+            return Ok(GssEncRequest::decode(buf, &context)?.map(|_| FirstPacket::GssEnc));
+        }
+        if CancelRequest::is_cancel_request_packet(buf) {
+            return Ok(CancelRequest::decode(buf, &context)?.map(FirstPacket::Cancel));
+        }
+        Ok(Startup::decode(buf, &context)?.map(FirstPacket::Startup))
+    })
+    .await
+}
+
+/// Reads a `PasswordMessage` and returns the password.
+pub(crate) async fn read_password<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+) -> Result<String, WireError> {
+    let context = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
+    let family = read_with(stream, buf, MAX_PASSWORD_MESSAGE, |buf| {
+        match buf.first() {
+            None => return Ok(None),
+            Some(b'p') => {}
+            Some(other) => {
+                return Err(WireError::Invalid(format!(
+                    "expected a password message, got {:?}",
+                    char::from(*other)
+                )))
+            }
+        }
+        Ok(PasswordMessageFamily::decode(buf, &context)?)
+    })
+    .await?;
+    Ok(family.into_password()?.password)
+}
+
+/// The proxy's messages to a client, encoded.
+pub(crate) struct Out(BytesMut);
+
+impl Out {
+    pub(crate) fn new() -> Self {
+        Out(BytesMut::new())
+    }
+
+    fn push(mut self, message: &impl Message) -> Self {
+        // Encoding into a growable buffer fails only on a message pgwire considers invalid, which the
+        // proxy never builds; such a message is dropped rather than sent half-written.
+        let mark = self.0.len();
+        if message.encode(&mut self.0).is_err() {
+            self.0.truncate(mark);
+        }
+        self
+    }
+
+    pub(crate) fn auth_ok(self) -> Self {
+        self.push(&Authentication::Ok)
+    }
+
+    pub(crate) fn ask_password(self) -> Self {
+        self.push(&Authentication::CleartextPassword)
+    }
+
+    /// Tells a client that asked for a newer protocol minor version or `_pq_` options that this
+    /// session speaks 3.0 without them.
+    pub(crate) fn negotiate_protocol(self, unsupported_options: Vec<String>) -> Self {
+        self.push(&NegotiateProtocolVersion::new(0, unsupported_options))
+    }
+
+    /// The server's own ParameterStatus and NoticeResponse messages, as they came.
+    pub(crate) fn raw(mut self, bytes: &[u8]) -> Self {
+        self.0.extend_from_slice(bytes);
+        self
+    }
+
+    pub(crate) fn backend_key(self, pid: i32, key: i32) -> Self {
+        self.push(&BackendKeyData::new(pid, SecretKey::I32(key)))
+    }
+
+    pub(crate) fn ready(self) -> Self {
+        self.push(&ReadyForQuery::new(TransactionStatus::Idle))
+    }
+
+    pub(crate) fn fatal(self, code: &str, message: &str) -> Self {
+        self.push(&ErrorResponse::new(vec![
+            (b'S', "FATAL".into()),
+            (b'V', "FATAL".into()),
+            (b'C', code.into()),
+            (b'M', message.into()),
+        ]))
+    }
+
+    /// The server's refusal, relayed with its own fields.
+    pub(crate) fn server_error(
+        self,
+        severity: &str,
+        code: &str,
+        message: &str,
+        detail: Option<&str>,
+        hint: Option<&str>,
+    ) -> Self {
+        let mut fields = vec![
+            (b'S', severity.to_string()),
+            (b'V', severity.to_string()),
+            (b'C', code.to_string()),
+            (b'M', message.to_string()),
+        ];
+        if let Some(detail) = detail {
+            fields.push((b'D', detail.to_string()));
+        }
+        if let Some(hint) = hint {
+            fields.push((b'H', hint.to_string()));
+        }
+        self.push(&ErrorResponse::new(fields))
+    }
+
+    pub(crate) async fn send<S: AsyncWrite + Unpin + ?Sized>(self, stream: &mut S) -> std::io::Result<()> {
+        stream.write_all(&self.0).await?;
+        stream.flush().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn startup_bytes(params: &[(&str, &str)]) -> Vec<u8> {
+        let mut startup = Startup::new();
+        for (k, v) in params {
+            startup.parameters.insert(k.to_string(), v.to_string());
+        }
+        let mut buf = BytesMut::new();
+        startup.encode(&mut buf).unwrap();
+        buf.to_vec()
+    }
+
+    #[tokio::test]
+    async fn a_startup_message_split_across_reads_is_read_whole() {
+        let bytes = startup_bytes(&[("user", "app"), ("database", "db")]);
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let (head, tail) = bytes.split_at(5);
+        let (head, tail) = (head.to_vec(), tail.to_vec());
+        let writer = tokio::spawn(async move {
+            client.write_all(&head).await.unwrap();
+            tokio::task::yield_now().await;
+            client.write_all(&tail).await.unwrap();
+            client
+        });
+        let mut buf = BytesMut::new();
+        let FirstPacket::Startup(startup) = read_first_packet(&mut server, &mut buf).await.unwrap() else {
+            panic!("not a startup message");
+        };
+        assert_eq!(startup.parameters.get("user").map(String::as_str), Some("app"));
+        assert_eq!(startup.parameters.get("database").map(String::as_str), Some("db"));
+        drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn tls_requests_and_cancel_requests_are_told_apart() {
+        let mut buf = BytesMut::new();
+        let ssl = [0u8, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+        assert!(matches!(
+            read_first_packet(&mut &ssl[..], &mut buf).await,
+            Ok(FirstPacket::Ssl)
+        ));
+        let mut cancel = BytesMut::new();
+        CancelRequest::new(42, SecretKey::I32(7))
+            .encode(&mut cancel)
+            .unwrap();
+        let mut buf = BytesMut::new();
+        match read_first_packet(&mut &cancel[..], &mut buf).await {
+            Ok(FirstPacket::Cancel(c)) => {
+                assert_eq!(c.pid, 42);
+                assert_eq!(c.secret_key.as_i32(), Some(7));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_oversized_or_foreign_first_packet_is_refused() {
+        let mut buf = BytesMut::new();
+        let huge = [0u8, 1, 0, 0, 0, 3, 0, 0];
+        assert!(read_first_packet(&mut &huge[..], &mut buf).await.is_err());
+        let mut buf = BytesMut::new();
+        let http = b"GET / HTTP/1.1\r\n\r\n";
+        assert!(read_first_packet(&mut &http[..], &mut buf).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_password_message_gives_its_password() {
+        let mut bytes = BytesMut::new();
+        pgwire::messages::startup::Password::new("s3cret".into())
+            .encode(&mut bytes)
+            .unwrap();
+        let mut buf = BytesMut::new();
+        assert_eq!(read_password(&mut &bytes[..], &mut buf).await.unwrap(), "s3cret");
+        let mut buf = BytesMut::new();
+        assert!(read_password(&mut &b"Q\0\0\0\x05x"[..], &mut buf).await.is_err());
+    }
+
+    #[test]
+    fn a_fatal_error_carries_severity_code_and_message() {
+        let mut out = Out::new().fatal("28000", "no");
+        let bytes = std::mem::take(&mut out.0);
+        assert_eq!(bytes[0], b'E');
+        let text = String::from_utf8_lossy(&bytes[5..]);
+        assert!(text.contains("SFATAL\0VFATAL\0C28000\0Mno\0"), "{text:?}");
+    }
+}

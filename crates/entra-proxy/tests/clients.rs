@@ -1,0 +1,216 @@
+//! Clients we did not write, through the proxy, with no Entra code of their own: `psql`, `pgbench` and
+//! Python's psycopg, while 5 s tokens rotate at least 20 times.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+use entra_emulator::Emulator;
+
+/// Long enough for 20 rotations of 5 s tokens renewed half-way.
+const RUN: Duration = Duration::from_secs(56);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_pgbench_and_psycopg_sign_in_through_twenty_token_rotations() {
+    let emulator = Emulator::builder()
+        .token_lifetime(Duration::from_secs(5))
+        .start()
+        .await
+        .unwrap();
+    let proxy = proxy(&emulator, short_tokens(), |b| b).await;
+    let env = libpq_env(&proxy);
+
+    // pgbench's tables, made through the proxy (COPY included) as the principal, who owns the database.
+    let Some(mut init) = client("pgbench", &env) else {
+        return;
+    };
+    init.args(["-i", "-q", "-s", "1"]);
+    let out = run(init, 120).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "pgbench -i:\n{stdout}\n{stderr}");
+
+    let fetches_before = emulator.identity().token_requests();
+    let sessions_before = emulator.gate().sessions().len();
+    let started = Instant::now();
+
+    // pgbench -S with a new connection per transaction (-C): every transaction signs in anew.
+    let mut pgbench = client("pgbench", &env).unwrap();
+    pgbench.args([
+        "-n",
+        "-S",
+        "-C",
+        "-c",
+        "2",
+        "-j",
+        "1",
+        "-T",
+        &RUN.as_secs().to_string(),
+    ]);
+    let pgbench = tokio::spawn(run(pgbench, RUN.as_secs() + 60));
+
+    // psycopg, when the pinned Python environment is there.
+    let python = entra_emulator::clients::python_with(&["psycopg"]);
+    let psycopg = python.map(|python| {
+        let mut cmd = std::process::Command::new(python);
+        cmd.arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/psycopg_loop.py"
+        ))
+        .arg(RUN.as_secs().to_string())
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin");
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        tokio::spawn(run(cmd, RUN.as_secs() + 60))
+    });
+    if psycopg.is_none() {
+        eprintln!(
+            "SKIPPED (psycopg part): no Python with psycopg (run `bash .ci/setup`, or set ENTRA_PYTHON)"
+        );
+    }
+
+    // psql, one process (one connection) after another.
+    let (mut psql_runs, mut psql_failures) = (0, Vec::new());
+    while started.elapsed() < RUN {
+        let mut psql = client("psql", &env).unwrap();
+        psql.args(["-X", "-A", "-t", "-c", "SELECT current_user"]);
+        let out = run(psql, 30).await;
+        let (stdout, stderr) = text(&out);
+        if !out.status.success() || stdout.trim() != proxy.role() {
+            psql_failures.push(format!("{stdout}{stderr}"));
+        }
+        psql_runs += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    let out = pgbench.await.unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "pgbench -S -C:\n{stdout}\n{stderr}");
+    let transactions: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|n| n.split('/').next()?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no transaction count in pgbench's output:\n{stdout}"));
+    assert!(
+        transactions > 100,
+        "pgbench did only {transactions} transactions:\n{stdout}"
+    );
+    assert!(
+        !stdout.contains("number of failed transactions")
+            || stdout.contains("number of failed transactions: 0 "),
+        "pgbench saw failures:\n{stdout}"
+    );
+    if let Some(psycopg) = psycopg {
+        let out = psycopg.await.unwrap();
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "psycopg:\n{stdout}\n{stderr}");
+        assert!(stdout.contains(" errors=0"), "psycopg:\n{stdout}\n{stderr}");
+        let connections: u64 = stdout
+            .trim()
+            .strip_prefix("connections=")
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        assert!(
+            connections > 20,
+            "psycopg connected only {connections} times:\n{stdout}"
+        );
+    }
+    assert!(
+        psql_failures.is_empty(),
+        "psql failed {} of {psql_runs} times: {psql_failures:?}",
+        psql_failures.len()
+    );
+
+    let fetches = emulator.identity().token_requests() - fetches_before;
+    let sessions = emulator.gate().sessions();
+    let tokens_used: HashSet<_> = sessions[sessions_before..]
+        .iter()
+        .map(|s| s.token.clone())
+        .collect();
+    let stats = proxy.stats();
+    eprintln!(
+        "{} s: pgbench {transactions} connections, psql {psql_runs}; {fetches} token fetches, {} distinct tokens \
+         signed in with, proxy {stats:?}",
+        started.elapsed().as_secs(),
+        tokens_used.len()
+    );
+    assert!(fetches >= 20, "only {fetches} token rotations in {RUN:?}");
+    assert!(
+        tokens_used.len() >= 20,
+        "sessions used only {} tokens",
+        tokens_used.len()
+    );
+    assert_eq!(stats.refused, 0, "{stats:?}");
+    assert_eq!(stats.refused_upstream, 0, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_signs_in_over_the_unix_socket() {
+    let emulator = Emulator::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let socket_dir = dir.path().join("sockets");
+    let proxy = proxy(&emulator, short_tokens(), |b| b.unix_socket_dir(&socket_dir)).await;
+    let port = proxy.tcp_addresses()[0].port().to_string();
+    let mut env = libpq_env(&proxy);
+    env.retain(|(k, _)| k != "PGHOST" && k != "PGPORT");
+    env.push(("PGHOST".into(), socket_dir.display().to_string()));
+    env.push(("PGPORT".into(), port));
+    let Some(mut psql) = client("psql", &env) else {
+        return;
+    };
+    psql.args(["-X", "-A", "-t", "-c", "SELECT current_user"]);
+    let out = run(psql, 30).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout.trim(), proxy.role());
+    let path = proxy.socket_path().unwrap().to_path_buf();
+    proxy.shutdown().await;
+    assert!(!path.exists(), "the socket file is removed at shutdown");
+}
+
+/// Loopback TCP clients are identified by the kernel's socket table: a process of another user is
+/// refused, with a message that says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_of_another_user_is_refused() {
+    if nix::unistd::geteuid().as_raw() != 0 {
+        eprintln!("SKIPPED: switching to another user needs root");
+        return;
+    }
+    let Ok(Some(other)) = nix::unistd::User::from_name("postgres") else {
+        eprintln!("SKIPPED: no `postgres` user to run the client as");
+        return;
+    };
+    let emulator = Emulator::start().await.unwrap();
+    let proxy = proxy(&emulator, short_tokens(), |b| b).await;
+    let Some(psql) = entra_emulator::clients::pg_program("psql") else {
+        eprintln!("SKIPPED: psql is not installed");
+        return;
+    };
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args([
+        &format!("--reuid={}", other.uid),
+        &format!("--regid={}", other.gid),
+        "--clear-groups",
+        "--",
+    ])
+    .arg(psql)
+    .args(["-X", "-A", "-t", "-c", "SELECT current_user"])
+    .env_clear()
+    .env("PATH", "/usr/bin:/bin");
+    for (k, v) in libpq_env(&proxy) {
+        cmd.env(k, v);
+    }
+    let out = run(cmd, 30).await;
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("peer authentication failed"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("this connection's is {}", other.uid)),
+        "{stderr}"
+    );
+    assert_eq!(proxy.stats().refused_local_auth, 1);
+    assert_eq!(proxy.stats().relayed, 0);
+}
