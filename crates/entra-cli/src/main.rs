@@ -4,7 +4,7 @@
 //! surviving token rotations against the local emulator, `token` prints a token for psql and friends,
 //! `psql` runs psql signed in with one, `doctor` walks the path from configuration to a query and says
 //! what to fix, `grant` creates a principal and grants it a database, and `emulate` runs the emulator in
-//! the foreground.
+//! the foreground, and `proxy` signs clients in any language in with the current token.
 #![forbid(unsafe_code)]
 
 mod claims;
@@ -58,6 +58,11 @@ enum Command {
     /// print the `export` lines that point clients at it; Ctrl-C stops it and deletes everything.
     #[command(after_help = EXIT_CODES_HELP)]
     Emulate(cmd::emulate::EmulateArgs),
+    /// A local PostgreSQL front for clients in any language: psql, pgbench, a Python or Java service
+    /// connect to it as to a local server, and it signs each session in upstream with the current token
+    /// (TLS verified). Loopback and unix sockets only by default; Ctrl-C stops it.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Proxy(cmd::proxy::ProxyArgs),
     /// Benchmark: a pool under load through the gate with short-lived tokens, then directly and with
     /// pgbench; prints throughput and latency (rotation windows apart) and writes JSON and an SVG plot.
     #[command(after_help = EXIT_CODES_HELP)]
@@ -82,6 +87,7 @@ fn main() -> ExitCode {
             Command::Doctor(args) => cmd::doctor::run(args).await,
             Command::Grant(args) => cmd::grant::run(args).await,
             Command::Emulate(args) => cmd::emulate::run(args).await,
+            Command::Proxy(args) => cmd::proxy::run(args).await,
             Command::Bench(args) => cmd::bench::run(args).await,
         }
     });

@@ -37,6 +37,7 @@ async fn every_connecting_command_refuses_cleartext_to_a_remote_name_before_send
         vec!["doctor", "--json"],
         vec!["psql", "--", "-c", "SELECT 1"],
         vec!["grant", "app"],
+        vec!["proxy", "--listen", "127.0.0.1:0"],
     ] {
         let out = run(entra_pg(&args, &env), 60);
         let (stdout, stderr) = text(&out);
@@ -53,7 +54,7 @@ async fn every_connecting_command_refuses_cleartext_to_a_remote_name_before_send
     }
     // Give a stray connection time to land before looking.
     std::thread::sleep(Duration::from_millis(300));
-    assert_untouched(&trap, "doctor, psql and grant");
+    assert_untouched(&trap, "doctor, psql, grant and proxy");
     assert_eq!(
         fake.token_requests(),
         0,

@@ -5,5 +5,6 @@ pub(crate) mod demo;
 pub(crate) mod doctor;
 pub(crate) mod emulate;
 pub(crate) mod grant;
+pub(crate) mod proxy;
 pub(crate) mod psql;
 pub(crate) mod token;
