@@ -51,8 +51,9 @@ pub struct BenchArgs {
     /// Directory for the JSON result and the SVG plot.
     #[arg(long, value_name = "DIR", default_value = "bench-results")]
     pub out: PathBuf,
-    /// `checkout` (a connection per operation) or `multiplexed` (statements pipelined on --connections
-    /// shared connections; pgbench then also runs at -c 16).
+    /// `checkout` (a connection per operation), `multiplexed` (statements pipelined on --connections
+    /// shared connections; pgbench then also runs at -c 16) or `proxy` (pgbench -c --connections through
+    /// `entra-pg proxy` against the same straight at the gate).
     #[arg(long, value_enum, default_value_t = Mode::Checkout)]
     mode: Mode,
     /// The gate waits this long at every sign-in, as Azure's sign-in costs tens of milliseconds.
@@ -128,6 +129,9 @@ pub enum Mode {
     Checkout,
     /// Statements pipelined on `connections` shared connections ([`entra_postgres::MultiplexedPool`]).
     Multiplexed,
+    /// `pgbench -S -c <connections>` through `entra-proxy` against the same straight at the gate
+    /// ([`crate::proxy_bench`]).
+    Proxy,
 }
 
 impl Mode {
@@ -136,6 +140,7 @@ impl Mode {
         match self {
             Mode::Checkout => "checkout",
             Mode::Multiplexed => "multiplexed",
+            Mode::Proxy => "proxy",
         }
     }
 }
@@ -231,6 +236,9 @@ pub struct BenchReport {
 
 /// Runs the benchmark against a fresh emulator. Progress lines go to stderr.
 pub async fn run(config: BenchConfig) -> Result<BenchReport, String> {
+    if config.mode == Mode::Proxy {
+        return Err("the proxy mode is crate::proxy_bench::run (`entra-pg bench --mode proxy`)".into());
+    }
     if config.tasks == 0 || config.connections == 0 || config.cycles == 0 || config.run_duration.is_zero() {
         return Err("tasks, connections, cycles and the run duration must be at least 1".into());
     }
@@ -323,6 +331,7 @@ async fn load_target(config: &BenchConfig, builder: PoolBuilder) -> Result<Loade
                 pool,
             })
         }
+        Mode::Proxy => Err("the proxy mode is crate::proxy_bench::run".into()),
         Mode::Multiplexed => {
             let m = builder
                 .build_multiplexed(config.connections)

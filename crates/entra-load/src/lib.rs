@@ -8,6 +8,7 @@
 //! - [`bench`]: the benchmark: through the emulator's gate, directly, and `pgbench -S`, in interleaved
 //!   cycles; every ratio is a [`PairedRatio`] (median of pairs, with min and max), and the load average
 //!   is recorded around each run.
+//! - [`proxy_bench`]: `pgbench -S` through `entra-proxy` against the same straight at the gate, interleaved.
 //! - [`setup`]: the tables the workloads use and the end-of-run check that no acknowledged write is lost.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -17,6 +18,7 @@ pub mod drive;
 mod pairs;
 pub mod pgbench;
 pub mod plot;
+pub mod proxy_bench;
 pub mod setup;
 pub mod stats;
 pub mod workload;

@@ -10,6 +10,26 @@ use crate::setup::PGBENCH_DB;
 /// Runs `pgbench -n -S -M prepared -c C -j 2 -T T` over TCP + verify-full TLS as the superuser and
 /// returns its tps (without initial connection time). `Ok(None)`: pgbench is not installed.
 pub async fn run(pg: &TestPostgres, connections: usize, duration: Duration) -> Result<Option<f64>, String> {
+    let server = [
+        ("PGHOST", pg.host().to_string()),
+        ("PGPORT", pg.port().to_string()),
+        ("PGUSER", pg.superuser().to_string()),
+        ("PGPASSWORD", pg.superuser_password().to_string()),
+        ("PGSSLMODE", "verify-full".to_string()),
+        ("PGSSLROOTCERT", pg.ca_path().display().to_string()),
+    ];
+    run_with(&server, PGBENCH_DB, connections, duration).await
+}
+
+/// Runs `pgbench -n -S -M prepared -c C -j 2 -T T` on `database` wherever libpq's variables in `env`
+/// point it (a server, the gate, a proxy) and returns its tps (without initial connection time).
+/// `Ok(None)`: pgbench is not installed.
+pub async fn run_with(
+    env: &[(&str, String)],
+    database: &str,
+    connections: usize,
+    duration: Duration,
+) -> Result<Option<f64>, String> {
     let mut command = tokio::process::Command::new(program());
     command
         .args(["-n", "-S", "-M", "prepared", "-j", "2"])
@@ -17,13 +37,9 @@ pub async fn run(pg: &TestPostgres, connections: usize, duration: Duration) -> R
         .arg(connections.to_string())
         .arg("-T")
         .arg(duration.as_secs().max(1).to_string())
-        .arg(PGBENCH_DB)
-        .env("PGHOST", pg.host())
-        .env("PGPORT", pg.port().to_string())
-        .env("PGUSER", pg.superuser())
-        .env("PGPASSWORD", pg.superuser_password())
-        .env("PGSSLMODE", "verify-full")
-        .env("PGSSLROOTCERT", pg.ca_path())
+        .arg(database)
+        .env_remove("PGSERVICE")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
         .kill_on_drop(true);
     let output = match command.output().await {

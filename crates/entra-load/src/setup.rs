@@ -89,6 +89,16 @@ pub async fn prepare_pgbench_db(pg: &TestPostgres) -> Result<(), String> {
     Ok(())
 }
 
+/// Lets `role` read pgbench's tables (for runs that sign in as the emulator's principal).
+pub async fn grant_pgbench_tables(pg: &TestPostgres, role: &str) -> Result<(), String> {
+    let client = superuser(pg, PGBENCH_DB).await?;
+    let role = entra_emulator::postgres::quote_ident(role).map_err(|e| e.to_string())?;
+    client
+        .batch_execute(&format!("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"))
+        .await
+        .map_err(|e| format!("granting pgbench's tables: {}", entra_postgres::report(&e)))
+}
+
 /// What the ledger holds for one run.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WriteCheck {

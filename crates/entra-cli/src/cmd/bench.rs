@@ -2,11 +2,20 @@
 
 use std::process::ExitCode;
 
-use entra_load::bench::BenchArgs;
+use entra_load::bench::{BenchArgs, Mode};
+use entra_load::proxy_bench::ProxyBenchConfig;
 
 use crate::exit::{CliError, Exit};
 
 pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
+    let config = args.config();
+    if config.mode == Mode::Proxy {
+        return proxy(
+            ProxyBenchConfig::new(config.connections, config.run_duration, config.cycles),
+            &args,
+        )
+        .await;
+    }
     let report = entra_load::bench::run(args.config())
         .await
         .map_err(|e| CliError::new(Exit::Environment, e))?;
@@ -28,4 +37,34 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
     } else {
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// `--mode proxy`: pgbench through the proxy against the same straight at the gate.
+async fn proxy(config: ProxyBenchConfig, args: &BenchArgs) -> Result<ExitCode, CliError> {
+    let Some(report) = entra_load::proxy_bench::run(config)
+        .await
+        .map_err(|e| CliError::new(Exit::Environment, e))?
+    else {
+        return Err(CliError::new(
+            Exit::Environment,
+            "pgbench is not installed (Debian: postgresql-contrib); the proxy mode needs it",
+        ));
+    };
+    print!("{}", report.table());
+    let write = || -> std::io::Result<std::path::PathBuf> {
+        std::fs::create_dir_all(&args.out)?;
+        let path = args.out.join(format!(
+            "proxy-{}.json",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        ));
+        std::fs::write(&path, serde_json::to_string_pretty(&report.json())?)?;
+        Ok(path)
+    };
+    match write() {
+        Ok(path) => println!("\n  results: {}", path.display()),
+        Err(e) => eprintln!("entra-pg: could not write the results: {e}"),
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,199 @@
+//! The proxy's price: `pgbench -S -M prepared -c C` through `entra-proxy` against the same pgbench
+//! straight at the emulator's gate, interleaved (gate, proxy, gate, proxy…), the ratio reported as the
+//! median of the pairs with min and max.
+//!
+//! Both runs sign in as the emulator's principal with a valid token: the gate run with the token as
+//! `PGPASSWORD` over verify-full TLS, as a hand-written script would; the proxy run with no password and
+//! no TLS on loopback, the proxy opening each upstream session through the connection plan.
+
+use std::time::Duration;
+
+use entra_emulator::Emulator;
+use entra_postgres::PoolBuilder;
+use entra_proxy::ProxyBuilder;
+use entra_token::Env;
+use serde_json::json;
+
+use crate::pairs::{load_average, PairedRatio};
+use crate::{pgbench, setup};
+
+/// What to run.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ProxyBenchConfig {
+    /// pgbench's `-c`.
+    pub clients: usize,
+    /// Length of each pgbench run.
+    pub run_duration: Duration,
+    /// Gate/proxy pairs (at least 3 for a ratio worth publishing).
+    pub cycles: usize,
+}
+
+impl ProxyBenchConfig {
+    /// `clients` clients, `cycles` pairs of `run_duration` runs.
+    pub fn new(clients: usize, run_duration: Duration, cycles: usize) -> Self {
+        ProxyBenchConfig {
+            clients,
+            run_duration,
+            cycles,
+        }
+    }
+}
+
+/// One pgbench run.
+#[derive(Debug, Clone)]
+pub struct ProxyRun {
+    /// The pair it belongs to.
+    pub cycle: usize,
+    /// `gate` or `proxy`.
+    pub target: &'static str,
+    /// Transactions per second, without initial connection time.
+    pub tps: f64,
+    /// Load average before and after.
+    pub load: (Option<[f64; 3]>, Option<[f64; 3]>),
+}
+
+/// What the proxy benchmark measured.
+#[derive(Debug, Clone)]
+pub struct ProxyBenchReport {
+    /// The configuration.
+    pub config: ProxyBenchConfig,
+    /// Every run, in order.
+    pub runs: Vec<ProxyRun>,
+    /// Proxy tps over gate tps, per pair.
+    pub proxy_over_gate: Option<PairedRatio>,
+}
+
+/// Runs the benchmark against a fresh emulator; `Ok(None)` when pgbench is not installed. Progress
+/// lines go to stderr.
+pub async fn run(config: ProxyBenchConfig) -> Result<Option<ProxyBenchReport>, String> {
+    if config.clients == 0 || config.cycles == 0 || config.run_duration.is_zero() {
+        return Err("clients, cycles and the run duration must be at least 1".into());
+    }
+    eprintln!("starting the local emulator (PostgreSQL, fake IMDS, Entra gate)…");
+    let emulator = Emulator::builder()
+        .token_lifetime(Duration::from_secs(3600))
+        .start()
+        .await
+        .map_err(|e| entra_postgres::report(&e))?;
+    let pg = emulator.postgres().clone();
+    setup::prepare_pgbench_db(&pg).await?;
+    setup::grant_pgbench_tables(&pg, emulator.user()).await?;
+
+    let connector = PoolBuilder::from_env()
+        .env(Env::from_pairs(emulator.env_vars()))
+        .dbname(setup::PGBENCH_DB)
+        .build_connector()
+        .await
+        .map_err(|e| entra_postgres::report(&e))?;
+    let tokens = connector
+        .tokens()
+        .cloned()
+        .ok_or("the connector has no token handle")?;
+    let proxy = ProxyBuilder::new(connector)
+        .listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .max_upstream(config.clients.max(1) * 2)
+        .start()
+        .await
+        .map_err(|e| entra_postgres::report(&e))?;
+    let proxy_addr = proxy.tcp_addresses()[0];
+
+    let mut runs = Vec::new();
+    for cycle in 0..config.cycles {
+        eprintln!("cycle {}/{}", cycle + 1, config.cycles);
+        let token = tokens.get().await.map_err(|e| entra_postgres::report(&e))?;
+        let gate = [
+            ("PGHOST", emulator.host().to_string()),
+            ("PGPORT", emulator.port().to_string()),
+            ("PGUSER", emulator.user().to_string()),
+            ("PGPASSWORD", token.secret().to_string()),
+            ("PGSSLMODE", "verify-full".to_string()),
+            ("PGSSLROOTCERT", emulator.ca_path().display().to_string()),
+        ];
+        let through_proxy = [
+            ("PGHOST", proxy_addr.ip().to_string()),
+            ("PGPORT", proxy_addr.port().to_string()),
+            ("PGUSER", emulator.user().to_string()),
+            ("PGSSLMODE", "disable".to_string()),
+        ];
+        for (target, env) in [("gate", &gate[..]), ("proxy", &through_proxy[..])] {
+            let before = load_average();
+            eprintln!(
+                "  pgbench -S -M prepared -c {} -j 2 -T {} ({target})…",
+                config.clients,
+                config.run_duration.as_secs()
+            );
+            let Some(tps) =
+                pgbench::run_with(env, setup::PGBENCH_DB, config.clients, config.run_duration).await?
+            else {
+                return Ok(None);
+            };
+            runs.push(ProxyRun {
+                cycle,
+                target,
+                tps,
+                load: (before, load_average()),
+            });
+        }
+    }
+    proxy.shutdown().await;
+    tokens.shutdown();
+    let tps = |target: &str, cycle: usize| {
+        runs.iter()
+            .find(|r| r.target == target && r.cycle == cycle)
+            .map(|r| r.tps)
+    };
+    let proxy_over_gate =
+        PairedRatio::of_pairs((0..config.cycles).filter_map(|c| Some((tps("proxy", c)?, tps("gate", c)?))));
+    Ok(Some(ProxyBenchReport {
+        config,
+        runs,
+        proxy_over_gate,
+    }))
+}
+
+impl ProxyBenchReport {
+    /// The summary for a person.
+    pub fn table(&self) -> String {
+        let c = &self.config;
+        let mut out = format!(
+            "\nentra-pg bench --mode proxy: pgbench -S -M prepared -c {} -j 2, {} pairs of {} s runs\n\n",
+            c.clients,
+            c.cycles,
+            c.run_duration.as_secs()
+        );
+        for r in &self.runs {
+            let load = r.load.0.map_or_else(|| "-".into(), |l| format!("{:.2}", l[0]));
+            out.push_str(&format!(
+                "  #{} {:<6} {:>10.0} tps   (load average {load})\n",
+                r.cycle + 1,
+                r.target,
+                r.tps
+            ));
+        }
+        if let Some(r) = &self.proxy_over_gate {
+            out.push_str(&format!(
+                "\n  through the proxy / straight at the gate  {}\n",
+                r.display()
+            ));
+        }
+        out
+    }
+
+    /// The report as JSON, the ratio under `ratios.proxy_over_gate`.
+    pub fn json(&self) -> serde_json::Value {
+        json!({
+            "config": {
+                "clients": self.config.clients,
+                "run_duration_s": self.config.run_duration.as_secs(),
+                "cycles": self.config.cycles,
+                "cores": std::thread::available_parallelism().map(|n| n.get()).ok(),
+            },
+            "runs": self.runs.iter().map(|r| json!({
+                "cycle": r.cycle, "target": r.target, "tps": r.tps,
+                "load_average": { "before": r.load.0, "after": r.load.1 },
+            })).collect::<Vec<_>>(),
+            "ratios": { "proxy_over_gate": self.proxy_over_gate.as_ref().map(PairedRatio::json) },
+        })
+    }
+}
