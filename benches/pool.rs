@@ -12,16 +12,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use entra_emulator::postgres::{quote_ident, quote_literal};
-use entra_emulator::{Claims, JwtIssuer, TestPostgres};
-use entra_postgres::{EntraPool, PoolBuilder};
-use entra_token::{AccessToken, StaticSource};
-use tokio_postgres_rustls::MakeRustlsConnect;
+use deadpool_postgres::Pool;
+use entra_emulator::TestPostgres;
+use entra_postgres::EntraPool;
+
+mod common;
 
 const TASKS: [usize; 3] = [1, 16, 64];
 const POOL_SIZE: usize = 16;
-const ROLE: &str = "bench_app";
 const SUMMARY_RUN: Duration = Duration::from_secs(2);
 /// Interleaved (plain, entra) pairs per concurrency for the summary.
 const PAIRS: usize = 5;
@@ -33,67 +31,15 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let pg = Arc::new(
-        TestPostgres::start()
-            .await
-            .expect("PostgreSQL starts (is it installed?)"),
-    );
-    let token = JwtIssuer::new().sign(&Claims::new("bench-oid", Duration::from_secs(24 * 3600)));
-    pg.execute(&format!(
-        "CREATE ROLE {} LOGIN PASSWORD {}",
-        quote_ident(ROLE).unwrap(),
-        quote_literal(&token).unwrap()
-    ))
-    .await
-    .expect("role created");
-
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(pg.host())
-        .port(pg.port())
-        .dbname("postgres")
-        .user(ROLE)
-        .password(token.as_bytes())
-        .ssl_mode(tokio_postgres::config::SslMode::Require);
-    let tls = MakeRustlsConnect::new(pg.ca().client_config().expect("CA client config"));
-    let manager = Manager::from_config(
-        config,
-        tls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    let plain = Pool::builder(manager)
-        .max_size(POOL_SIZE)
-        .runtime(Runtime::Tokio1)
-        .build()
-        .unwrap();
-
-    let source = StaticSource::new(AccessToken::new(
-        token,
-        std::time::SystemTime::now() + Duration::from_secs(24 * 3600),
-    ));
-    let entra = PoolBuilder::from_env()
-        .env(entra_token::Env::from_pairs([(
-            "PGSSLROOTCERT",
-            pg.ca_path().display().to_string(),
-        )]))
-        .host(pg.host())
-        .port(pg.port())
-        .dbname("postgres")
-        .user(ROLE)
-        .token_source(source)
-        .max_size(POOL_SIZE)
-        .build()
-        .await
-        .expect("entra pool");
+    let pools = common::SamePassword::start().await;
+    let (plain, entra) = (pools.plain(POOL_SIZE), pools.entra(POOL_SIZE).await);
     // warm both pools to full size
     for pool in [&plain, entra.pool()] {
         let held: Vec<_> = futures_all(pool, POOL_SIZE).await;
         drop(held);
     }
     Setup {
-        _pg: pg,
+        _pg: pools.pg,
         plain,
         entra,
     }
