@@ -531,7 +531,13 @@ impl Emulator {
     /// [`set_token_lifetime`](Self::set_token_lifetime) or the builder, the builder's padding), without
     /// HTTP. Whether the gate accepts it depends on `identity` being registered.
     pub fn token_for(&self, identity: &ManagedIdentity) -> String {
-        let mut claims = Claims::new(&identity.object_id, *self.lifetime.lock());
+        self.token_for_lifetime(identity, *self.lifetime.lock())
+    }
+
+    /// [`token_for`](Self::token_for) with its own lifetime: a password for a client that fetches once
+    /// (a plain pool in a benchmark, a script).
+    pub fn token_for_lifetime(&self, identity: &ManagedIdentity, lifetime: Duration) -> String {
+        let mut claims = Claims::new(&identity.object_id, lifetime);
         claims.appid = Some(identity.client_id.clone());
         claims.xms_mirid = Some(identity.resource_id.clone());
         if self.padding > 0 {

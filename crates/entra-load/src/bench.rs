@@ -62,6 +62,10 @@ pub struct BenchArgs {
     /// Replace-ahead spares for the gate's checkout pool (0: off).
     #[arg(long, value_name = "N", default_value_t = 0)]
     replace_ahead: usize,
+    /// Also run plain deadpool-postgres through the gate in each cycle: a token fetched once as its
+    /// password, connections retired at the same lifetime by a pre-recycle hook, as a user would write it.
+    #[arg(long)]
+    plain_deadpool: bool,
     /// Skip the pgbench runs.
     #[arg(long)]
     no_pgbench: bool,
@@ -87,6 +91,7 @@ impl BenchArgs {
             mode: self.mode,
             sign_in_delay: Duration::from_millis(self.sign_in_delay_ms),
             replace_ahead: self.replace_ahead,
+            plain_deadpool: self.plain_deadpool,
         }
     }
 }
@@ -118,6 +123,8 @@ pub struct BenchConfig {
     pub sign_in_delay: Duration,
     /// Replace-ahead spares of the gate's checkout pool.
     pub replace_ahead: usize,
+    /// Also run plain deadpool-postgres through the gate, retiring connections at the same lifetime.
+    pub plain_deadpool: bool,
 }
 
 /// How the load reaches the server.
@@ -160,6 +167,7 @@ impl Default for BenchConfig {
             mode: Mode::Checkout,
             sign_in_delay: Duration::ZERO,
             replace_ahead: 0,
+            plain_deadpool: false,
         }
     }
 }
@@ -215,6 +223,11 @@ pub struct Ratios {
     pub p999_rotation_over_rest: Option<PairedRatio>,
     /// Multiplexed mode: our direct throughput over pgbench's at `-c 16`.
     pub direct_over_pgbench_16: Option<PairedRatio>,
+    /// `--plain-deadpool`: plain deadpool's p99 in windows with a connection retirement over its p99 in
+    /// the rest.
+    pub plain_p99_rotation_over_rest: Option<PairedRatio>,
+    /// The same for p99.9.
+    pub plain_p999_rotation_over_rest: Option<PairedRatio>,
 }
 
 /// Everything one benchmark measured.
@@ -271,6 +284,9 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, String> {
     for cycle in 0..config.cycles {
         eprintln!("cycle {}/{}", cycle + 1, config.cycles);
         runs.push(run_gate(&config, &emulator, &gate_pool, cycle).await?);
+        if config.plain_deadpool && config.mode == Mode::Checkout {
+            runs.push(run_plain(&config, &emulator, cycle).await?);
+        }
         if let Some((pool, database)) = &direct {
             runs.push(run_direct(&config, &pg, pool, database, cycle).await?);
             if point && config.pgbench && !pgbench_missing {
@@ -345,11 +361,16 @@ async fn load_target(config: &BenchConfig, builder: PoolBuilder) -> Result<Loade
     }
 }
 
-async fn gate_pool(config: &BenchConfig, emulator: &Emulator) -> Result<Loaded, String> {
-    let max_lifetime = config
+/// The gate pool's connection lifetime: `--max-lifetime`, else the token lifetime.
+fn gate_lifetime(config: &BenchConfig) -> Duration {
+    config
         .max_lifetime
         .unwrap_or(config.token_lifetime)
-        .max(Duration::from_millis(100));
+        .max(Duration::from_millis(100))
+}
+
+async fn gate_pool(config: &BenchConfig, emulator: &Emulator) -> Result<Loaded, String> {
+    let max_lifetime = gate_lifetime(config);
     let builder = PoolBuilder::from_env()
         .env(Env::from_pairs(emulator.env_vars()))
         .http_options(
@@ -398,7 +419,11 @@ async fn direct_pool(
 }
 
 fn run_id(label: &str, cycle: usize) -> i16 {
-    let base = if label == "gate" { 100 } else { 200 };
+    let base = match label {
+        "gate" => 100,
+        "plain" => 300,
+        _ => 200,
+    };
     base + (cycle as i16 % 100)
 }
 
@@ -459,6 +484,93 @@ async fn run_gate(
                 .token_requests()
                 .saturating_sub(fetches_before) as u64,
         ),
+        connections_created: Some(emulator.gate().sessions().len().saturating_sub(sessions_before) as u64),
+        load: (before, load_average()),
+    })
+}
+
+/// Plain deadpool-postgres through the gate, as a user would write it without entra-pool: one token
+/// fetched as a static password (long-lived, so it outlasts the run), TLS verified, connections retired
+/// at the gate pool's lifetime by a pre-recycle hook (no jitter, no replace-ahead); each retirement's
+/// replacement signs in inside a `get()`. Rotation windows are those where a connection was retired.
+async fn run_plain(config: &BenchConfig, emulator: &Emulator, cycle: usize) -> Result<RunResult, String> {
+    use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+    let lifetime = gate_lifetime(config);
+    let token = emulator.token_for_lifetime(emulator.principal(), Duration::from_secs(24 * 3600));
+    let mut pg = tokio_postgres::Config::new();
+    pg.host(emulator.host())
+        .port(emulator.port())
+        .dbname(emulator.dbname())
+        .user(emulator.user())
+        .password(token.as_bytes())
+        .ssl_mode(tokio_postgres::config::SslMode::Require);
+    let tls_config = emulator
+        .postgres()
+        .ca()
+        .client_config()
+        .map_err(|e| entra_postgres::report(&e))?;
+    let manager = Manager::from_config(
+        pg,
+        tokio_postgres_rustls::MakeRustlsConnect::new(tls_config),
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let retired = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let log = retired.clone();
+    let pool = Pool::builder(manager)
+        .max_size(config.connections)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(10)))
+        .pre_recycle(Hook::sync_fn(move |_, metrics| {
+            if metrics.created.elapsed() > lifetime {
+                log.lock().push(std::time::Instant::now());
+                return Err(HookError::message("reached its lifetime"));
+            }
+            Ok(())
+        }))
+        .build()
+        .map_err(|e| format!("plain deadpool: {e}"))?;
+    let before = load_average();
+    let sessions_before = emulator.gate().sessions().len();
+    let workload = Workload {
+        mix: config.mix,
+        point_sql: ACCOUNTS_POINT,
+        run_id: run_id("plain", cycle),
+    };
+    eprintln!(
+        "  plain deadpool through the gate: {} tasks, pool of {}, connections retire after {} ms",
+        config.tasks,
+        config.connections,
+        lifetime.as_millis()
+    );
+    let driven = crate::drive::drive_with(
+        &Target::Checkout(pool),
+        crate::drive::Rotations::Recorded(retired),
+        &workload,
+        config.tasks,
+        config.run_duration,
+        Arc::new(Live::default()),
+    )
+    .await;
+    let writes = check(
+        config,
+        emulator.postgres(),
+        emulator.dbname(),
+        workload.run_id,
+        &driven.acked,
+    )
+    .await?;
+    Ok(RunResult {
+        label: "plain",
+        cycle,
+        stats: driven.stats,
+        rotations_ms: driven.rotations_ms,
+        first_errors: driven.first_errors,
+        writes,
+        rotations: None,
+        token_fetches: None,
         connections_created: Some(emulator.gate().sessions().len().saturating_sub(sessions_before) as u64),
         load: (before, load_average()),
     })
@@ -536,6 +648,7 @@ fn ratios(runs: &[RunResult], pgbench: &[PgbenchRun], connections: usize) -> Rat
     let mut cycles: Vec<usize> = runs.iter().map(|r| r.cycle).collect();
     cycles.dedup();
     let gates = runs.iter().filter(|r| r.label == "gate");
+    let plains = runs.iter().filter(|r| r.label == "plain");
     Ratios {
         direct_over_pgbench: PairedRatio::of_pairs(
             pgbench
@@ -561,6 +674,14 @@ fn ratios(runs: &[RunResult], pgbench: &[PgbenchRun], connections: usize) -> Rat
         ),
         p999_rotation_over_rest: PairedRatio::of(
             gates.filter_map(|g| ratio_of(g.stats.rotation.p999, g.stats.rest.p999)),
+        ),
+        plain_p99_rotation_over_rest: PairedRatio::of(
+            plains
+                .clone()
+                .filter_map(|p| ratio_of(p.stats.rotation.p99, p.stats.rest.p99)),
+        ),
+        plain_p999_rotation_over_rest: PairedRatio::of(
+            plains.filter_map(|p| ratio_of(p.stats.rotation.p999, p.stats.rest.p999)),
         ),
     }
 }
@@ -625,7 +746,7 @@ impl BenchReport {
                 "cycles": c.cycles, "token_lifetime_s": c.token_lifetime.as_secs(),
                 "max_lifetime_ms": c.max_lifetime.map(|d| d.as_millis() as u64), "mix": c.mix.name(),
                 "mode": c.mode.name(), "sign_in_delay_ms": c.sign_in_delay.as_millis() as u64,
-                "replace_ahead": c.replace_ahead,
+                "replace_ahead": c.replace_ahead, "plain_deadpool": c.plain_deadpool,
                 "cores": std::thread::available_parallelism().map(|n| n.get()).ok(),
             },
             "load_average": load_json(&self.load),
@@ -656,6 +777,16 @@ impl BenchReport {
             "p999_rotation_over_rest".into(),
             json!(ratio(&self.ratios.p999_rotation_over_rest)),
         );
+        if self.config.plain_deadpool {
+            ratios.insert(
+                "plain_p99_rotation_over_rest".into(),
+                json!(ratio(&self.ratios.plain_p99_rotation_over_rest)),
+            );
+            ratios.insert(
+                "plain_p999_rotation_over_rest".into(),
+                json!(ratio(&self.ratios.plain_p999_rotation_over_rest)),
+            );
+        }
         if self.config.mode == Mode::Multiplexed {
             ratios.insert(
                 "multiplexed_over_pgbench".into(),
@@ -708,7 +839,7 @@ impl BenchReport {
             c.sign_in_delay.as_millis(),
             c.replace_ahead
         );
-        let labels: Vec<&str> = ["gate", "direct"]
+        let labels: Vec<&str> = ["gate", "plain", "direct"]
             .into_iter()
             .filter(|l| self.runs.iter().any(|r| r.label == *l))
             .collect();
@@ -749,7 +880,7 @@ impl BenchReport {
             ("errors (all runs)", total(|r| Some(r.stats.errors))),
             ("token rotations (gate)", total(|r| r.rotations)),
             ("token fetches (gate)", total(|r| r.token_fetches)),
-            ("connections created (gate)", total(|r| r.connections_created)),
+            ("connections signed in (gate)", total(|r| r.connections_created)),
             ("acknowledged writes", total(|r| r.writes.map(|w| w.acknowledged))),
             (
                 "acknowledged writes missing",
@@ -786,6 +917,14 @@ impl BenchReport {
             (
                 "p99.9 rotation / other windows",
                 &self.ratios.p999_rotation_over_rest,
+            ),
+            (
+                "plain p99 retiring / other",
+                &self.ratios.plain_p99_rotation_over_rest,
+            ),
+            (
+                "plain p99.9 retiring / other",
+                &self.ratios.plain_p999_rotation_over_rest,
             ),
         ];
         for (name, r) in lines {

@@ -44,6 +44,17 @@ pub struct Driven {
     pub acked: Vec<(i32, i64)>,
 }
 
+/// What marks a window as a rotation window.
+#[derive(Debug, Clone)]
+pub enum Rotations<'a> {
+    /// Nothing: no window is one.
+    None,
+    /// The refresher's renewals of this token.
+    Token(&'a TokenHandle),
+    /// Instants recorded by the caller (a plain pool's connection retirements).
+    Recorded(Arc<parking_lot::Mutex<Vec<Instant>>>),
+}
+
 /// Runs `tasks` tasks of `workload` on `pool` for `duration`, after opening the pool's connections (so
 /// the first second does not pay for them), watching `tokens` for rotations.
 pub async fn drive(
@@ -54,12 +65,28 @@ pub async fn drive(
     duration: Duration,
     live: Arc<Live>,
 ) -> Driven {
+    let rotations = tokens.map_or(Rotations::None, Rotations::Token);
+    drive_with(target, rotations, workload, tasks, duration, live).await
+}
+
+/// [`drive`], with rotation windows marked by `rotations`.
+pub async fn drive_with(
+    target: &Target,
+    rotations: Rotations<'_>,
+    workload: &Workload,
+    tasks: usize,
+    duration: Duration,
+    live: Arc<Live>,
+) -> Driven {
     if let Target::Checkout(pool) = target {
         warm_up(pool, tasks).await;
     }
     let started = Instant::now();
     let deadline = started + duration;
-    let monitor = tokens.map(|t| tokio::spawn(watch_rotations(t.watch(), started, deadline)));
+    let monitor = match &rotations {
+        Rotations::Token(t) => Some(tokio::spawn(watch_rotations(t.watch(), started, deadline))),
+        _ => None,
+    };
     let workload = Arc::new(workload.clone());
     let mut set = tokio::task::JoinSet::new();
     for id in 0..tasks {
@@ -99,9 +126,15 @@ pub async fn drive(
     }
     // Operations in flight at the deadline finish after it; they count in the last window.
     let elapsed = started.elapsed().max(duration);
-    let rotations_ms = match monitor {
-        Some(handle) => handle.await.unwrap_or_default(),
-        None => Vec::new(),
+    let rotations_ms = match (monitor, rotations) {
+        (Some(handle), _) => handle.await.unwrap_or_default(),
+        (None, Rotations::Recorded(log)) => log
+            .lock()
+            .iter()
+            .filter(|at| **at >= started && **at <= deadline)
+            .map(|at| at.duration_since(started).as_millis().min(u32::MAX as u128) as u32)
+            .collect(),
+        (None, _) => Vec::new(),
     };
     Driven {
         stats: RunStats::analyse(&samples, &errors_ms, &rotations_ms, elapsed),

@@ -24,6 +24,6 @@ pub mod stats;
 pub mod workload;
 
 pub use bench::{BenchConfig, BenchReport};
-pub use drive::{drive, Driven, Live};
+pub use drive::{drive, drive_with, Driven, Live, Rotations};
 pub use pairs::{load_average, PairedRatio};
 pub use workload::{Mix, Target, Workload};
