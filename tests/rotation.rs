@@ -16,6 +16,7 @@ async fn a_pool_under_load_outlives_every_token_with_one_request_per_rotation() 
         .build()
         .await
         .expect("the pool builds");
+    let built = Instant::now();
     let queries = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut tasks = tokio::task::JoinSet::new();
@@ -45,6 +46,15 @@ async fn a_pool_under_load_outlives_every_token_with_one_request_per_rotation() 
     assert!(
         rotations >= 5,
         "20 s of 3 s tokens renew at least 5 times, saw {rotations}"
+    );
+    // Renewals follow the token's lifetime, not the connections. IMDS gives expiry in whole seconds, so
+    // a 3 s token has 2–3 s left on arrival; it renews 1 s before expiry but never before half-life,
+    // up to 10 % earlier (jitter): at most one renewal per 0.9 s, however many connections sign in.
+    let most = (built.elapsed().as_secs_f64() / 0.9).ceil() as u64 + 1;
+    assert!(
+        rotations <= most,
+        "{rotations} renewals in {:?}: more than the lifetime allows ({most}); connections must not cause fetches",
+        built.elapsed()
     );
     assert_eq!(
         emulator.identity().token_requests() as u64,

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use entra_emulator::{Emulator, FakeIdentity, Fault, Trap};
+use entra_emulator::{Emulator, FakeIdentity, Fault, RateLimit, Trap};
 
 fn assert_untouched(trap: &Trap, what: &str) {
     assert_eq!(trap.connections(), 0, "{what}: the trap was connected to");
@@ -188,4 +188,58 @@ async fn token_for_an_unknown_identity_fails_at_once() {
         Some("00000000-0000-0000-0000-00000000dead"),
         "--object-id reaches IMDS as the builder's UserAssignedId"
     );
+}
+
+/// Issue "One path…": 40 processes starting together on one node, against an IMDS that throttles above
+/// 5 requests/s (429, `Retry-After: 1`), all get their token within the budget, and the requests stay
+/// bounded. Each process is `entra-pg token`, whose fetch is the pool's start-up fetch
+/// (`fetch_with_retry` with the same `RetryPolicy`); the in-process variant with 40 pools is
+/// `entra-postgres/tests/start.rs`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_of_forty_processes_starting_together_gets_through_imds_throttling() {
+    const FLEET: usize = 40;
+    let fake = FakeIdentity::start().await.unwrap();
+    fake.set_rate_limit(Some(RateLimit {
+        per_second: 5,
+        retry_after_secs: 1,
+    }));
+    let env = vec![(
+        "AZURE_POD_IDENTITY_AUTHORITY_HOST".to_string(),
+        fake.imds_authority(),
+    )];
+    let started = std::time::Instant::now();
+    let children: Vec<_> = (0..FLEET)
+        .map(|_| {
+            let mut cmd = entra_pg(&["token", "--source", "imds"], &env);
+            cmd.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            cmd.spawn().expect("spawn entra-pg token")
+        })
+        .collect();
+    let outputs = tokio::task::spawn_blocking(move || {
+        children
+            .into_iter()
+            .map(|c| c.wait_with_output().expect("wait"))
+            .collect::<Vec<_>>()
+    });
+    let outputs = tokio::time::timeout(Duration::from_secs(120), outputs)
+        .await
+        .expect("the fleet finished within 120 s")
+        .unwrap();
+    let took = started.elapsed();
+    for out in &outputs {
+        let (stdout, stderr) = text(out);
+        assert!(out.status.success(), "a process failed:\n{stderr}");
+        assert_eq!(stdout.trim().split('.').count(), 3, "a JWT on stdout");
+    }
+    let requests = fake.token_requests();
+    let throttled = fake.requests().iter().filter(|r| r.status == 429).count();
+    eprintln!(
+        "fleet of processes: {FLEET} tokens in {:.1} s, {requests} token requests, {throttled} of them throttled \
+         (limit 5/s, Retry-After 1 s)",
+        took.as_secs_f64()
+    );
+    assert!(took < Duration::from_secs(70), "within the retry budget");
+    assert_eq!(requests - throttled, FLEET, "one token issued per process");
+    assert!(requests <= FLEET * 12, "bounded: {requests} requests");
 }

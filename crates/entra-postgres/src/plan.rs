@@ -336,6 +336,16 @@ impl ConnectionPlan {
             return Ok(self);
         }
         let token = tokens.get().await?;
+        Ok(self.with_role_from(&token)?)
+    }
+
+    /// The plan with its role settled from `token` when none is configured: the one rule for a role
+    /// derived from a token's claims (`xms_mirid`'s last segment, else `upn`, else
+    /// `preferred_username`), for the pool and every one-shot command.
+    pub fn with_role_from(self, token: &entra_token::AccessToken) -> Result<Self, ConfigError> {
+        if self.role.is_some() {
+            return Ok(self);
+        }
         let (user, claim) = crate::claims::user_from_token(token.secret()).ok_or(ConfigError::Missing {
             setting: "user",
             how: "PoolBuilder::user, user= in the connection string, AZURE_POSTGRESQL_USER or PGUSER to the \
@@ -530,7 +540,20 @@ fn choose_tls(
         roots: roots.clone(),
         reason,
     };
-    if hosts.iter().all(|h| h.starts_with('/') || h.starts_with('@')) {
+    let hostaddrs: &[IpAddr] = settings.hostaddrs.as_ref().map_or(&[], |a| a.value.as_slice());
+    let is_socket = |h: &str| h.starts_with('/') || h.starts_with('@');
+    // With a hostaddr, libpq and tokio-postgres connect over TCP to it, whatever the host says: the
+    // host is only the name TLS checks. A socket directory is no name to check.
+    if let Some((host, addr)) = hosts.iter().zip(hostaddrs).find(|(h, _)| is_socket(h)) {
+        return Err(ConfigError::invalid(
+            settings.hostaddrs.as_ref().map_or("hostaddr", |a| a.origin.as_str()),
+            addr.to_string(),
+            format!(
+                "a hostaddr for the unix-socket host {host:?} connects over TCP, where the socket directory is                  no name to verify the server's certificate against: give the server's name as host"
+            ),
+        ));
+    }
+    if hostaddrs.is_empty() && hosts.iter().all(|h| is_socket(h)) {
         return Ok(choice(
             None,
             "no TLS: unix sockets only, which never leave this machine".into(),
@@ -543,10 +566,18 @@ fn choose_tls(
     Ok(match requested {
         SslMode::Disable => {
             if token_mode {
-                if let Some(remote) = hosts.iter().find(|h| !tls::is_local_host(h)) {
+                // Both what the host name says and where a hostaddr actually connects must stay on
+                // this machine.
+                let remote_name = hosts.iter().find(|h| !tls::is_local_host(h)).cloned();
+                let remote_addr = hosts
+                    .iter()
+                    .zip(hostaddrs)
+                    .find(|(_, a)| !a.is_loopback())
+                    .map(|(h, a)| format!("{h} (hostaddr {a})"));
+                if let Some(remote) = remote_name.or(remote_addr) {
                     return Err(ConfigError::CleartextToken {
                         origin: requested_origin,
-                        host: remote.clone(),
+                        host: remote,
                     });
                 }
             }
@@ -676,10 +707,45 @@ mod tests {
         );
         assert!(plan("host=localhost sslmode=disable", &PlanOptions::default()).is_ok());
         assert!(plan(
+            "host=localhost hostaddr=127.0.0.1 sslmode=disable",
+            &PlanOptions::default()
+        )
+        .is_ok());
+        assert!(plan(
             "host=db.example.com sslmode=disable",
             &PlanOptions::new(CredentialKind::StaticPassword)
         )
         .is_ok());
+    }
+
+    #[test]
+    fn cleartext_to_a_remote_hostaddr_is_refused_even_with_a_loopback_name() {
+        let err = plan(
+            "host=localhost hostaddr=10.0.0.5 sslmode=disable",
+            &PlanOptions::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::CleartextToken { host, .. } if host.contains("10.0.0.5")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_unix_socket_host_with_a_hostaddr_is_refused_whatever_the_mode() {
+        for mode in ["disable", "require", "verify-full"] {
+            let err = plan(
+                &format!("host=/var/run/postgresql hostaddr=10.0.0.5 sslmode={mode}"),
+                &PlanOptions::default(),
+            )
+            .unwrap_err();
+            assert!(
+                err.to_string().contains("hostaddr") || format!("{err:?}").contains("hostaddr"),
+                "{err}"
+            );
+        }
+        let unix = plan("host=/var/run/postgresql", &PlanOptions::default()).unwrap();
+        assert_eq!(unix.tls().verification, None, "a unix socket alone needs no TLS");
     }
 
     #[test]

@@ -375,13 +375,14 @@ impl ConnectionPlan {
     }
 
     async fn addresses(&self, i: usize, host: &str, port: u16) -> Result<Vec<Address>, SessionError> {
+        // As libpq and tokio-postgres: a hostaddr is where to connect, the host only the name to check.
+        if let Some(addr) = self.hostaddrs().get(i) {
+            return Ok(vec![Address::Tcp(SocketAddr::new(*addr, port))]);
+        }
         if host.starts_with('/') {
             return Ok(vec![Address::Unix(
                 PathBuf::from(host).join(format!(".s.PGSQL.{port}")),
             )]);
-        }
-        if let Some(addr) = self.hostaddrs().get(i) {
-            return Ok(vec![Address::Tcp(SocketAddr::new(*addr, port))]);
         }
         let name = host.trim_start_matches('[').trim_end_matches(']');
         let resolved =

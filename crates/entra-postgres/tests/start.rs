@@ -45,6 +45,24 @@ async fn cleartext_to_a_remote_name_is_refused_before_a_token_is_fetched_or_a_by
     assert_eq!((trap.connections(), trap.bytes()), (0, 0));
 }
 
+/// Where a hostaddr connects decides, not what the host name says: a loopback name or a socket
+/// directory with a remote hostaddr sends nothing (192.0.2.1 is TEST-NET-1, reachable nowhere).
+#[tokio::test]
+async fn a_remote_hostaddr_behind_a_loopback_or_socket_host_is_refused_before_a_token_is_fetched() {
+    let fake = FakeIdentity::start().await.unwrap();
+    for conninfo in [
+        "host=localhost hostaddr=192.0.2.1 sslmode=disable user=app",
+        "host=/var/run/postgresql hostaddr=192.0.2.1 user=app",
+        "host=/var/run/postgresql hostaddr=192.0.2.1 sslmode=disable user=app",
+    ] {
+        let err = builder_for(&fake, conninfo).build().await.unwrap_err();
+        let text = entra_postgres::report(&err);
+        assert!(matches!(&err, BuildError::Config(_)), "{conninfo}: {text}");
+        assert!(text.contains("192.0.2.1"), "{conninfo}: {text}");
+    }
+    assert_eq!(fake.token_requests(), 0);
+}
+
 #[tokio::test]
 async fn a_fail_fast_build_rides_out_one_429_from_imds() {
     let fake = FakeIdentity::start().await.unwrap();

@@ -120,7 +120,7 @@ fn status_of(e: &azure_core::Error) -> Option<u16> {
 fn classify(source: &str, e: &azure_core::Error) -> TokenError {
     let reason = crate::http::redacted_snippet(&e.to_string());
     match (status_of(e), e.kind()) {
-        (Some(status @ (404 | 410 | 429 | 500..=599)), _) => TokenError::Transient {
+        (Some(status), _) if crate::retry::is_transient_status(status) => TokenError::Transient {
             source_name: source.to_string(),
             reason,
             status: Some(status),

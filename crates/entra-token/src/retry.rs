@@ -15,6 +15,13 @@ use tracing::Instrument;
 
 use crate::{AccessToken, TokenError, TokenSource};
 
+/// Whether an HTTP status of an identity endpoint is a transient answer to retry: 404 and 410 (IMDS
+/// updating), 429 (throttled), 5xx (`azure-protocols.md` §1). Every source and adapter asks this one
+/// function.
+pub(crate) fn is_transient_status(status: u16) -> bool {
+    matches!(status, 404 | 410 | 429 | 500..=599)
+}
+
 /// How token fetches are retried: backoff, `Retry-After`, and a budget.
 ///
 /// The delay after the `n`-th consecutive failure is drawn uniformly from `[0, min(initial·2ⁿ⁻¹, max)]`

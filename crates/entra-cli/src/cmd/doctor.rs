@@ -215,11 +215,11 @@ pub(crate) async fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
         return Err(report.fail("token", token_detail, problem, Exit::Token));
     }
     report.pass("token", token_detail);
+    // For the diagnosis of a refused sign-in: the name the token itself gives.
     let token_user = entra_postgres::user_from_token(token.secret()).map(|(u, _)| u);
-    let plan = match (plan.role().is_some(), &token_user) {
-        (true, _) => plan,
-        (false, Some(u)) => plan.with_role(u),
-        (false, None) => {
+    let plan = match plan.with_role_from(&token) {
+        Ok(plan) => plan,
+        Err(_) => {
             let problem = Problem {
                 cause: "no user name is configured and the token names none".into(),
                 fix: "set PGUSER or AZURE_POSTGRESQL_USER to the identity's name".into(),

@@ -42,18 +42,7 @@ pub(crate) async fn run(args: PsqlArgs) -> Result<ExitCode, CliError> {
     // The rules first: nothing is fetched for a configuration that may not be used.
     let plan = builder.plan()?;
     let token = builder.fetch_token().await?;
-    let plan = match plan.role() {
-        Some(_) => plan,
-        None => match entra_postgres::user_from_token(token.secret()) {
-            Some((user, _)) => plan.with_role(user),
-            None => {
-                return Err(CliError::new(
-                    Exit::Usage,
-                    "no user: set PGUSER to the identity's name",
-                ))
-            }
-        },
-    };
+    let plan = plan.with_role_from(&token)?;
     // Kept alive until psql exits.
     let bundle = match (&plan.tls().roots, plan.tls().verification) {
         (Roots::BuiltIn, Some(_)) => Some(azure_bundle()?),

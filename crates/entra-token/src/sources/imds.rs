@@ -21,8 +21,8 @@ const API_VERSION: &str = "2018-02-01";
 /// [`ImdsSourceBuilder::endpoint`], `AZURE_POD_IDENTITY_AUTHORITY_HOST` (a base URL; the token path is
 /// appended) or `MSAL_MANAGED_IDENTITY_ENDPOINT` (the full token URL).
 ///
-/// Errors: an identity that is not assigned is [`TokenError::CredentialUnavailable`] for the system
-/// identity (a chain moves on) and [`TokenError::AuthenticationFailed`] for a user-assigned one; IMDS
+/// Errors: an identity that is not assigned is [`TokenError::IdentityNotFound`] (for the system identity
+/// a chain moves on, as [`TokenError::is_unavailable`] says; for a user-assigned one it stops); IMDS
 /// updating (404, 410), throttling and 5xx are [`TokenError::Transient`]. Nothing listening at the
 /// endpoint is `CredentialUnavailable` until IMDS has answered once, and `Transient` afterwards.
 ///

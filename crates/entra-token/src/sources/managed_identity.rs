@@ -333,7 +333,7 @@ pub(super) fn token_from_mi_response(
                 response.snippet()
             ),
         )),
-        404 | 410 | 429 | 500..=599 => Err(TokenError::Transient {
+        status if crate::retry::is_transient_status(status) => Err(TokenError::Transient {
             source_name: source_name.to_string(),
             reason: format!("the endpoint is unavailable for now: {message}"),
             status: Some(status),
