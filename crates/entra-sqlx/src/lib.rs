@@ -17,7 +17,8 @@
 //!   hook, so a task follows the refresher and replaces the pool's connect options at every rotation;
 //!   [`EntraPgPool::acquire`] also does so before retrying a refused token once. When sqlx gains a
 //!   connector hook, it can replace this mechanism behind the same API.
-//! - **Not zeroized**: sqlx keeps the token as a plain `String` in its connect options.
+//! - **Not zeroized**: sqlx keeps the token as a plain `String` in its connect options, and their derived
+//!   `Debug` prints it: never log `PgPool::connect_options()`. [`EntraPgPool`]'s own `Debug` shows no token.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 

@@ -389,11 +389,12 @@ const REDACTED: &str = "<redacted>";
 /// anything that looks like a JWT are replaced by `<redacted>`, and the result is capped at about 200
 /// characters.
 pub(crate) fn redacted_snippet(body: &str) -> String {
-    let mut text = body.to_string();
+    // The copies made on the way still hold the secret: zeroized as they are dropped.
+    let mut text = zeroize::Zeroizing::new(body.to_string());
     for key in ["access_token", "accessToken", "refresh_token"] {
-        text = redact_key(&text, key);
+        text = zeroize::Zeroizing::new(redact_key(&text, key));
     }
-    text = redact_jwts(&text);
+    text = zeroize::Zeroizing::new(redact_jwts(&text));
     let mut out = cap_chars(text.trim(), SNIPPET_CHARS);
     if out.chars().count() < text.trim().chars().count() {
         out.push('…');

@@ -34,7 +34,9 @@
 //! - the response body of every token request, read into a buffer that is zeroized when it grows and
 //!   when it is dropped, and every string of the JSON parsed from it;
 //! - the Azure CLI's output and the token parsed from it; the workload-identity assertion read from its
-//!   file; the Azure Arc key; a service principal's secret (held as a `SecretString`).
+//!   file; the Azure Arc key; a service principal's secret (held as a `SecretString`);
+//! - the intermediate copies made while redacting a malformed response for an error message (the
+//!   message itself holds no secret).
 //!
 //! Not zeroized, because other crates or the kernel own the memory:
 //! - hyper's and rustls's receive and record buffers, which hold the response before this crate copies
@@ -43,7 +45,10 @@
 //! - the pipe buffers of `az`'s output, and kernel socket buffers;
 //! - whatever a consumer copies out of [`AccessToken::secret`]: `entra-postgres` hands it to
 //!   tokio-postgres, whose `Config::password` keeps a plain `Vec<u8>` for the connection attempt and
-//!   writes it into an unzeroized `PasswordMessage` buffer.
+//!   writes it into an unzeroized `PasswordMessage` buffer; `entra-sqlx` hands it to sqlx, whose
+//!   `PgConnectOptions` keeps it as a plain `String` (and whose derived `Debug`, reachable through
+//!   `PgPool::connect_options()`, prints it: never log sqlx's connect options); `entra-pg psql` passes
+//!   it to psql in `PGPASSWORD`, which the child's environment holds.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
