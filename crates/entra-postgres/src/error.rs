@@ -23,7 +23,7 @@ use crate::config::ConfigError;
 pub enum ConnectError {
     /// No usable token: the identity endpoint is failing and the cached token expired (or none was ever
     /// fetched).
-    #[error("no usable Entra token")]
+    #[error("a new connection needs an Entra token")]
     Token(#[source] TokenError),
     /// The server refused a freshly fetched token too. `hint` says what to check.
     #[error("the server refused the Entra token for role {role:?} twice ({code}: {message}). {hint}")]

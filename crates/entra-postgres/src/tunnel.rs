@@ -115,8 +115,9 @@ mod tests {
         let all = texts.join(": ");
         assert_eq!(
             all,
-            "could not open a connection: error communicating with the server: no usable Entra token: no \
-             usable token: imds: fetching a new token keeps failing: imds: temporary failure: HTTP 503"
+            "could not open a connection: error communicating with the server: a new connection needs an Entra \
+             token: the refresher has no usable token: imds: fetching a new token keeps failing: imds: temporary \
+             failure: HTTP 503"
         );
     }
 }

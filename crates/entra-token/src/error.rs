@@ -101,7 +101,7 @@ pub enum TokenError {
     },
     /// The [`Refresher`](crate::Refresher) has no usable token: the cached one has expired (or is about to)
     /// and fetching a new one keeps failing. `last_error` is the most recent cause.
-    #[error("no usable token: {reason}")]
+    #[error("the refresher has no usable token: {reason}")]
     Unavailable {
         /// What the refresher knows.
         reason: String,
