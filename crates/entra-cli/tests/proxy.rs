@@ -47,7 +47,7 @@ impl Proxy {
 #[test]
 fn psql_signs_in_through_the_proxy_with_no_token_of_its_own() {
     let Some(psql) = entra_emulator::clients::pg_program("psql") else {
-        eprintln!("SKIPPED: psql is not installed");
+        entra_emulator::clients::skip("psql is not installed");
         return;
     };
     let emulate = Emulate::start(&[]);

@@ -19,9 +19,9 @@ fn python() -> Option<PathBuf> {
 #[test]
 fn azure_identity_and_azure_postgresql_auth_sign_in_through_the_emulator() {
     let Some(python) = python() else {
-        eprintln!(
-            "SKIPPED: no Python with azure-identity, azure-postgresql-auth and psycopg \
-             (run `bash .ci/setup`, which creates target/py-interop, or set ENTRA_PYTHON)"
+        entra_emulator::clients::skip(
+            "no Python with azure-identity, azure-postgresql-auth and psycopg \
+             (run `bash .ci/setup`, which creates target/py-interop, or set ENTRA_PYTHON)",
         );
         return;
     };

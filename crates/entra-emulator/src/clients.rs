@@ -42,3 +42,11 @@ pub fn python_with(modules: &[&str]) -> Option<PathBuf> {
             .is_ok_and(|o| o.status.success())
     })
 }
+
+/// Says that a test skips part of itself, and why, where `cargo test` shows it: straight to the process's
+/// stderr, which the test harness does not capture (it captures only `print!`/`eprint!`), so a skip is
+/// visible in CI's log even when the test passes.
+pub fn skip(why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
+}

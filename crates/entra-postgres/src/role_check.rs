@@ -62,5 +62,5 @@ pub(crate) fn hook(attrs: SessionAttrs, pool_name: Arc<str>) -> Option<Hook> {
 }
 
 fn due(metrics: &Metrics) -> bool {
-    metrics.recycle_count % CHECK_EVERY == 0 || metrics.last_used() >= CHECK_AFTER_IDLE
+    metrics.recycle_count.is_multiple_of(CHECK_EVERY) || metrics.last_used() >= CHECK_AFTER_IDLE
 }

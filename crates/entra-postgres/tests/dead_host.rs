@@ -114,7 +114,9 @@ fn a_vanished_server_is_noticed_within_the_bound_and_the_pool_recovers() {
     let ns = match Namespace::create() {
         Ok(ns) => ns,
         Err(e) => {
-            eprintln!("SKIPPED: cannot create a network namespace here ({e}); needs root and iproute2");
+            entra_emulator::clients::skip(&format!(
+                "cannot create a network namespace here ({e}); needs root and iproute2"
+            ));
             return;
         }
     };

@@ -110,7 +110,7 @@ fn jwt_with(claims: &Value, padded: bool) -> String {
     let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let mut payload = e.encode(claims.to_string());
     if padded {
-        while payload.len() % 4 != 0 {
+        while !payload.len().is_multiple_of(4) {
             payload.push('=');
         }
     }

@@ -67,8 +67,8 @@ async fn psql_pgbench_and_psycopg_sign_in_through_twenty_token_rotations() {
         tokio::spawn(run(cmd, RUN.as_secs() + 60))
     });
     if psycopg.is_none() {
-        eprintln!(
-            "SKIPPED (psycopg part): no Python with psycopg (run `bash .ci/setup`, or set ENTRA_PYTHON)"
+        entra_emulator::clients::skip(
+            "(psycopg part) no Python with psycopg (run `bash .ci/setup`, or set ENTRA_PYTHON)",
         );
     }
 
@@ -176,17 +176,17 @@ async fn psql_signs_in_over_the_unix_socket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_of_another_user_is_refused() {
     if nix::unistd::geteuid().as_raw() != 0 {
-        eprintln!("SKIPPED: switching to another user needs root");
+        entra_emulator::clients::skip("switching to another user needs root");
         return;
     }
     let Ok(Some(other)) = nix::unistd::User::from_name("postgres") else {
-        eprintln!("SKIPPED: no `postgres` user to run the client as");
+        entra_emulator::clients::skip("no `postgres` user to run the client as");
         return;
     };
     let emulator = Emulator::start().await.unwrap();
     let proxy = proxy(&emulator, short_tokens(), |b| b).await;
     let Some(psql) = entra_emulator::clients::pg_program("psql") else {
-        eprintln!("SKIPPED: psql is not installed");
+        entra_emulator::clients::skip("psql is not installed");
         return;
     };
     let mut cmd = std::process::Command::new("setpriv");

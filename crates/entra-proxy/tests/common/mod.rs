@@ -72,7 +72,7 @@ pub fn tcp_config(proxy: &ProxyHandle) -> tokio_postgres::Config {
 /// `program` with only these variables (and PATH), or `None` (after saying so) when it is missing.
 pub fn client(program: &str, env: &[(String, String)]) -> Option<Command> {
     let Some(path) = entra_emulator::clients::pg_program(program) else {
-        eprintln!("SKIPPED: {program} is not installed (Debian: postgresql-client)");
+        entra_emulator::clients::skip(&format!("{program} is not installed (Debian: postgresql-client)"));
         return None;
     };
     let mut cmd = Command::new(path);
