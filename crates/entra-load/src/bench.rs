@@ -193,6 +193,8 @@ pub struct RunResult {
     pub token_fetches: Option<u64>,
     /// Sessions the gate signed in during the run.
     pub connections_created: Option<u64>,
+    /// Gate and plain runs: connections opened inside a `get()`, whose caller waited for the sign-in.
+    pub opened_in_checkout: Option<u64>,
     /// Load average before and after the run.
     pub load: (Option<[f64; 3]>, Option<[f64; 3]>),
 }
@@ -228,6 +230,9 @@ pub struct Ratios {
     pub plain_p99_rotation_over_rest: Option<PairedRatio>,
     /// The same for p99.9.
     pub plain_p999_rotation_over_rest: Option<PairedRatio>,
+    /// `--plain-deadpool` with replace-ahead: the gate pool without spares, p99.9 in its sign-in windows
+    /// over the rest.
+    pub no_spares_p999_rotation_over_rest: Option<PairedRatio>,
 }
 
 /// Everything one benchmark measured.
@@ -272,7 +277,17 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, String> {
     if point {
         setup::prepare_pgbench_db(&pg).await?;
     }
-    let gate_pool = gate_pool(&config, &emulator).await?;
+    let gate = gate_pool(&config, &emulator).await?;
+    // With --plain-deadpool and replace-ahead, the same gate pool without spares runs in each cycle too,
+    // so the three are compared in one interleaved run.
+    let no_spares = match config.plain_deadpool && config.replace_ahead > 0 && config.mode == Mode::Checkout {
+        true => {
+            let mut without = config.clone();
+            without.replace_ahead = 0;
+            Some(gate_pool(&without, &emulator).await?)
+        }
+        false => None,
+    };
     let direct = match config.direct {
         true => Some(direct_pool(&config, &pg, point, emulator.dbname()).await?),
         false => None,
@@ -283,7 +298,10 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, String> {
     let mut pgbench_missing = false;
     for cycle in 0..config.cycles {
         eprintln!("cycle {}/{}", cycle + 1, config.cycles);
-        runs.push(run_gate(&config, &emulator, &gate_pool, cycle).await?);
+        runs.push(run_gate(&config, &emulator, &gate, "gate", cycle).await?);
+        if let Some(pool) = &no_spares {
+            runs.push(run_gate(&config, &emulator, pool, "no-spares", cycle).await?);
+        }
         if config.plain_deadpool && config.mode == Mode::Checkout {
             runs.push(run_plain(&config, &emulator, cycle).await?);
         }
@@ -317,7 +335,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, String> {
             }
         }
     }
-    if let Some(tokens) = gate_pool.pool.tokens() {
+    if let Some(tokens) = gate.pool.tokens() {
         tokens.shutdown();
     }
     let ratios = ratios(&runs, &pgbench_runs, config.connections);
@@ -422,15 +440,42 @@ fn run_id(label: &str, cycle: usize) -> i16 {
     let base = match label {
         "gate" => 100,
         "plain" => 300,
+        "no-spares" => 400,
         _ => 200,
     };
     base + (cycle as i16 % 100)
+}
+
+/// The instants the gate signed sessions in, as `Instant`s of this process.
+fn gate_sign_ins(emulator: &Emulator) -> Vec<std::time::Instant> {
+    let (now, wall) = (std::time::Instant::now(), std::time::SystemTime::now());
+    emulator
+        .gate()
+        .sessions()
+        .iter()
+        .filter_map(|s| now.checked_sub(wall.duration_since(s.at).unwrap_or_default()))
+        .collect()
+}
+
+/// What marks the windows compared: with a sign-in delay, the windows in which a connection signed in
+/// at the gate (whoever waited for it); otherwise the token's renewals.
+fn windows_of<'a>(
+    config: &BenchConfig,
+    sign_ins: &'a (dyn Fn() -> Vec<std::time::Instant> + Sync),
+    tokens: Option<&'a entra_token::TokenHandle>,
+) -> crate::drive::Rotations<'a> {
+    match (config.sign_in_delay.is_zero(), tokens) {
+        (false, _) => crate::drive::Rotations::Sampled(sign_ins),
+        (true, Some(t)) => crate::drive::Rotations::Token(t),
+        (true, None) => crate::drive::Rotations::None,
+    }
 }
 
 async fn run_gate(
     config: &BenchConfig,
     emulator: &Emulator,
     loaded: &Loaded,
+    label: &'static str,
     cycle: usize,
 ) -> Result<RunResult, String> {
     let pool = &loaded.pool;
@@ -438,13 +483,14 @@ async fn run_gate(
     let sessions_before = emulator.gate().sessions().len();
     let fetches_before = emulator.identity().token_requests();
     let refreshes_before = pool.tokens().map_or(0, |t| t.status().refreshes);
+    let in_checkout_before = pool.status().connections.opened_in_checkout;
     let workload = Workload {
         mix: config.mix,
         point_sql: ACCOUNTS_POINT,
-        run_id: run_id("gate", cycle),
+        run_id: run_id(label, cycle),
     };
     eprintln!(
-        "  gate: {} tasks on a pool of {} as {:?}, {} mix, {} s, tokens live {} s",
+        "  {label}: {} tasks on a pool of {} as {:?}, {} mix, {} s, tokens live {} s",
         config.tasks,
         config.connections,
         pool.user(),
@@ -452,9 +498,10 @@ async fn run_gate(
         config.run_duration.as_secs(),
         config.token_lifetime.as_secs()
     );
-    let driven = drive(
+    let sign_ins = || gate_sign_ins(emulator);
+    let driven = crate::drive::drive_with(
         &loaded.target,
-        pool.tokens(),
+        windows_of(config, &sign_ins, pool.tokens()),
         &workload,
         config.tasks,
         config.run_duration,
@@ -471,7 +518,7 @@ async fn run_gate(
     )
     .await?;
     Ok(RunResult {
-        label: "gate",
+        label,
         cycle,
         stats: driven.stats,
         rotations_ms: driven.rotations_ms,
@@ -485,6 +532,12 @@ async fn run_gate(
                 .saturating_sub(fetches_before) as u64,
         ),
         connections_created: Some(emulator.gate().sessions().len().saturating_sub(sessions_before) as u64),
+        opened_in_checkout: Some(
+            pool.status()
+                .connections
+                .opened_in_checkout
+                .saturating_sub(in_checkout_before),
+        ),
         load: (before, load_average()),
     })
 }
@@ -545,9 +598,14 @@ async fn run_plain(config: &BenchConfig, emulator: &Emulator, cycle: usize) -> R
         config.connections,
         lifetime.as_millis()
     );
+    let sign_ins = || gate_sign_ins(emulator);
+    let windows = match config.sign_in_delay.is_zero() {
+        true => crate::drive::Rotations::Recorded(retired),
+        false => crate::drive::Rotations::Sampled(&sign_ins),
+    };
     let driven = crate::drive::drive_with(
         &Target::Checkout(pool),
-        crate::drive::Rotations::Recorded(retired),
+        windows,
         &workload,
         config.tasks,
         config.run_duration,
@@ -572,6 +630,8 @@ async fn run_plain(config: &BenchConfig, emulator: &Emulator, cycle: usize) -> R
         rotations: None,
         token_fetches: None,
         connections_created: Some(emulator.gate().sessions().len().saturating_sub(sessions_before) as u64),
+        // Plain deadpool opens every connection inside a get().
+        opened_in_checkout: Some(emulator.gate().sessions().len().saturating_sub(sessions_before) as u64),
         load: (before, load_average()),
     })
 }
@@ -615,6 +675,7 @@ async fn run_direct(
         rotations: None,
         token_fetches: None,
         connections_created: None,
+        opened_in_checkout: None,
         load: (before, load_average()),
     })
 }
@@ -683,6 +744,11 @@ fn ratios(runs: &[RunResult], pgbench: &[PgbenchRun], connections: usize) -> Rat
         plain_p999_rotation_over_rest: PairedRatio::of(
             plains.filter_map(|p| ratio_of(p.stats.rotation.p999, p.stats.rest.p999)),
         ),
+        no_spares_p999_rotation_over_rest: PairedRatio::of(
+            runs.iter()
+                .filter(|r| r.label == "no-spares")
+                .filter_map(|r| ratio_of(r.stats.rotation.p999, r.stats.rest.p999)),
+        ),
     }
 }
 
@@ -699,7 +765,7 @@ fn load_json(load: &(Option<[f64; 3]>, Option<[f64; 3]>)) -> serde_json::Value {
 }
 
 fn percentiles_json(p: &Percentiles) -> serde_json::Value {
-    json!({ "count": p.count, "p50_us": p.p50, "p99_us": p.p99, "p999_us": p.p999 })
+    json!({ "count": p.count, "p50_us": p.p50, "p99_us": p.p99, "p999_us": p.p999, "max_us": p.max })
 }
 
 fn run_json(r: &RunResult) -> serde_json::Value {
@@ -719,6 +785,7 @@ fn run_json(r: &RunResult) -> serde_json::Value {
         "rotations_at_ms": r.rotations_ms,
         "token_fetches": r.token_fetches,
         "connections_created": r.connections_created,
+        "opened_in_checkout": r.opened_in_checkout,
         "writes": r.writes.map(|w| json!({
             "acknowledged": w.acknowledged, "missing": w.missing, "rows": w.rows
         })),
@@ -786,6 +853,10 @@ impl BenchReport {
                 "plain_p999_rotation_over_rest".into(),
                 json!(ratio(&self.ratios.plain_p999_rotation_over_rest)),
             );
+            ratios.insert(
+                "no_spares_p999_rotation_over_rest".into(),
+                json!(ratio(&self.ratios.no_spares_p999_rotation_over_rest)),
+            );
         }
         if self.config.mode == Mode::Multiplexed {
             ratios.insert(
@@ -839,7 +910,7 @@ impl BenchReport {
             c.sign_in_delay.as_millis(),
             c.replace_ahead
         );
-        let labels: Vec<&str> = ["gate", "plain", "direct"]
+        let labels: Vec<&str> = ["gate", "no-spares", "plain", "direct"]
             .into_iter()
             .filter(|l| self.runs.iter().any(|r| r.label == *l))
             .collect();
@@ -849,11 +920,17 @@ impl BenchReport {
         }
         out.push('\n');
         type Cell = fn(&RunResult) -> Option<f64>;
-        let rows: [(&str, Cell, bool); 8] = [
+        let rows: [(&str, Cell, bool); 10] = [
             ("throughput (ops/s)", |r| Some(r.stats.throughput()), false),
             ("latency p50", |r| us(r.stats.all.p50), true),
             ("latency p99", |r| us(r.stats.all.p99), true),
             ("latency p99.9", |r| us(r.stats.all.p999), true),
+            ("latency max", |r| us(r.stats.all.max), true),
+            (
+                "sign-ins inside get() (per run)",
+                |r| r.opened_in_checkout.map(|n| n as f64),
+                false,
+            ),
             ("p99 in rotation windows", |r| us(r.stats.rotation.p99), true),
             ("p99.9 in rotation windows", |r| us(r.stats.rotation.p999), true),
             ("p99 in other windows", |r| us(r.stats.rest.p99), true),
@@ -925,6 +1002,10 @@ impl BenchReport {
             (
                 "plain p99.9 retiring / other",
                 &self.ratios.plain_p999_rotation_over_rest,
+            ),
+            (
+                "no-spares p99.9 rotation / other",
+                &self.ratios.no_spares_p999_rotation_over_rest,
             ),
         ];
         for (name, r) in lines {

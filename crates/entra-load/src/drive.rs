@@ -45,7 +45,7 @@ pub struct Driven {
 }
 
 /// What marks a window as a rotation window.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Rotations<'a> {
     /// Nothing: no window is one.
     None,
@@ -53,6 +53,19 @@ pub enum Rotations<'a> {
     Token(&'a TokenHandle),
     /// Instants recorded by the caller (a plain pool's connection retirements).
     Recorded(Arc<parking_lot::Mutex<Vec<Instant>>>),
+    /// Instants the caller reads once the run is over (the gate's sign-ins).
+    Sampled(&'a (dyn Fn() -> Vec<Instant> + Sync)),
+}
+
+impl std::fmt::Debug for Rotations<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Rotations::None => "None",
+            Rotations::Token(_) => "Token",
+            Rotations::Recorded(_) => "Recorded",
+            Rotations::Sampled(_) => "Sampled",
+        })
+    }
 }
 
 /// Runs `tasks` tasks of `workload` on `pool` for `duration`, after opening the pool's connections (so
@@ -128,12 +141,8 @@ pub async fn drive_with(
     let elapsed = started.elapsed().max(duration);
     let rotations_ms = match (monitor, rotations) {
         (Some(handle), _) => handle.await.unwrap_or_default(),
-        (None, Rotations::Recorded(log)) => log
-            .lock()
-            .iter()
-            .filter(|at| **at >= started && **at <= deadline)
-            .map(|at| at.duration_since(started).as_millis().min(u32::MAX as u128) as u32)
-            .collect(),
+        (None, Rotations::Recorded(log)) => offsets(&log.lock(), started, deadline),
+        (None, Rotations::Sampled(read)) => offsets(&read(), started, deadline),
         (None, _) => Vec::new(),
     };
     Driven {
@@ -142,6 +151,15 @@ pub async fn drive_with(
         first_errors,
         acked,
     }
+}
+
+/// The instants within the run, in ms from its start.
+fn offsets(instants: &[Instant], started: Instant, deadline: Instant) -> Vec<u32> {
+    instants
+        .iter()
+        .filter(|at| **at >= started && **at <= deadline)
+        .map(|at| at.duration_since(started).as_millis().min(u32::MAX as u128) as u32)
+        .collect()
 }
 
 /// Opens up to `tasks` of the pool's connections and gives them back.

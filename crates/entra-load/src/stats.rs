@@ -22,6 +22,8 @@ pub struct Percentiles {
     pub p99: Option<u32>,
     /// The 99.9th percentile, µs.
     pub p999: Option<u32>,
+    /// The slowest, µs.
+    pub max: Option<u32>,
 }
 
 impl Percentiles {
@@ -32,6 +34,7 @@ impl Percentiles {
             p50: percentile(&latencies, 50.0),
             p99: percentile(&latencies, 99.0),
             p999: percentile(&latencies, 99.9),
+            max: latencies.last().copied(),
         }
     }
 }
