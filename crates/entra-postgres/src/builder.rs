@@ -417,7 +417,7 @@ impl PoolBuilder {
     /// **Replace-ahead**: keep `spares` connections signed in, in the background, so that a `get()` that
     /// must open a connection (one retired by `max_lifetime`, or a pool growing) takes a ready one instead
     /// of waiting for TCP, TLS and the Entra sign-in (default 0: off). Spares are server connections
-    /// beyond `max_size`; each waits at most one `max_lifetime` before it is replaced.
+    /// beyond `max_size`; each waits at most two `max_lifetime`s before it is replaced.
     pub fn replace_ahead(mut self, spares: usize) -> Self {
         self.replace_ahead = spares;
         self

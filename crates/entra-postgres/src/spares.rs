@@ -3,9 +3,12 @@
 //! When a connection retires (`max_lifetime`, a failover), deadpool opens its replacement inside the next
 //! `get()`, and that caller pays TCP, TLS and the Entra sign-in: tens of milliseconds against Azure. With
 //! `PoolBuilder::replace_ahead(n)`, a task keeps `n` connections signed in and waiting; the connector hands
-//! one over instead of signing in, and the task opens the next. A spare waits at most one `max_lifetime`
-//! (5 minutes without one, an hour at most) before it is closed and replaced, so a connection's whole life
-//! stays within two lifetimes; a spare that dies waiting (a failover) is dropped. Spares are connections to the server beyond
+//! one over instead of signing in, and the task opens the next. A spare waits at most two `max_lifetime`s
+//! (10 minutes without one, two hours at most) before it is closed and replaced, so a connection's whole
+//! life stays within three lifetimes; a spare that dies waiting (a failover) is dropped. Why two: with as
+//! many spares as connections, each spare waits about one lifetime (the time for every connection to
+//! retire once), so a limit of one lifetime would close spares just before they are needed, and the
+//! checkout they were made for would sign in itself. Spares are connections to the server beyond
 //! the pool's `max_size`: count them against `max_connections`.
 
 use std::collections::VecDeque;
@@ -52,7 +55,7 @@ pub struct ConnectionCounts {
 
 impl Spares {
     pub(crate) fn new(target: usize, max_lifetime: Option<Duration>) -> Arc<Spares> {
-        let max_age = max_lifetime
+        let max_age = 2 * max_lifetime
             .unwrap_or(Duration::from_secs(300))
             .min(Duration::from_secs(3600));
         Arc::new(Spares {
