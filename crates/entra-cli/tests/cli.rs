@@ -2,8 +2,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -257,34 +256,8 @@ fn processes_with(marker: &str, except: u32) -> Vec<u32> {
 fn emulate_prints_exports_and_stops_cleanly_on_sigterm() {
     let marker = format!("ENTRA_PG_TEST_MARKER=emulate-{}", std::process::id());
     let (key, value) = marker.split_once('=').expect("marker");
-    let mut cmd = entra_pg(&["emulate"], &[]);
-    cmd.env(key, value).stdout(Stdio::piped()).stderr(Stdio::null());
-    let mut child = cmd.spawn().expect("spawn emulate");
-    let pid = child.id();
-    let stdout = child.stdout.take().expect("stdout");
-
-    // Read until the ready line, on a thread so a hang fails the test instead of blocking it.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let ready = line.starts_with("# emulator ready");
-            lines.push(line);
-            if ready {
-                break;
-            }
-        }
-        let _ = tx.send(lines);
-    });
-    let lines = match rx.recv_timeout(Duration::from_secs(120)) {
-        Ok(lines) => lines,
-        Err(_) => {
-            let _ = child.kill();
-            panic!("emulate printed no ready line within 120 s");
-        }
-    };
-    let exports: Vec<&String> = lines.iter().filter(|l| l.starts_with("export ")).collect();
+    let emulate = Emulate::start_with_env(&[], &[(key.to_string(), value.to_string())]);
+    let pid = emulate.pid();
     for var in [
         "AZURE_POD_IDENTITY_AUTHORITY_HOST",
         "PGHOST",
@@ -293,37 +266,19 @@ fn emulate_prints_exports_and_stops_cleanly_on_sigterm() {
         "PGSSLROOTCERT",
     ] {
         assert!(
-            exports.iter().any(|l| l.starts_with(&format!("export {var}="))),
-            "no export of {var} in {lines:?}"
+            emulate.var(var).is_some(),
+            "no export of {var} in {:?}",
+            emulate.vars
         );
     }
-    let ca = exports
-        .iter()
-        .find_map(|l| l.strip_prefix("export PGSSLROOTCERT="))
-        .map(|v| v.trim_matches('\'').to_string())
-        .expect("PGSSLROOTCERT");
+    let ca = emulate.var("PGSSLROOTCERT").expect("PGSSLROOTCERT").to_string();
     assert!(std::path::Path::new(&ca).exists(), "{ca} missing while running");
     assert!(
         !processes_with(&marker, pid).is_empty(),
         "no PostgreSQL process carries the marker: is the test's detection broken?"
     );
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .expect("SIGTERM");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("emulate did not exit within 60 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = emulate.stop(Duration::from_secs(60));
     assert!(status.success(), "emulate exited with {status}");
     assert!(!std::path::Path::new(&ca).exists(), "{ca} left behind");
     // The server's processes exit a moment after pg_ctl returns.

@@ -1,10 +1,11 @@
 //! `Emulator`: the fake identity, the throwaway server and the gate started together, driven the way a
 //! client would drive Azure: fetch a token over HTTP, sign in over verify-full TLS.
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use entra_emulator::jwt::epoch_secs;
@@ -24,20 +25,7 @@ async fn start(builder: entra_emulator::EmulatorBuilder) -> Emulator {
 /// Trust exactly the certificates in the PEM file at `path`.
 fn roots_from(path: &Path) -> rustls::RootCertStore {
     let pem = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    assert!(!roots.is_empty(), "no certificate in {}", path.display());
-    roots
-}
-
-fn rustls_config(roots: rustls::RootCertStore) -> rustls::ClientConfig {
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth()
+    common::roots(&pem)
 }
 
 /// An HTTP client trusting `roots` (reqwest is built without a default TLS provider).
@@ -45,7 +33,7 @@ fn http(roots: rustls::RootCertStore) -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .timeout(HANG_GUARD)
-        .tls_backend_preconfigured(rustls_config(roots))
+        .tls_backend_preconfigured(common::rustls_config(roots))
         .build()
         .unwrap()
 }
@@ -117,7 +105,7 @@ impl Target {
 
     /// Signs in with `token` as the password, verifying the server for `host` against the CA file only.
     async fn connect(&self, token: &str) -> Result<Client, tokio_postgres::Error> {
-        let tls = MakeRustlsConnect::new(rustls_config(roots_from(&self.ca)));
+        let tls = MakeRustlsConnect::new(common::rustls_config(roots_from(&self.ca)));
         let (client, connection) = tokio_postgres::Config::new()
             .host(&self.host)
             .hostaddr(IpAddr::V4(Ipv4Addr::LOCALHOST))
@@ -150,21 +138,6 @@ fn refusal(result: Result<Client, tokio_postgres::Error>) -> String {
         .as_db_error()
         .unwrap_or_else(|| panic!("expected a server error, got {err}"));
     db.code().code().to_string()
-}
-
-/// Processes whose command line mentions `needle` (the postmaster is started with `-D <data dir>`).
-fn processes_mentioning(needle: &Path) -> Vec<u32> {
-    let needle = needle.display().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(&needle))
-                .unwrap_or(false)
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -366,14 +339,14 @@ async fn dropping_the_emulator_leaves_no_process_no_directory_and_no_listener() 
         .connect(&emulator.token_for(emulator.principal()))
         .await
         .unwrap();
-    assert!(!processes_mentioning(&data_dir).is_empty());
+    assert!(!common::processes_mentioning(&data_dir).is_empty());
     for dir in [&data_dir, &pg_root, &arc_dir, &ca_path] {
         assert!(dir.exists(), "{} should exist while running", dir.display());
     }
 
     drop(emulator);
 
-    assert_eq!(processes_mentioning(&data_dir), Vec::<u32>::new());
+    assert_eq!(common::processes_mentioning(&data_dir), Vec::<u32>::new());
     for dir in [&data_dir, &pg_root, &arc_dir, &ca_path] {
         assert!(!dir.exists(), "{} is left behind", dir.display());
     }
@@ -409,12 +382,12 @@ async fn on_the_callers_runtime_it_works_and_cleans_up_after_its_tasks_end() {
 
     // The aborted tasks held the server; they are dropped at the runtime's next turns.
     let deadline = tokio::time::Instant::now() + HANG_GUARD;
-    while (!processes_mentioning(&data_dir).is_empty() || data_dir.exists())
+    while (!common::processes_mentioning(&data_dir).is_empty() || data_dir.exists())
         && tokio::time::Instant::now() < deadline
     {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert_eq!(processes_mentioning(&data_dir), Vec::<u32>::new());
+    assert_eq!(common::processes_mentioning(&data_dir), Vec::<u32>::new());
     assert!(!data_dir.exists(), "{} is left behind", data_dir.display());
     assert!(!ca_path.exists(), "{} is left behind", ca_path.display());
 }
@@ -456,11 +429,7 @@ async fn with_identity_tls_the_ca_file_verifies_the_token_endpoint_and_the_gate(
     assert!(authority.starts_with("https://localhost:"), "{authority}");
 
     // Trusting only the database CA is not enough for the token endpoint.
-    let mut pg_only = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut emulator.postgres().ca_pem().as_bytes()) {
-        pg_only.add(cert.unwrap()).unwrap();
-    }
-    let untrusted = http(pg_only)
+    let untrusted = http(common::roots(emulator.postgres().ca_pem().as_bytes()))
         .get(format!("{authority}/metadata/identity/oauth2/token"))
         .send()
         .await;

@@ -1,6 +1,6 @@
 //! `TestPostgres`: a real, throwaway PostgreSQL that tests can start, use, restart and drop.
 
-use std::path::Path;
+mod common;
 
 use entra_emulator::TestPostgres;
 use tokio_postgres::config::SslMode;
@@ -34,21 +34,6 @@ async fn tls_client(
 
 async fn select_one(client: &tokio_postgres::Client) -> i32 {
     client.query_one("SELECT 1", &[]).await.unwrap().get(0)
-}
-
-/// Processes whose command line mentions `needle` (the postmaster is started with `-D <data dir>`).
-fn processes_mentioning(needle: &Path) -> Vec<u32> {
-    let needle = needle.display().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(&needle))
-                .unwrap_or(false)
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -177,12 +162,12 @@ async fn dropping_stops_the_server_and_removes_its_directory() {
     let data_dir = pg.data_dir().to_path_buf();
     let root = data_dir.parent().unwrap().to_path_buf();
     assert!(
-        !processes_mentioning(&data_dir).is_empty(),
+        !common::processes_mentioning(&data_dir).is_empty(),
         "the postmaster should be running with -D {}",
         data_dir.display()
     );
     drop(pg);
-    assert_eq!(processes_mentioning(&data_dir), Vec::<u32>::new());
+    assert_eq!(common::processes_mentioning(&data_dir), Vec::<u32>::new());
     assert!(!root.exists(), "{} was left behind", root.display());
 }
 
@@ -207,6 +192,6 @@ async fn dropping_during_a_panic_still_cleans_up() {
     })
     .join();
     assert!(panicked.is_err());
-    assert_eq!(processes_mentioning(&data_dir), Vec::<u32>::new());
+    assert_eq!(common::processes_mentioning(&data_dir), Vec::<u32>::new());
     assert!(!data_dir.exists());
 }

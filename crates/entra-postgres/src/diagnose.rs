@@ -101,12 +101,34 @@ impl fmt::Display for Diagnosis {
 }
 
 /// What diagnosis may know beyond the error: who signed in, and who the token stands for.
+///
+/// ```
+/// let context = entra_postgres::DiagnosisContext::default()
+///     .role("orders-api")
+///     .token_role("orders-api-staging");
+/// assert_eq!(context.role, Some("orders-api"));
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
 pub struct DiagnosisContext<'a> {
     /// The role (user name) the connection signed in as.
     pub role: Option<&'a str>,
     /// The name the token's claims give (see [`user_from_token`](crate::user_from_token)).
     pub token_role: Option<&'a str>,
+}
+
+impl<'a> DiagnosisContext<'a> {
+    /// The role (user name) the connection signed in as.
+    pub fn role(mut self, role: &'a str) -> Self {
+        self.role = Some(role);
+        self
+    }
+
+    /// The name the token's claims give, when known.
+    pub fn token_role(mut self, token_role: impl Into<Option<&'a str>>) -> Self {
+        self.token_role = token_role.into();
+        self
+    }
 }
 
 /// The cause and fix of any error of this crate, of entra-token, of deadpool or of tokio-postgres.
@@ -161,10 +183,7 @@ fn diagnose_layer(e: &(dyn Error + 'static), context: &DiagnosisContext<'_>) -> 
             ConnectError::TokenRejected {
                 role, code, message, ..
             } => {
-                let context = DiagnosisContext {
-                    role: Some(role),
-                    ..*context
-                };
+                let context = context.role(role);
                 Some(server_diagnosis(code, message, &context))
             }
         };
@@ -504,10 +523,7 @@ mod tests {
 
     #[test]
     fn a_wrong_user_name_names_the_tokens_principal() {
-        let context = DiagnosisContext {
-            role: Some("wrong"),
-            token_role: Some("orders-api"),
-        };
+        let context = DiagnosisContext::default().role("wrong").token_role("orders-api");
         let d = server_diagnosis("28P01", "password authentication failed", &context);
         assert!(d.summary.contains("\"orders-api\""), "{d}");
         assert!(

@@ -306,47 +306,11 @@ impl ProxyBuilder {
         });
         let mut tasks = JoinSet::new();
         for listener in tcp_listeners {
-            let shared = shared.clone();
-            tasks.spawn(async move {
-                let mut sessions = JoinSet::new();
-                loop {
-                    tokio::select! {
-                        accepted = listener.accept() => match accepted {
-                            Ok((tcp, _)) => {
-                                shared.stats.accepted.add();
-                                sessions.spawn(session::serve_tcp(shared.clone(), tcp));
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "proxy: accept failed");
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                            }
-                        },
-                        Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-                    }
-                }
-            });
+            tasks.spawn(listen::accept_loop(listener, shared.clone(), session::serve_tcp));
         }
         let socket_path = socket.as_ref().map(|(_, path)| path.clone());
         if let Some((listener, _)) = socket {
-            let shared = shared.clone();
-            tasks.spawn(async move {
-                let mut sessions = JoinSet::new();
-                loop {
-                    tokio::select! {
-                        accepted = listener.accept() => match accepted {
-                            Ok((unix, _)) => {
-                                shared.stats.accepted.add();
-                                sessions.spawn(session::serve_unix(shared.clone(), unix));
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "proxy: accept failed");
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                            }
-                        },
-                        Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-                    }
-                }
-            });
+            tasks.spawn(listen::accept_loop(listener, shared.clone(), session::serve_unix));
         }
         tracing::info!(
             tcp = ?tcp_addresses,

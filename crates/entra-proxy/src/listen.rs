@@ -1,12 +1,64 @@
 //! Where the proxy listens, and the rule on where it may: loopback and unix sockets only, unless a
 //! named option allows more, and then only with TLS for clients and the local secret.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::task::JoinSet;
 
 use crate::error::ProxyError;
+use crate::Shared;
+
+/// A listener the proxy takes clients from: TCP or a unix socket.
+pub(crate) trait Listener: Send + 'static {
+    type Stream: Send + 'static;
+    fn next_client(&self) -> impl Future<Output = std::io::Result<Self::Stream>> + Send;
+}
+
+impl Listener for TcpListener {
+    type Stream = TcpStream;
+    async fn next_client(&self) -> std::io::Result<TcpStream> {
+        self.accept().await.map(|(stream, _)| stream)
+    }
+}
+
+impl Listener for UnixListener {
+    type Stream = UnixStream;
+    async fn next_client(&self) -> std::io::Result<UnixStream> {
+        self.accept().await.map(|(stream, _)| stream)
+    }
+}
+
+/// Accepts clients for as long as the proxy runs, each served by `serve` in a task of its own; the
+/// sessions end when this task is aborted (the proxy's shutdown).
+pub(crate) async fn accept_loop<L, F, Fut>(listener: L, shared: Arc<Shared>, serve: F)
+where
+    L: Listener,
+    F: Fn(Arc<Shared>, L::Stream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.next_client() => match accepted {
+                Ok(stream) => {
+                    shared.stats.accepted.add();
+                    sessions.spawn(serve(shared.clone(), stream));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!(error = %e, "proxy: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+        }
+    }
+}
 
 /// Checks every TCP address against the bind rule. The one place it is decided.
 pub(crate) fn check_binds(

@@ -21,13 +21,22 @@ async fn emulator(lifetime: Duration) -> Emulator {
 
 /// The emulator's environment, as a service on Azure would have it, minus `skip`.
 fn builder(emulator: &Emulator, skip: &[&str], options: PgPoolOptions) -> EntraPgPoolBuilder {
+    builder_with(emulator, skip, options, RefreshPolicy::short_lived())
+}
+
+fn builder_with(
+    emulator: &Emulator,
+    skip: &[&str],
+    options: PgPoolOptions,
+    policy: RefreshPolicy,
+) -> EntraPgPoolBuilder {
     let env = emulator
         .env_vars()
         .into_iter()
         .filter(|(k, _)| !skip.contains(&k.as_str()));
     let config = PoolBuilder::from_env()
         .env(Env::from_pairs(env))
-        .refresh_policy(RefreshPolicy::short_lived());
+        .refresh_policy(policy);
     EntraPgPoolBuilder::new(config).pool_options(options.acquire_timeout(Duration::from_secs(10)))
 }
 
@@ -121,26 +130,48 @@ async fn a_refused_token_is_replaced_and_the_acquire_retried_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_identity_outage_while_the_token_is_valid_goes_unnoticed() {
-    let emu = emulator(Duration::from_secs(3600)).await;
-    let pool = builder(
+    // 10 s tokens renewed 7 s before expiry: renewals start failing about 3 s into the outage, while the
+    // cached token stays usable until 9.5 s.
+    let emu = emulator(Duration::from_secs(10)).await;
+    let policy = RefreshPolicy::short_lived().refresh_margin(Duration::from_secs(7));
+    let pool = builder_with(
         &emu,
         &[],
         PgPoolOptions::new()
             .max_connections(2)
             .max_lifetime(Duration::from_millis(300)),
+        policy,
     )
     .build()
     .await
     .expect("builds");
     emu.identity().set_persistent_fault(Some(Fault::status(503)));
+    let outage = Instant::now();
+    while emu.identity().token_requests() < 3 {
+        assert!(
+            outage.elapsed() < Duration::from_secs(6),
+            "the refresher never tried to renew during the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(emu.identity().tokens_issued(), 1, "every renewal failed");
     let sessions_before = emu.gate().sessions().len();
-    for _ in 0..10 {
+    for _ in 0..6 {
         assert_eq!(current_user(&pool).await.expect("served"), emu.user());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(
-        emu.gate().sessions().len() > sessions_before,
-        "new connections signed in during the outage, with the cached token"
+        outage.elapsed() < Duration::from_millis(9500),
+        "the test outlived the token; it proves nothing"
+    );
+    let sessions = emu.gate().sessions();
+    assert!(
+        sessions.len() > sessions_before,
+        "new connections signed in after renewals failed, with the cached token"
+    );
+    assert!(
+        sessions.iter().all(|s| s.token == sessions[0].token),
+        "one token throughout"
     );
 }
 

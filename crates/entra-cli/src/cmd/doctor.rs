@@ -266,10 +266,9 @@ pub(crate) async fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
     }
 
     // 5. Sign-in, 6. query.
-    let context = DiagnosisContext {
-        role: Some(&user),
-        token_role: token_user.as_deref(),
-    };
+    let context = DiagnosisContext::default()
+        .role(&user)
+        .token_role(token_user.as_deref());
     let client = match plan.open(token.secret().as_bytes()).await {
         Ok((client, _connection)) => client,
         Err(e) => {

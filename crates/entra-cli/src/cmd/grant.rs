@@ -190,10 +190,7 @@ pub(crate) async fn run(args: GrantArgs) -> Result<ExitCode, CliError> {
 }
 
 async fn execute(pool: &EntraPool, database: &str, statements: &[String]) -> Result<(), CliError> {
-    let context = entra_postgres::DiagnosisContext {
-        role: Some(pool.user()),
-        token_role: None,
-    };
+    let context = entra_postgres::DiagnosisContext::default().role(pool.user());
     let client = pool.get().await.map_err(|e| {
         let what = format!("cannot connect to {database:?} as {:?}", pool.user());
         CliError::explained(Exit::Failure, &what, &e, &context)

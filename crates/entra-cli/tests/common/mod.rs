@@ -151,6 +151,7 @@ pub fn dead_url() -> String {
 /// drop.
 pub struct Emulate {
     child: std::process::Child,
+    stopped: bool,
     /// The `export NAME='value'` lines, parsed.
     pub vars: Vec<(String, String)>,
 }
@@ -158,10 +159,16 @@ pub struct Emulate {
 impl Emulate {
     /// Starts it with these extra arguments and waits for its ready line.
     pub fn start(args: &[&str]) -> Emulate {
+        Emulate::start_with_env(args, &[])
+    }
+
+    /// Starts it with these extra arguments and environment variables, and waits for its ready line
+    /// (read on a thread, so a hang fails the test instead of blocking it).
+    pub fn start_with_env(args: &[&str], env: &[(String, String)]) -> Emulate {
         use std::io::{BufRead, BufReader};
         let mut all = vec!["emulate"];
         all.extend_from_slice(args);
-        let mut cmd = entra_pg(&all, &[]);
+        let mut cmd = entra_pg(&all, env);
         cmd.stdout(Stdio::piped()).stderr(Stdio::null());
         let mut child = cmd.spawn().expect("spawn emulate");
         let stdout = child.stdout.take().expect("stdout");
@@ -188,14 +195,52 @@ impl Emulate {
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.to_string(), v.trim_matches('\'').replace("'\\''", "'")))
             .collect();
-        Emulate { child, vars }
+        Emulate {
+            child,
+            stopped: false,
+            vars,
+        }
+    }
+
+    /// The process id of `entra-pg emulate`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The value it exported for `name`.
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Sends SIGTERM and waits for the exit, failing the test after `within`.
+    pub fn stop(mut self, within: Duration) -> std::process::ExitStatus {
+        self.terminate();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                self.stopped = true;
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("emulate did not exit within {within:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn terminate(&self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     }
 }
 
 impl Drop for Emulate {
     fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let _ = self.child.wait();
+        // A reaped child's pid may belong to another process by now.
+        if !self.stopped {
+            self.terminate();
+            let _ = self.child.wait();
+        }
     }
 }

@@ -44,7 +44,8 @@ pub async fn start_with_app(app: &ServicePrincipal) -> FakeIdentity {
 
 // ---------------------------------------------------------------- Clients
 
-fn rustls_config(roots: rustls::RootCertStore) -> rustls::ClientConfig {
+/// A rustls client configuration (ring provider) that trusts exactly `roots`.
+pub fn rustls_config(roots: rustls::RootCertStore) -> rustls::ClientConfig {
     rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -74,11 +75,34 @@ pub fn client_with_timeout(timeout: Duration) -> reqwest::Client {
 
 /// A client that trusts exactly the certificates in `ca_pem`.
 pub fn tls_client(ca_pem: &str) -> reqwest::Client {
+    builder(roots(ca_pem.as_bytes())).build().unwrap()
+}
+
+/// Exactly the certificates in `pem` (at least one).
+pub fn roots(pem: &[u8]) -> rustls::RootCertStore {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+    for cert in rustls_pemfile::certs(&mut &pem[..]) {
         roots.add(cert.unwrap()).unwrap();
     }
-    builder(roots).build().unwrap()
+    assert!(!roots.is_empty(), "no certificate in the PEM");
+    roots
+}
+
+// ---------------------------------------------------------------- Processes
+
+/// Processes whose command line mentions `needle` (the postmaster is started with `-D <data dir>`).
+pub fn processes_mentioning(needle: &std::path::Path) -> Vec<u32> {
+    let needle = needle.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(&needle))
+                .unwrap_or(false)
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------- IMDS
