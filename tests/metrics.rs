@@ -5,6 +5,8 @@ mod common;
 
 use std::time::Duration;
 
+use entra_emulator::{Claims, Fault, OSSRDBMS_RESOURCE};
+
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use metrics_util::{CompositeKey, MetricKind};
 
@@ -147,5 +149,56 @@ async fn pool_and_token_metrics_carry_otel_names_and_true_values() {
     assert_eq!(
         gauge(&entries, "db.client.connection.pending_requests", &pool_label),
         Some(0.0)
+    );
+    assert_eq!(
+        counter(&entries, "entra.token.fetches", &[("outcome", "error")]),
+        0
+    );
+    assert_eq!(counter(&entries, "entra.pool.token_rejections", &pool_label), 0);
+
+    // The failure path: the next renewal meets a 429 and a 503 (both retried), then a token for the wrong
+    // audience, which the gate refuses; the pool refetches once and carries on.
+    let mut claims = Claims::new(emulator.principal().object_id.clone(), Duration::from_secs(3600));
+    claims.aud = "https://management.azure.com".into();
+    let wrong_audience = emulator.identity().issuer().sign(&claims);
+    emulator.identity().push_faults([
+        Fault::status(429),
+        Fault::status(503),
+        Fault::token(&wrong_audience, Duration::from_secs(3600), OSSRDBMS_RESOURCE),
+    ]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    while std::time::Instant::now() < deadline {
+        let client = pool
+            .get()
+            .await
+            .expect("a connection, the refused token replaced");
+        client.simple_query("SELECT 1").await.expect("a query");
+        drop(client);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let entries = snapshotter.snapshot().into_vec();
+    assert_eq!(
+        counter(&entries, "entra.token.failures", &[("kind", "throttled")]),
+        1
+    );
+    assert_eq!(
+        counter(&entries, "entra.token.failures", &[("kind", "transient")]),
+        1
+    );
+    assert_eq!(
+        counter(&entries, "entra.token.fetches", &[("outcome", "error")]),
+        2
+    );
+    let rejections = emulator.gate().rejections().len() as u64;
+    assert!(rejections >= 1, "the gate refused the wrong audience");
+    assert_eq!(
+        counter(&entries, "entra.pool.token_rejections", &pool_label),
+        rejections,
+        "one count per refusal"
+    );
+    assert_eq!(
+        counter(&entries, "entra.pool.connections.failed", &pool_label),
+        0,
+        "a refused token is retried inside the connect, not surfaced"
     );
 }
