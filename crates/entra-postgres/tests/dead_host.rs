@@ -313,6 +313,10 @@ fn child() {
             }
         }
         acked.push(n);
+        assert_eq!(
+            attempts, 1,
+            "the pool serves again within one connect once the server is reachable"
+        );
         println!(
             "RECOVERED AFTER {} ms in {attempts} attempt(s)",
             up_at.elapsed().as_millis()
