@@ -99,6 +99,10 @@ impl Spares {
 }
 
 /// Keeps `spares.target` spares ready until the pool is dropped or closed.
+///
+/// Missing spares are opened all at once, not one after another: connections opened together (a pool's
+/// first ones, the survivors of a failover) also retire together, and a burst of retirements must be met
+/// within one sign-in, not one sign-in per spare.
 pub(crate) fn spawn_warmer(connect: EntraConnect, spares: Arc<Spares>, pool: deadpool_postgres::WeakPool) {
     tokio::spawn(async move {
         loop {
@@ -106,24 +110,41 @@ pub(crate) fn spawn_warmer(connect: EntraConnect, spares: Arc<Spares>, pool: dea
                 Some(p) if !p.is_closed() => {}
                 _ => break,
             }
-            if spares.prune() >= spares.target {
+            let missing = spares.target.saturating_sub(spares.prune());
+            if missing == 0 {
                 // Woken by a hand-over, or every second to prune the aged.
                 let _ = tokio::time::timeout(Duration::from_secs(1), spares.wanted.notified()).await;
                 continue;
             }
-            match connect.open_new().await {
-                Ok((client, task)) => {
-                    spares.opened.fetch_add(1, Ordering::Relaxed);
-                    spares.ready.lock().push_back(Spare {
-                        client,
-                        task,
-                        made: Instant::now(),
-                    });
+            let mut opening = tokio::task::JoinSet::new();
+            for _ in 0..missing {
+                let connect = connect.clone();
+                opening.spawn(async move { connect.open_new().await });
+            }
+            let mut failed = false;
+            while let Some(joined) = opening.join_next().await {
+                match joined {
+                    Ok(Ok((client, task))) => {
+                        spares.opened.fetch_add(1, Ordering::Relaxed);
+                        spares.ready.lock().push_back(Spare {
+                            client,
+                            task,
+                            made: Instant::now(),
+                        });
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %crate::report(&e), "replace-ahead could not open a spare");
+                        failed = true;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "replace-ahead: a spare's sign-in task ended abnormally");
+                        failed = true;
+                    }
                 }
-                Err(e) => {
-                    tracing::debug!(error = %crate::report(&e), "replace-ahead could not open a spare; retrying in 1 s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+            }
+            if failed {
+                tracing::debug!("replace-ahead retries in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
         spares.ready.lock().clear();
