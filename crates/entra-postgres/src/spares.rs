@@ -100,9 +100,9 @@ impl Spares {
 
 /// Keeps `spares.target` spares ready until the pool is dropped or closed.
 ///
-/// Missing spares are opened all at once, not one after another: connections opened together (a pool's
-/// first ones, the survivors of a failover) also retire together, and a burst of retirements must be met
-/// within one sign-in, not one sign-in per spare.
+/// Spares are opened one at a time. Opening every missing one at once was measured (BENCHMARKS.md,
+/// 2026-12-03): it cut the callers that waited for a sign-in from 7 to 4 per run, but it bunched the
+/// sign-ins' CPU into the same moments, and p99.9 in sign-in windows rose from 1.10× to 1.6× the rest.
 pub(crate) fn spawn_warmer(connect: EntraConnect, spares: Arc<Spares>, pool: deadpool_postgres::WeakPool) {
     tokio::spawn(async move {
         loop {
@@ -110,41 +110,24 @@ pub(crate) fn spawn_warmer(connect: EntraConnect, spares: Arc<Spares>, pool: dea
                 Some(p) if !p.is_closed() => {}
                 _ => break,
             }
-            let missing = spares.target.saturating_sub(spares.prune());
-            if missing == 0 {
+            if spares.prune() >= spares.target {
                 // Woken by a hand-over, or every second to prune the aged.
                 let _ = tokio::time::timeout(Duration::from_secs(1), spares.wanted.notified()).await;
                 continue;
             }
-            let mut opening = tokio::task::JoinSet::new();
-            for _ in 0..missing {
-                let connect = connect.clone();
-                opening.spawn(async move { connect.open_new().await });
-            }
-            let mut failed = false;
-            while let Some(joined) = opening.join_next().await {
-                match joined {
-                    Ok(Ok((client, task))) => {
-                        spares.opened.fetch_add(1, Ordering::Relaxed);
-                        spares.ready.lock().push_back(Spare {
-                            client,
-                            task,
-                            made: Instant::now(),
-                        });
-                    }
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %crate::report(&e), "replace-ahead could not open a spare");
-                        failed = true;
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "replace-ahead: a spare's sign-in task ended abnormally");
-                        failed = true;
-                    }
+            match connect.open_new().await {
+                Ok((client, task)) => {
+                    spares.opened.fetch_add(1, Ordering::Relaxed);
+                    spares.ready.lock().push_back(Spare {
+                        client,
+                        task,
+                        made: Instant::now(),
+                    });
                 }
-            }
-            if failed {
-                tracing::debug!("replace-ahead retries in 1 s");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                Err(e) => {
+                    tracing::debug!(error = %crate::report(&e), "replace-ahead could not open a spare; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             }
         }
         spares.ready.lock().clear();
