@@ -199,10 +199,7 @@ async fn token_for_an_unknown_identity_fails_at_once() {
 async fn a_fleet_of_forty_processes_starting_together_gets_through_imds_throttling() {
     const FLEET: usize = 40;
     let fake = FakeIdentity::start().await.unwrap();
-    fake.set_rate_limit(Some(RateLimit {
-        per_second: 5,
-        retry_after_secs: 1,
-    }));
+    fake.set_rate_limit(Some(RateLimit::new(5, 1)));
     let env = vec![(
         "AZURE_POD_IDENTITY_AUTHORITY_HOST".to_string(),
         fake.imds_authority(),

@@ -20,6 +20,7 @@ const UNTRUSTED_KEY: &str = include_str!("../keys/untrusted-key.pem");
 
 /// The claims of an access token, as Entra ID sets them for a managed identity or user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Claims {
     /// Audience: the resource the token is for.
     pub aud: String,

@@ -25,6 +25,7 @@ use crate::{pgbench, plot};
 #[cfg(feature = "clap")]
 /// The command-line flags of `entra-pg bench` and `cargo bench --bench load`.
 #[derive(Debug, clap::Args)]
+#[non_exhaustive]
 pub struct BenchArgs {
     /// Concurrent tasks running operations (more than connections, so tasks wait for the pool).
     #[arg(long, value_name = "N", default_value_t = 64)]
@@ -98,6 +99,7 @@ impl BenchArgs {
 
 /// What to run.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct BenchConfig {
     /// Concurrent tasks (more than connections, so tasks wait for the pool).
     pub tasks: usize,
@@ -174,6 +176,7 @@ impl Default for BenchConfig {
 
 /// One run of the load (through the gate or direct).
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct RunResult {
     /// `gate` or `direct`.
     pub label: &'static str,
@@ -201,6 +204,7 @@ pub struct RunResult {
 
 /// One pgbench run.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct PgbenchRun {
     /// The cycle it belongs to.
     pub cycle: usize,
@@ -214,6 +218,7 @@ pub struct PgbenchRun {
 
 /// The ratios, each a median of pairs from the same cycle.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct Ratios {
     /// Our direct throughput over pgbench's tps.
     pub direct_over_pgbench: Option<PairedRatio>,
@@ -237,6 +242,7 @@ pub struct Ratios {
 
 /// Everything one benchmark measured.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct BenchReport {
     /// What was run.
     pub config: BenchConfig,

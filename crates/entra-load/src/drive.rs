@@ -12,6 +12,7 @@ use crate::workload::{self, Target, Workload};
 
 /// Counters a caller can read while a run goes on (a progress line).
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct Live {
     /// Acknowledged operations so far.
     pub ops: AtomicU64,
@@ -33,6 +34,7 @@ impl Live {
 
 /// What [`drive`] measured.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Driven {
     /// Throughput, latency percentiles and per-second windows.
     pub stats: RunStats,

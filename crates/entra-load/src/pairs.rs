@@ -3,6 +3,7 @@
 
 /// The median, min and max of per-pair ratios.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct PairedRatio {
     /// The median of the pair ratios (the mean of the middle two for an even count).
     pub median: f64,

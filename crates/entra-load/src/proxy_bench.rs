@@ -42,6 +42,7 @@ impl ProxyBenchConfig {
 
 /// One pgbench run.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ProxyRun {
     /// The pair it belongs to.
     pub cycle: usize,
@@ -55,6 +56,7 @@ pub struct ProxyRun {
 
 /// What the proxy benchmark measured.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ProxyBenchReport {
     /// The configuration.
     pub config: ProxyBenchConfig,

@@ -101,6 +101,7 @@ pub async fn grant_pgbench_tables(pg: &TestPostgres, role: &str) -> Result<(), S
 
 /// What the ledger holds for one run.
 #[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
 pub struct WriteCheck {
     /// Writes whose COMMIT was acknowledged.
     pub acknowledged: u64,

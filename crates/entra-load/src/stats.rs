@@ -4,6 +4,7 @@ use std::time::Duration;
 
 /// One acknowledged operation: when it completed (ms since the run started) and how long it took.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct Sample {
     /// When it completed, in ms since the run started.
     pub at_ms: u32,
@@ -13,6 +14,7 @@ pub struct Sample {
 
 /// p50 / p99 / p99.9 of a set of latencies (µs), `None` when it is empty.
 #[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
 pub struct Percentiles {
     /// How many latencies.
     pub count: usize,
@@ -41,6 +43,7 @@ impl Percentiles {
 
 /// One second of the run.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct Window {
     /// Operations acknowledged in it.
     pub ops: u64,
@@ -54,6 +57,7 @@ pub struct Window {
 
 /// What one run measured.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RunStats {
     /// Acknowledged operations.
     pub ops: u64,

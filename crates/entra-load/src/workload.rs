@@ -49,6 +49,7 @@ impl Mix {
 
 /// Where one run's operations go.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Workload {
     /// What each operation does.
     pub mix: Mix,
@@ -56,6 +57,17 @@ pub struct Workload {
     pub point_sql: &'static str,
     /// Tags this run's ledger rows, so the check counts only its own.
     pub run_id: i16,
+}
+
+impl Workload {
+    /// `mix` with `point_sql` as the point lookup, its ledger rows tagged `run_id`.
+    pub fn new(mix: Mix, point_sql: &'static str, run_id: i16) -> Workload {
+        Workload {
+            mix,
+            point_sql,
+            run_id,
+        }
+    }
 }
 
 /// The point lookup on our `accounts` table.
@@ -67,6 +79,7 @@ const INSERT_SQL: &str = "INSERT INTO ledger (run, task, seq, amount) VALUES ($1
 
 /// What one task saw.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct TaskOutcome {
     /// The task's number.
     pub task: i32,

@@ -97,10 +97,7 @@ async fn a_fleet_starting_together_builds_through_imds_throttling() {
     const FLEET: usize = 40;
     const BUDGET: Duration = Duration::from_secs(70);
     let fake = Arc::new(FakeIdentity::start().await.unwrap());
-    fake.set_rate_limit(Some(RateLimit {
-        per_second: 5,
-        retry_after_secs: 1,
-    }));
+    fake.set_rate_limit(Some(RateLimit::new(5, 1)));
     let started = Instant::now();
     let builds: Vec<_> = (0..FLEET)
         .map(|_| {

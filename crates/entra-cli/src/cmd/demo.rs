@@ -133,11 +133,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     let live = Arc::new(Live::default());
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.duration);
-    let workload = Workload {
-        mix: Mix::Echo,
-        point_sql: entra_load::workload::ACCOUNTS_POINT,
-        run_id: 1,
-    };
+    let workload = Workload::new(Mix::Echo, entra_load::workload::ACCOUNTS_POINT, 1);
     let target = entra_load::Target::Checkout(pool.pool().clone());
     let run = entra_load::drive(
         &target,

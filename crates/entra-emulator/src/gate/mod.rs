@@ -41,6 +41,7 @@ pub const DEFAULT_SKEW: Duration = Duration::from_secs(60);
 
 /// Identifies a token without revealing it: its length and the last 4 hex digits of its SHA-256.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct TokenFingerprint {
     /// Length in bytes.
     pub len: usize,
@@ -69,6 +70,7 @@ impl std::fmt::Display for TokenFingerprint {
 
 /// A session the gate let through.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SessionRecord {
     /// The gate's session number (1, 2, …).
     pub id: u64,
@@ -88,6 +90,7 @@ pub struct SessionRecord {
 
 /// A connection the gate refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RejectionRecord {
     /// The startup `user`, when the client got that far.
     pub role: Option<String>,
@@ -99,6 +102,7 @@ pub struct RejectionRecord {
 
 /// The gate's counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GateStats {
     /// Sessions let through.
     pub accepted: u64,

@@ -17,6 +17,7 @@ pub enum PrincipalKind {
 
 /// A role mapped to an Entra object id.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Principal {
     /// The role name (case-sensitive), as clients put it in `user`.
     pub name: String,

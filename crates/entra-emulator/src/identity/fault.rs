@@ -80,11 +80,23 @@ impl Fault {
 /// IMDS's throttling, as the emulator applies it: token requests above `per_second` in any one-second
 /// window are answered 429 with `Retry-After: retry_after_secs` (throttled requests do not count).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RateLimit {
     /// Token requests answered normally per second.
     pub per_second: u32,
     /// The `Retry-After` of a throttled answer, in seconds.
     pub retry_after_secs: u64,
+}
+
+impl RateLimit {
+    /// `per_second` token requests answered normally each second; the others get 429 with
+    /// `Retry-After: retry_after_secs`.
+    pub fn new(per_second: u32, retry_after_secs: u64) -> RateLimit {
+        RateLimit {
+            per_second,
+            retry_after_secs,
+        }
+    }
 }
 
 fn error_body(status: u16) -> String {

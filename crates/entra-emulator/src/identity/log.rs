@@ -38,6 +38,7 @@ const SECRET_FIELDS: &[&str] = &["client_secret", "client_assertion"];
 /// The fields hold credentials verbatim (identity headers, client secrets, assertions) so tests can check
 /// them; `Debug` redacts them, so printing a request does not leak them.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct RecordedRequest {
     /// The endpoint the path selected.
     pub endpoint: Endpoint,

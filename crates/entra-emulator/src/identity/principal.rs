@@ -8,6 +8,7 @@ const RESOURCE_ID_PREFIX: &str =
 
 /// A managed identity: the VM's system identity or a user-assigned one.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ManagedIdentity {
     /// Display name; the last segment of `resource_id`.
     pub name: String,
@@ -33,6 +34,7 @@ impl ManagedIdentity {
 
 /// An app registration that signs in with a client secret or a federated (workload identity) assertion.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServicePrincipal {
     /// Display name.
     pub name: String,

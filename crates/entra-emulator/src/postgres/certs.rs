@@ -31,6 +31,7 @@ impl std::fmt::Debug for EmulatorCa {
 
 /// A server certificate and its private key.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct ServerCert {
     /// The certificate, PEM.
     pub cert_pem: String,
