@@ -1,6 +1,11 @@
 //! The proxy's price: `pgbench -S -M prepared -c C` through `entra-proxy` against the same pgbench
-//! straight at the emulator's gate, interleaved (gate, proxy, gate, proxy…), the ratio reported as the
-//! median of the pairs with min and max.
+//! straight at the emulator's gate, interleaved (gate, proxy, relay, gate, proxy, relay…), each ratio
+//! reported as the median of the pairs with min and max.
+//!
+//! The third run prices the hop alone: pgbench through a bare byte relay on loopback (tokio's
+//! `copy_bidirectional`, in the same process and runtime as the proxy), its TLS and token end to end to the
+//! gate. Whatever the proxy costs beyond the relay is its own work; what the relay costs, any local proxy
+//! pays.
 //!
 //! Both runs sign in as the emulator's principal with a valid token: the gate run with the token as
 //! `PGPASSWORD` over verify-full TLS, as a hand-written script would; the proxy run with no password and
@@ -46,7 +51,7 @@ impl ProxyBenchConfig {
 pub struct ProxyRun {
     /// The pair it belongs to.
     pub cycle: usize,
-    /// `gate` or `proxy`.
+    /// `gate`, `proxy` or `relay`.
     pub target: &'static str,
     /// Transactions per second, without initial connection time.
     pub tps: f64,
@@ -64,6 +69,8 @@ pub struct ProxyBenchReport {
     pub runs: Vec<ProxyRun>,
     /// Proxy tps over gate tps, per pair.
     pub proxy_over_gate: Option<PairedRatio>,
+    /// Bare-relay tps over gate tps, per pair: the price of the extra hop alone.
+    pub relay_over_gate: Option<PairedRatio>,
 }
 
 /// Runs the benchmark against a fresh emulator; `Ok(None)` when pgbench is not installed. Progress
@@ -99,6 +106,8 @@ pub async fn run(config: ProxyBenchConfig) -> Result<Option<ProxyBenchReport>, S
         .await
         .map_err(|e| entra_postgres::report(&e))?;
     let proxy_addr = proxy.tcp_addresses()[0];
+    let gate_addr = std::net::SocketAddr::from(([127, 0, 0, 1], emulator.port()));
+    let (relay_addr, relay) = byte_relay(gate_addr).await?;
 
     let mut runs = Vec::new();
     for cycle in 0..config.cycles {
@@ -118,7 +127,18 @@ pub async fn run(config: ProxyBenchConfig) -> Result<Option<ProxyBenchReport>, S
             ("PGUSER", emulator.user().to_string()),
             ("PGSSLMODE", "disable".to_string()),
         ];
-        for (target, env) in [("gate", &gate[..]), ("proxy", &through_proxy[..])] {
+        let mut through_relay = gate.clone();
+        through_relay[1].1 = relay_addr.port().to_string();
+        // The gate's certificate names `localhost`; the relay listens on 127.0.0.1 only.
+        let through_relay: Vec<(&str, String)> = through_relay
+            .into_iter()
+            .chain([("PGHOSTADDR", relay_addr.ip().to_string())])
+            .collect();
+        for (target, env) in [
+            ("gate", &gate[..]),
+            ("proxy", &through_proxy[..]),
+            ("relay", &through_relay[..]),
+        ] {
             let before = load_average();
             eprintln!(
                 "  pgbench -S -M prepared -c {} -j 2 -T {} ({target})…",
@@ -139,19 +159,49 @@ pub async fn run(config: ProxyBenchConfig) -> Result<Option<ProxyBenchReport>, S
         }
     }
     proxy.shutdown().await;
+    relay.abort();
     tokens.shutdown();
     let tps = |target: &str, cycle: usize| {
         runs.iter()
             .find(|r| r.target == target && r.cycle == cycle)
             .map(|r| r.tps)
     };
-    let proxy_over_gate =
-        PairedRatio::of_pairs((0..config.cycles).filter_map(|c| Some((tps("proxy", c)?, tps("gate", c)?))));
+    let over_gate = |target: &str| {
+        PairedRatio::of_pairs((0..config.cycles).filter_map(|c| Some((tps(target, c)?, tps("gate", c)?))))
+    };
+    let proxy_over_gate = over_gate("proxy");
+    let relay_over_gate = over_gate("relay");
     Ok(Some(ProxyBenchReport {
         config,
         runs,
         proxy_over_gate,
+        relay_over_gate,
     }))
+}
+
+/// A bare byte relay from a loopback port to `target`: one local hop, nothing parsed. Aborting the
+/// returned task stops accepting; open relays end with their connections.
+async fn byte_relay(
+    target: std::net::SocketAddr,
+) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), String> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(|e| format!("cannot bind the reference relay: {e}"))?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| format!("the reference relay has no address: {e}"))?;
+    let task = tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let _ = client.set_nodelay(true);
+            tokio::spawn(async move {
+                if let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await {
+                    let _ = upstream.set_nodelay(true);
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+            });
+        }
+    });
+    Ok((address, task))
 }
 
 impl ProxyBenchReport {
@@ -175,7 +225,13 @@ impl ProxyBenchReport {
         }
         if let Some(r) = &self.proxy_over_gate {
             out.push_str(&format!(
-                "\n  through the proxy / straight at the gate  {}\n",
+                "\n  through the proxy / straight at the gate       {}\n",
+                r.display()
+            ));
+        }
+        if let Some(r) = &self.relay_over_gate {
+            out.push_str(&format!(
+                "  through a bare relay / straight at the gate    {} (the hop alone)\n",
                 r.display()
             ));
         }
@@ -195,7 +251,10 @@ impl ProxyBenchReport {
                 "cycle": r.cycle, "target": r.target, "tps": r.tps,
                 "load_average": { "before": r.load.0, "after": r.load.1 },
             })).collect::<Vec<_>>(),
-            "ratios": { "proxy_over_gate": self.proxy_over_gate.as_ref().map(PairedRatio::json) },
+            "ratios": {
+                "proxy_over_gate": self.proxy_over_gate.as_ref().map(PairedRatio::json),
+                "relay_over_gate": self.relay_over_gate.as_ref().map(PairedRatio::json),
+            },
         })
     }
 }
