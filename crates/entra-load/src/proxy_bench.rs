@@ -5,7 +5,7 @@
 //! The third run prices the hop alone: pgbench through a bare byte relay on loopback (tokio's
 //! `copy_bidirectional`, in the same process and runtime as the proxy), its TLS and token end to end to the
 //! gate. Whatever the proxy costs beyond the relay is its own work; what the relay costs, any local proxy
-//! pays.
+//! pays. Where `socat` is installed, a fourth run does the same through it: the hop with a relay in C.
 //!
 //! Both runs sign in as the emulator's principal with a valid token: the gate run with the token as
 //! `PGPASSWORD` over verify-full TLS, as a hand-written script would; the proxy run with no password and
@@ -51,7 +51,7 @@ impl ProxyBenchConfig {
 pub struct ProxyRun {
     /// The pair it belongs to.
     pub cycle: usize,
-    /// `gate`, `proxy` or `relay`.
+    /// `gate`, `proxy`, `relay` or `socat`.
     pub target: &'static str,
     /// Transactions per second, without initial connection time.
     pub tps: f64,
@@ -71,6 +71,8 @@ pub struct ProxyBenchReport {
     pub proxy_over_gate: Option<PairedRatio>,
     /// Bare-relay tps over gate tps, per pair: the price of the extra hop alone.
     pub relay_over_gate: Option<PairedRatio>,
+    /// The same through `socat`, a relay in C (when installed).
+    pub socat_over_gate: Option<PairedRatio>,
 }
 
 /// Runs the benchmark against a fresh emulator; `Ok(None)` when pgbench is not installed. Progress
@@ -108,6 +110,10 @@ pub async fn run(config: ProxyBenchConfig) -> Result<Option<ProxyBenchReport>, S
     let proxy_addr = proxy.tcp_addresses()[0];
     let gate_addr = std::net::SocketAddr::from(([127, 0, 0, 1], emulator.port()));
     let (relay_addr, relay) = byte_relay(gate_addr).await?;
+    let socat = socat_relay(gate_addr).await;
+    if socat.is_none() {
+        eprintln!("socat is not installed: no C relay run (apt-get install socat adds one)");
+    }
 
     let mut runs = Vec::new();
     for cycle in 0..config.cycles {
@@ -127,18 +133,24 @@ pub async fn run(config: ProxyBenchConfig) -> Result<Option<ProxyBenchReport>, S
             ("PGUSER", emulator.user().to_string()),
             ("PGSSLMODE", "disable".to_string()),
         ];
-        let mut through_relay = gate.clone();
-        through_relay[1].1 = relay_addr.port().to_string();
-        // The gate's certificate names `localhost`; the relay listens on 127.0.0.1 only.
-        let through_relay: Vec<(&str, String)> = through_relay
-            .into_iter()
-            .chain([("PGHOSTADDR", relay_addr.ip().to_string())])
-            .collect();
-        for (target, env) in [
-            ("gate", &gate[..]),
-            ("proxy", &through_proxy[..]),
-            ("relay", &through_relay[..]),
-        ] {
+        // pgbench's own TLS and token, end to end to the gate, through a relay on 127.0.0.1 (the gate's
+        // certificate names `localhost`).
+        let through = |relay: std::net::SocketAddr| -> Vec<(&str, String)> {
+            let mut env = gate.to_vec();
+            env[1].1 = relay.port().to_string();
+            env.push(("PGHOSTADDR", relay.ip().to_string()));
+            env
+        };
+        let mut arms: Vec<(&'static str, Vec<(&str, String)>)> = vec![
+            ("gate", gate.to_vec()),
+            ("proxy", through_proxy.to_vec()),
+            ("relay", through(relay_addr)),
+        ];
+        if let Some((socat_addr, _)) = &socat {
+            arms.push(("socat", through(*socat_addr)));
+        }
+        for (target, env) in &arms {
+            let target = *target;
             let before = load_average();
             eprintln!(
                 "  pgbench -S -M prepared -c {} -j 2 -T {} ({target})…",
@@ -171,12 +183,41 @@ pub async fn run(config: ProxyBenchConfig) -> Result<Option<ProxyBenchReport>, S
     };
     let proxy_over_gate = over_gate("proxy");
     let relay_over_gate = over_gate("relay");
+    let socat_over_gate = over_gate("socat");
+    drop(socat);
     Ok(Some(ProxyBenchReport {
         config,
         runs,
         proxy_over_gate,
         relay_over_gate,
+        socat_over_gate,
     }))
+}
+
+/// The same hop through `socat` (a relay written in C, one process per connection), when installed.
+async fn socat_relay(target: std::net::SocketAddr) -> Option<(std::net::SocketAddr, tokio::process::Child)> {
+    // A free port: taken by the OS, released, then given to socat.
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .ok()?
+        .port();
+    let child = tokio::process::Command::new("socat")
+        .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr,nodelay"))
+        .arg(format!("TCP:{target},nodelay"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .ok()?;
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(address).await.is_ok() {
+            return Some((address, child));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
 }
 
 /// A bare byte relay from a loopback port to `target`: one local hop, nothing parsed. Aborting the
@@ -235,6 +276,12 @@ impl ProxyBenchReport {
                 r.display()
             ));
         }
+        if let Some(r) = &self.socat_over_gate {
+            out.push_str(&format!(
+                "  through socat / straight at the gate           {} (the hop, a C relay)\n",
+                r.display()
+            ));
+        }
         out
     }
 
@@ -254,6 +301,7 @@ impl ProxyBenchReport {
             "ratios": {
                 "proxy_over_gate": self.proxy_over_gate.as_ref().map(PairedRatio::json),
                 "relay_over_gate": self.relay_over_gate.as_ref().map(PairedRatio::json),
+                "socat_over_gate": self.socat_over_gate.as_ref().map(PairedRatio::json),
             },
         })
     }
