@@ -7,9 +7,9 @@
 //! gate. Whatever the proxy costs beyond the relay is its own work; what the relay costs, any local proxy
 //! pays. Where `socat` is installed, a fourth run does the same through it: the hop with a relay in C.
 //!
-//! Both runs sign in as the emulator's principal with a valid token: the gate run with the token as
-//! `PGPASSWORD` over verify-full TLS, as a hand-written script would; the proxy run with no password and
-//! no TLS on loopback, the proxy opening each upstream session through the connection plan.
+//! Every run signs in as the emulator's principal with a valid token: the gate and relay runs with the
+//! token as `PGPASSWORD` over verify-full TLS, as a hand-written script would; the proxy run with no
+//! password and no TLS on loopback, the proxy opening each upstream session through the connection plan.
 
 use std::time::Duration;
 
@@ -264,23 +264,16 @@ impl ProxyBenchReport {
                 r.tps
             ));
         }
-        if let Some(r) = &self.proxy_over_gate {
-            out.push_str(&format!(
-                "\n  through the proxy / straight at the gate       {}\n",
-                r.display()
-            ));
-        }
-        if let Some(r) = &self.relay_over_gate {
-            out.push_str(&format!(
-                "  through a bare relay / straight at the gate    {} (the hop alone)\n",
-                r.display()
-            ));
-        }
-        if let Some(r) = &self.socat_over_gate {
-            out.push_str(&format!(
-                "  through socat / straight at the gate           {} (the hop, a C relay)\n",
-                r.display()
-            ));
+        out.push('\n');
+        for (through, ratio, what) in [
+            ("the proxy", &self.proxy_over_gate, ""),
+            ("a bare relay", &self.relay_over_gate, " (the hop alone)"),
+            ("socat", &self.socat_over_gate, " (the hop, a C relay)"),
+        ] {
+            if let Some(r) = ratio {
+                let label = format!("through {through} / straight at the gate");
+                out.push_str(&format!("  {label:<46} {}{what}\n", r.display()));
+            }
         }
         out
     }
