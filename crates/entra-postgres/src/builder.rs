@@ -417,7 +417,10 @@ impl PoolBuilder {
     /// **Replace-ahead**: keep `spares` connections signed in, in the background, so that a `get()` that
     /// must open a connection (one retired by `max_lifetime`, or a pool growing) takes a ready one instead
     /// of waiting for TCP, TLS and the Entra sign-in (default 0: off). Spares are server connections
-    /// beyond `max_size`; each waits at most two `max_lifetime`s before it is replaced.
+    /// beyond `max_size`; each waits at most two `max_lifetime`s before it is replaced. So that connections
+    /// that would retire together (opened together at start-up) do not outrun the spares, a connection in
+    /// the last 15 % of its lifetime retires early when a spare can take its place, at the pace spares are
+    /// opened ([`ConnectionCounts::retired_early`](crate::ConnectionCounts::retired_early)).
     pub fn replace_ahead(mut self, spares: usize) -> Self {
         self.replace_ahead = spares;
         self
@@ -492,9 +495,9 @@ impl PoolBuilder {
                 (connect.with_spares(spares.clone()), Some(spares))
             }
         };
-        let warmer = spares.map(|s| (connect.without_spares(), s));
+        let warmer = spares.clone().map(|s| (connect.without_spares(), s));
         let counts = connect.clone();
-        let pool = self.deadpool(connect)?;
+        let pool = self.deadpool(connect, spares)?;
         if let Some((plain, spares)) = warmer {
             crate::spares::spawn_warmer(plain, spares, pool.weak());
         }
@@ -566,7 +569,11 @@ impl PoolBuilder {
     }
 
     /// The deadpool pool around the connector, with the lifetime and PgBouncer hooks.
-    fn deadpool(&self, connect: EntraConnect) -> Result<Pool, BuildError> {
+    fn deadpool(
+        &self,
+        connect: EntraConnect,
+        spares: Option<Arc<crate::spares::Spares>>,
+    ) -> Result<Pool, BuildError> {
         let config = connect.plan().config().clone();
         let attrs = connect
             .plan()
@@ -589,7 +596,7 @@ impl PoolBuilder {
             .create_timeout(self.create_timeout)
             .recycle_timeout(self.recycle_timeout);
         if self.limits.is_active() {
-            builder = builder.pre_recycle(self.limits.hook(self.pool_name.clone()));
+            builder = builder.pre_recycle(self.limits.hook(self.pool_name.clone(), spares));
         }
         if let Some(hook) = crate::role_check::hook(attrs, self.pool_name.clone()) {
             builder = builder.pre_recycle(hook);

@@ -126,13 +126,9 @@ impl EntraConnect {
 
     /// How this connector's connections came about.
     pub(crate) fn counts(&self) -> crate::spares::ConnectionCounts {
-        let (opened_ahead, taken_ahead, spares_ready) =
-            self.spares.as_ref().map_or((0, 0, 0), |s| s.counts());
         crate::spares::ConnectionCounts {
             opened_in_checkout: self.opened_in_checkout.load(std::sync::atomic::Ordering::Relaxed),
-            opened_ahead,
-            taken_ahead,
-            spares_ready,
+            ..self.spares.as_ref().map(|s| s.counts()).unwrap_or_default()
         }
     }
 

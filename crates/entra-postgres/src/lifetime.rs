@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Hook, HookError, Metrics, Pool};
 
+use crate::spares::{Spares, EARLY_FRACTION};
+
 /// The age and idleness limits of a pool's connections.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -33,8 +35,7 @@ impl Limits {
     /// Why a connection must be retired, if it must: the metrics label and the message. Runs at every
     /// checkout, so it reads the clock once and hashes only connections old enough to be near their
     /// jittered lifetime.
-    pub(crate) fn expired(&self, metrics: &Metrics) -> Option<(&'static str, &'static str)> {
-        let now = Instant::now();
+    pub(crate) fn expired(&self, metrics: &Metrics, now: Instant) -> Option<(&'static str, &'static str)> {
         if let Some(max) = self.max_lifetime {
             let age = now.saturating_duration_since(metrics.created);
             let earliest = max.mul_f64((1.0 - self.jitter).max(0.0));
@@ -51,19 +52,48 @@ impl Limits {
         None
     }
 
+    /// Whether the connection is in the last [`EARLY_FRACTION`] of its own lifetime, where it may hand
+    /// its place to a spare (replace-ahead). Hashes only connections old enough to be there.
+    fn near_end(&self, metrics: &Metrics, now: Instant) -> bool {
+        let Some(max) = self.max_lifetime else {
+            return false;
+        };
+        let age = now.saturating_duration_since(metrics.created);
+        let keep = 1.0 - EARLY_FRACTION;
+        age >= max.mul_f64((1.0 - self.jitter).max(0.0) * keep)
+            && self
+                .lifetime_of(metrics.created)
+                .is_some_and(|life| age >= life.mul_f64(keep))
+    }
+
     pub(crate) fn is_active(&self) -> bool {
         self.max_lifetime.is_some() || self.idle_timeout.is_some()
     }
 
-    /// The `pre_recycle` hook that refuses retired connections (deadpool then opens a new one).
-    pub(crate) fn hook(self, pool_name: Arc<str>) -> Hook {
-        Hook::sync_fn(move |_client, metrics| match self.expired(metrics) {
-            Some((label, reason)) => {
-                tracing::debug!(age_s = metrics.age().as_secs(), reason, "retiring connection");
-                crate::metrics::connection_retired(&pool_name, label);
-                Err(HookError::message(reason))
+    /// The `pre_recycle` hook that refuses retired connections (deadpool then opens a new one), and, with
+    /// replace-ahead, connections near their end whose place a spare can take now.
+    pub(crate) fn hook(self, pool_name: Arc<str>, spares: Option<Arc<Spares>>) -> Hook {
+        Hook::sync_fn(move |_client, metrics| {
+            let now = Instant::now();
+            let early = || {
+                spares
+                    .as_ref()
+                    .filter(|s| self.near_end(metrics, now) && s.retire_early(now))
+                    .map(|_| {
+                        (
+                            "replaced_ahead",
+                            "connection near its max_lifetime handed its place to a spare",
+                        )
+                    })
+            };
+            match self.expired(metrics, now).or_else(early) {
+                Some((label, reason)) => {
+                    tracing::debug!(age_s = metrics.age().as_secs(), reason, "retiring connection");
+                    crate::metrics::connection_retired(&pool_name, label);
+                    Err(HookError::message(reason))
+                }
+                None => Ok(()),
             }
-            None => Ok(()),
         })
     }
 
@@ -86,7 +116,7 @@ impl Limits {
                 }
                 next_prune += every;
                 let removed = pool
-                    .retain(|_, metrics| match self.expired(&metrics) {
+                    .retain(|_, metrics| match self.expired(&metrics, Instant::now()) {
                         Some((label, _)) => {
                             crate::metrics::connection_retired(&pool_name, label);
                             false
@@ -133,5 +163,35 @@ mod tests {
             limits.lifetime_of(base),
             "fixed per connection"
         );
+    }
+
+    #[test]
+    fn a_connection_may_hand_over_early_only_in_the_last_part_of_its_own_lifetime() {
+        let limits = Limits {
+            max_lifetime: Some(Duration::from_secs(1000)),
+            idle_timeout: None,
+            jitter: 0.1,
+        };
+        let created = Instant::now();
+        let metrics = Metrics {
+            created,
+            recycled: None,
+            recycle_count: 0,
+        };
+        let life = limits.lifetime_of(created).unwrap();
+        let early_from = life.mul_f64(1.0 - EARLY_FRACTION);
+        let before = created + early_from - Duration::from_millis(1);
+        assert!(!limits.near_end(&metrics, before));
+        assert!(limits.near_end(&metrics, created + early_from));
+        assert!(
+            limits.expired(&metrics, created + early_from).is_none(),
+            "not yet retired"
+        );
+        assert!(limits.expired(&metrics, created + life).is_some());
+        let forever = Limits {
+            max_lifetime: None,
+            ..limits
+        };
+        assert!(!forever.near_end(&metrics, created + Duration::from_secs(1_000_000)));
     }
 }

@@ -13,7 +13,7 @@
 //! | `db.client.connection.timeouts` | counter | pool | `get()` calls that timed out |
 //! | `entra.pool.connections.created` | counter | pool | connections opened |
 //! | `entra.pool.connections.failed` | counter | pool, `kind` (`token`, `rejected`, `server`) | connections that could not be opened |
-//! | `entra.pool.connections.retired` | counter | pool, `reason` (`max_lifetime`, `idle_timeout`, `role_changed`) | connections closed by the pool's limits |
+//! | `entra.pool.connections.retired` | counter | pool, `reason` (`max_lifetime`, `replaced_ahead`, `idle_timeout`, `role_changed`) | connections closed by the pool's limits (`replaced_ahead`: near its lifetime, handed its place to a spare) |
 //! | `entra.pool.token_rejections` | counter | pool | server refusals of a token (each triggers one refetch) |
 //!
 //! Gauges are refreshed once a second while the pool lives.

@@ -6,7 +6,32 @@ mod support;
 use std::time::{Duration, Instant};
 
 use entra_emulator::Emulator;
+use entra_postgres::EntraPool;
 use support::{bounded, builder};
+
+/// `tasks` tasks doing `SELECT 1` in a loop for `lasting`; any failure fails the test.
+async fn load(pool: &EntraPool, tasks: usize, lasting: Duration) {
+    let deadline = Instant::now() + lasting;
+    let mut running = tokio::task::JoinSet::new();
+    for _ in 0..tasks {
+        let pool = pool.clone();
+        running.spawn(async move {
+            while Instant::now() < deadline {
+                let client = pool.get().await.map_err(|e| entra_postgres::report(&e))?;
+                client
+                    .simple_query("SELECT 1")
+                    .await
+                    .map_err(|e| entra_postgres::report(&e))?;
+                drop(client);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Ok::<(), String>(())
+        });
+    }
+    while let Some(joined) = bounded(60, "the load", running.join_next()).await {
+        joined.expect("no panic").expect("no failed query");
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retiring_connections_are_replaced_by_spares_signed_in_ahead() {
@@ -31,26 +56,7 @@ async fn retiring_connections_are_replaced_by_spares_signed_in_ahead() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(8);
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..4 {
-        let pool = pool.clone();
-        tasks.spawn(async move {
-            while Instant::now() < deadline {
-                let client = pool.get().await.map_err(|e| entra_postgres::report(&e))?;
-                client
-                    .simple_query("SELECT 1")
-                    .await
-                    .map_err(|e| entra_postgres::report(&e))?;
-                drop(client);
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Ok::<(), String>(())
-        });
-    }
-    while let Some(joined) = bounded(60, "the load", tasks.join_next()).await {
-        joined.expect("no panic").expect("no failed query");
-    }
+    load(&pool, 4, Duration::from_secs(8)).await;
     let counts = pool.status().connections;
     assert_eq!(
         counts.opened_in_checkout, 0,
@@ -64,5 +70,54 @@ async fn retiring_connections_are_replaced_by_spares_signed_in_ahead() {
         emulator.gate().sessions().len() as u64,
         counts.opened_ahead,
         "every sign-in was a spare's"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_opened_together_hand_over_to_fewer_spares_one_after_another() {
+    // 8 connections opened at once retire within ±10 % of 6 s of each other: 1.2 s, less than 8 sign-ins
+    // of 150 ms one after another. Two spares keep up only because connections near their end retire
+    // early, one per spare opened.
+    let emulator = Emulator::builder()
+        .sign_in_delay(Duration::from_millis(150))
+        .start()
+        .await
+        .expect("emulator");
+    let pool = builder(&emulator)
+        .max_size(8)
+        .max_lifetime(Some(Duration::from_secs(6)))
+        .replace_ahead(2)
+        .build()
+        .await
+        .expect("pool");
+    // Eight checkouts held together: eight connections opened at once.
+    let all_held = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+    let mut filling = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (pool, all_held) = (pool.clone(), all_held.clone());
+        filling.spawn(async move {
+            let client = pool.get().await.map_err(|e| entra_postgres::report(&e))?;
+            all_held.wait().await;
+            drop(client);
+            Ok::<(), String>(())
+        });
+    }
+    while let Some(joined) = bounded(30, "filling the pool", filling.join_next()).await {
+        joined.expect("no panic").expect("the pool fills");
+    }
+    let filled = pool.status().connections;
+    load(&pool, 8, Duration::from_secs(8)).await;
+    let counts = pool.status().connections;
+    assert_eq!(
+        counts.opened_in_checkout, filled.opened_in_checkout,
+        "no get() signed in itself after the pool filled: {counts:?}"
+    );
+    assert!(
+        counts.retired_early >= 4,
+        "connections near their end handed over early: {counts:?}"
+    );
+    assert!(
+        counts.taken_ahead >= filled.taken_ahead + 8,
+        "every connection of the first fill was replaced from the spares: {counts:?}"
     );
 }
