@@ -196,7 +196,8 @@ pub struct RunResult {
     pub token_fetches: Option<u64>,
     /// Sessions the gate signed in during the run.
     pub connections_created: Option<u64>,
-    /// Gate and plain runs: connections opened inside a `get()`, whose caller waited for the sign-in.
+    /// Gate and plain runs: connections opened inside a `get()` during the run (after the warm-up that
+    /// fills the pool), whose caller waited for the sign-in.
     pub opened_in_checkout: Option<u64>,
     /// Load average before and after the run.
     pub load: (Option<[f64; 3]>, Option<[f64; 3]>),
@@ -485,6 +486,8 @@ async fn run_gate(
     cycle: usize,
 ) -> Result<RunResult, String> {
     let pool = &loaded.pool;
+    // Counted from a full pool: the run's own sign-ins, not those filling it.
+    crate::drive::warm_up(&loaded.target, config.tasks).await;
     let before = load_average();
     let sessions_before = emulator.gate().sessions().len();
     let fetches_before = emulator.identity().token_requests();
@@ -591,6 +594,8 @@ async fn run_plain(config: &BenchConfig, emulator: &Emulator, cycle: usize) -> R
         }))
         .build()
         .map_err(|e| format!("plain deadpool: {e}"))?;
+    let target = Target::Checkout(pool);
+    crate::drive::warm_up(&target, config.tasks).await;
     let before = load_average();
     let sessions_before = emulator.gate().sessions().len();
     let workload = Workload {
@@ -610,7 +615,7 @@ async fn run_plain(config: &BenchConfig, emulator: &Emulator, cycle: usize) -> R
         false => crate::drive::Rotations::Sampled(&sign_ins),
     };
     let driven = crate::drive::drive_with(
-        &Target::Checkout(pool),
+        &target,
         windows,
         &workload,
         config.tasks,

@@ -4,7 +4,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::Pool;
 use entra_token::{TokenHandle, TokenStatus};
 
 use crate::stats::{RunStats, Sample};
@@ -93,9 +92,7 @@ pub async fn drive_with(
     duration: Duration,
     live: Arc<Live>,
 ) -> Driven {
-    if let Target::Checkout(pool) = target {
-        warm_up(pool, tasks).await;
-    }
+    warm_up(target, tasks).await;
     let started = Instant::now();
     let deadline = started + duration;
     let monitor = match &rotations {
@@ -164,8 +161,13 @@ fn offsets(instants: &[Instant], started: Instant, deadline: Instant) -> Vec<u32
         .collect()
 }
 
-/// Opens up to `tasks` of the pool's connections and gives them back.
-async fn warm_up(pool: &Pool, tasks: usize) {
+/// Opens up to `tasks` of a checkout pool's connections and gives them back (a multiplexed pool opens
+/// its connections when it is built). [`drive_with`] does it first; callers that count what the run itself
+/// opened call it before they take their counts.
+pub(crate) async fn warm_up(target: &Target, tasks: usize) {
+    let Target::Checkout(pool) = target else {
+        return;
+    };
     let size = pool.status().max_size.min(tasks.max(1));
     let mut held = Vec::with_capacity(size);
     for _ in 0..size {
