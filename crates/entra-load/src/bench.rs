@@ -10,11 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use deadpool_postgres::Pool;
 use entra_emulator::{Emulator, TestPostgres};
 use entra_postgres::{EntraPool, PoolBuilder};
 use entra_token::{Env, HttpOptions, RefreshPolicy};
 use serde_json::json;
 
+use crate::bystander::Bystander;
 use crate::drive::{drive, Live};
 use crate::pairs::{load_average, PairedRatio};
 use crate::setup::{self, WriteCheck};
@@ -67,6 +69,12 @@ pub struct BenchArgs {
     /// password, connections retired at the same lifetime by a pre-recycle hook, as a user would write it.
     #[arg(long)]
     plain_deadpool: bool,
+    /// Also run a control in each cycle (needs --sign-in-delay-ms): the gate pool with no connection
+    /// retiring and no spares, while sessions no operation waits for sign in and out through the gate at
+    /// the moments the gate run before it signed in. It prices what a sign-in costs the queries around it on this
+    /// machine, which no pool can avoid.
+    #[arg(long)]
+    bystander: bool,
     /// Skip the pgbench runs.
     #[arg(long)]
     no_pgbench: bool,
@@ -93,6 +101,7 @@ impl BenchArgs {
             sign_in_delay: Duration::from_millis(self.sign_in_delay_ms),
             replace_ahead: self.replace_ahead,
             plain_deadpool: self.plain_deadpool,
+            bystander: self.bystander,
         }
     }
 }
@@ -127,6 +136,9 @@ pub struct BenchConfig {
     pub replace_ahead: usize,
     /// Also run plain deadpool-postgres through the gate, retiring connections at the same lifetime.
     pub plain_deadpool: bool,
+    /// Also run the bystander control (checkout mode with a sign-in delay): the gate pool with no
+    /// connection retiring, beside sessions signing in and out when the gate run before it signed in.
+    pub bystander: bool,
 }
 
 /// How the load reaches the server.
@@ -170,6 +182,7 @@ impl Default for BenchConfig {
             sign_in_delay: Duration::ZERO,
             replace_ahead: 0,
             plain_deadpool: false,
+            bystander: false,
         }
     }
 }
@@ -239,6 +252,11 @@ pub struct Ratios {
     /// `--plain-deadpool` with replace-ahead: the gate pool without spares, p99.9 in its sign-in windows
     /// over the rest.
     pub no_spares_p999_rotation_over_rest: Option<PairedRatio>,
+    /// `--bystander`: p99 in windows where a bystander signed in over the rest, the pool itself signing
+    /// nothing in.
+    pub bystander_p99_rotation_over_rest: Option<PairedRatio>,
+    /// The same for p99.9: the floor this machine puts under `p999_rotation_over_rest`.
+    pub bystander_p999_rotation_over_rest: Option<PairedRatio>,
 }
 
 /// Everything one benchmark measured.
@@ -270,6 +288,13 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, String> {
     if config.token_lifetime < Duration::from_secs(2) {
         return Err("the token lifetime must be at least 2 s".into());
     }
+    if config.bystander && (config.mode != Mode::Checkout || config.sign_in_delay.is_zero()) {
+        return Err(
+            "the bystander control classes windows by the gate's sign-ins: it needs the checkout mode and \
+             a sign-in delay (--sign-in-delay-ms)"
+                .into(),
+        );
+    }
     let load_start = load_average();
     eprintln!("starting the local emulator (PostgreSQL, fake IMDS, Entra gate)…");
     let emulator = Emulator::builder()
@@ -295,6 +320,10 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, String> {
         }
         false => None,
     };
+    let bystander = match config.bystander {
+        true => Some(bystander_pools(&config, &emulator).await?),
+        false => None,
+    };
     let direct = match config.direct {
         true => Some(direct_pool(&config, &pg, point, emulator.dbname()).await?),
         false => None,
@@ -305,9 +334,13 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, String> {
     let mut pgbench_missing = false;
     for cycle in 0..config.cycles {
         eprintln!("cycle {}/{}", cycle + 1, config.cycles);
-        runs.push(run_gate(&config, &emulator, &gate, "gate", cycle).await?);
+        runs.push(run_gate(&config, &emulator, &gate, "gate", cycle, None).await?);
+        if let Some((load, sessions)) = &bystander {
+            let beside = Some((sessions, bystander_schedule(&config, runs.last())));
+            runs.push(run_gate(&config, &emulator, load, "bystander", cycle, beside).await?);
+        }
         if let Some(pool) = &no_spares {
-            runs.push(run_gate(&config, &emulator, pool, "no-spares", cycle).await?);
+            runs.push(run_gate(&config, &emulator, pool, "no-spares", cycle, None).await?);
         }
         if config.plain_deadpool && config.mode == Mode::Checkout {
             runs.push(run_plain(&config, &emulator, cycle).await?);
@@ -413,6 +446,30 @@ async fn gate_pool(config: &BenchConfig, emulator: &Emulator) -> Result<Loaded, 
     load_target(config, builder).await
 }
 
+/// For the bystander control: the load's pool (no connection retires within the run, no spares) and a
+/// one-connection pool for the bystander's sessions.
+async fn bystander_pools(config: &BenchConfig, emulator: &Emulator) -> Result<(Loaded, Pool), String> {
+    let mut steady = config.clone();
+    steady.replace_ahead = 0;
+    steady.max_lifetime = Some(Duration::from_secs(86_400));
+    let load = gate_pool(&steady, emulator).await?;
+    // Room for as many overlapping sessions as the pool under test can sign in at once.
+    let sessions = gate_pool(&steady, emulator).await?;
+    let Target::Checkout(pool) = sessions.target else {
+        return Err("the bystander needs a checkout pool".into());
+    };
+    Ok((load, pool))
+}
+
+/// When the bystander starts its sessions: when the gate run of the same cycle signed in, each moved
+/// earlier by the sign-in delay, since the gate records a sign-in once its delay is over.
+fn bystander_schedule(config: &BenchConfig, gate: Option<&RunResult>) -> Vec<Duration> {
+    gate.map_or(&[][..], |g| &g.rotations_ms[..])
+        .iter()
+        .map(|ms| Duration::from_millis(u64::from(*ms)).saturating_sub(config.sign_in_delay))
+        .collect()
+}
+
 /// A pool straight at the server as its superuser, on pgbench's database for the point mix so both read
 /// the same rows with the same query.
 async fn direct_pool(
@@ -448,6 +505,7 @@ fn run_id(label: &str, cycle: usize) -> i16 {
         "gate" => 100,
         "plain" => 300,
         "no-spares" => 400,
+        "bystander" => 500,
         _ => 200,
     };
     base + (cycle as i16 % 100)
@@ -484,10 +542,12 @@ async fn run_gate(
     loaded: &Loaded,
     label: &'static str,
     cycle: usize,
+    bystander: Option<(&Pool, Vec<Duration>)>,
 ) -> Result<RunResult, String> {
     let pool = &loaded.pool;
     // Counted from a full pool: the run's own sign-ins, not those filling it.
     crate::drive::warm_up(&loaded.target, config.tasks).await;
+    let bystander = bystander.map(|(sessions, schedule)| Bystander::replay(sessions.clone(), schedule));
     let before = load_average();
     let sessions_before = emulator.gate().sessions().len();
     let fetches_before = emulator.identity().token_requests();
@@ -517,6 +577,10 @@ async fn run_gate(
         Arc::new(Live::default()),
     )
     .await;
+    if let Some(b) = bystander {
+        let sessions = b.stop().await?;
+        eprintln!("  bystander: {sessions} sessions signed in and out beside the load");
+    }
     let refreshes = pool.tokens().map_or(0, |t| t.status().refreshes);
     let writes = check(
         config,
@@ -556,7 +620,7 @@ async fn run_gate(
 /// at the gate pool's lifetime by a pre-recycle hook (no jitter, no replace-ahead); each retirement's
 /// replacement signs in inside a `get()`. Rotation windows are those where a connection was retired.
 async fn run_plain(config: &BenchConfig, emulator: &Emulator, cycle: usize) -> Result<RunResult, String> {
-    use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+    use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, RecyclingMethod, Runtime};
     let lifetime = gate_lifetime(config);
     let token = emulator.token_for_lifetime(emulator.principal(), Duration::from_secs(24 * 3600));
     let mut pg = tokio_postgres::Config::new();
@@ -721,6 +785,7 @@ fn ratios(runs: &[RunResult], pgbench: &[PgbenchRun], connections: usize) -> Rat
     cycles.dedup();
     let gates = runs.iter().filter(|r| r.label == "gate");
     let plains = runs.iter().filter(|r| r.label == "plain");
+    let bystanders = runs.iter().filter(|r| r.label == "bystander");
     Ratios {
         direct_over_pgbench: PairedRatio::of_pairs(
             pgbench
@@ -759,6 +824,14 @@ fn ratios(runs: &[RunResult], pgbench: &[PgbenchRun], connections: usize) -> Rat
             runs.iter()
                 .filter(|r| r.label == "no-spares")
                 .filter_map(|r| ratio_of(r.stats.rotation.p999, r.stats.rest.p999)),
+        ),
+        bystander_p99_rotation_over_rest: PairedRatio::of(
+            bystanders
+                .clone()
+                .filter_map(|r| ratio_of(r.stats.rotation.p99, r.stats.rest.p99)),
+        ),
+        bystander_p999_rotation_over_rest: PairedRatio::of(
+            bystanders.filter_map(|r| ratio_of(r.stats.rotation.p999, r.stats.rest.p999)),
         ),
     }
 }
@@ -824,7 +897,7 @@ impl BenchReport {
                 "cycles": c.cycles, "token_lifetime_s": c.token_lifetime.as_secs(),
                 "max_lifetime_ms": c.max_lifetime.map(|d| d.as_millis() as u64), "mix": c.mix.name(),
                 "mode": c.mode.name(), "sign_in_delay_ms": c.sign_in_delay.as_millis() as u64,
-                "replace_ahead": c.replace_ahead, "plain_deadpool": c.plain_deadpool,
+                "replace_ahead": c.replace_ahead, "plain_deadpool": c.plain_deadpool, "bystander": c.bystander,
                 "cores": std::thread::available_parallelism().map(|n| n.get()).ok(),
             },
             "load_average": load_json(&self.load),
@@ -867,6 +940,16 @@ impl BenchReport {
             ratios.insert(
                 "no_spares_p999_rotation_over_rest".into(),
                 json!(ratio(&self.ratios.no_spares_p999_rotation_over_rest)),
+            );
+        }
+        if self.config.bystander {
+            ratios.insert(
+                "bystander_p99_rotation_over_rest".into(),
+                json!(ratio(&self.ratios.bystander_p99_rotation_over_rest)),
+            );
+            ratios.insert(
+                "bystander_p999_rotation_over_rest".into(),
+                json!(ratio(&self.ratios.bystander_p999_rotation_over_rest)),
             );
         }
         if self.config.mode == Mode::Multiplexed {
@@ -921,7 +1004,7 @@ impl BenchReport {
             c.sign_in_delay.as_millis(),
             c.replace_ahead
         );
-        let labels: Vec<&str> = ["gate", "no-spares", "plain", "direct"]
+        let labels: Vec<&str> = ["gate", "bystander", "no-spares", "plain", "direct"]
             .into_iter()
             .filter(|l| self.runs.iter().any(|r| r.label == *l))
             .collect();
@@ -1017,6 +1100,14 @@ impl BenchReport {
             (
                 "no-spares p99.9 rotation / other",
                 &self.ratios.no_spares_p999_rotation_over_rest,
+            ),
+            (
+                "bystander p99 sign-in / other",
+                &self.ratios.bystander_p99_rotation_over_rest,
+            ),
+            (
+                "bystander p99.9 sign-in / other",
+                &self.ratios.bystander_p999_rotation_over_rest,
             ),
         ];
         for (name, r) in lines {

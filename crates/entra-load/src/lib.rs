@@ -8,12 +8,15 @@
 //! - [`bench`]: the benchmark: through the emulator's gate, directly, and `pgbench -S`, in interleaved
 //!   cycles; every ratio is a [`PairedRatio`] (median of pairs, with min and max), and the load average
 //!   is recorded around each run.
+//! - `bystander` (behind `entra-pg bench --bystander`): sessions signing in and out beside a load they do
+//!   not serve, the floor a machine puts under "p99.9 in sign-in windows over the rest".
 //! - [`proxy_bench`]: `pgbench -S` through `entra-proxy` against the same straight at the gate, interleaved.
 //! - [`setup`]: the tables the workloads use and the end-of-run check that no acknowledged write is lost.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod bench;
+mod bystander;
 pub mod drive;
 mod pairs;
 pub mod pgbench;
