@@ -71,8 +71,8 @@ pub struct BenchArgs {
     plain_deadpool: bool,
     /// Also run a control in each cycle (needs --sign-in-delay-ms): the gate pool with no connection
     /// retiring and no spares, while sessions no operation waits for sign in and out through the gate at
-    /// the moments the gate run before it signed in. It prices what a sign-in costs the queries around it on this
-    /// machine, which no pool can avoid.
+    /// the moments the gate run before it signed in. It prices what a sign-in costs the queries around
+    /// it on this machine, which no pool can avoid.
     #[arg(long)]
     bystander: bool,
     /// Skip the pgbench runs.
@@ -447,7 +447,7 @@ async fn gate_pool(config: &BenchConfig, emulator: &Emulator) -> Result<Loaded, 
 }
 
 /// For the bystander control: the load's pool (no connection retires within the run, no spares) and a
-/// one-connection pool for the bystander's sessions.
+/// pool of the same size for the bystander's sessions, which take their connections out of it.
 async fn bystander_pools(config: &BenchConfig, emulator: &Emulator) -> Result<(Loaded, Pool), String> {
     let mut steady = config.clone();
     steady.replace_ahead = 0;
