@@ -910,58 +910,56 @@ impl BenchReport {
     }
 
     fn ratios_json(&self) -> serde_json::Value {
-        let ratio = |r: &Option<PairedRatio>| r.as_ref().map(PairedRatio::json);
-        let mut ratios = serde_json::Map::new();
-        ratios.insert(
-            "direct_over_pgbench".into(),
-            json!(ratio(&self.ratios.direct_over_pgbench)),
-        );
-        ratios.insert(
-            "gate_over_direct".into(),
-            json!(ratio(&self.ratios.gate_over_direct)),
-        );
-        ratios.insert(
-            "p99_rotation_over_rest".into(),
-            json!(ratio(&self.ratios.p99_rotation_over_rest)),
-        );
-        ratios.insert(
-            "p999_rotation_over_rest".into(),
-            json!(ratio(&self.ratios.p999_rotation_over_rest)),
-        );
-        if self.config.plain_deadpool {
-            ratios.insert(
+        let (r, c) = (&self.ratios, &self.config);
+        let (plain, bystander) = (c.plain_deadpool, c.bystander);
+        let multiplexed = c.mode == Mode::Multiplexed;
+        // (key, ratio, whether this run's configuration reports it)
+        let rows: [(String, &Option<PairedRatio>, bool); 11] = [
+            ("direct_over_pgbench".into(), &r.direct_over_pgbench, true),
+            ("gate_over_direct".into(), &r.gate_over_direct, true),
+            ("p99_rotation_over_rest".into(), &r.p99_rotation_over_rest, true),
+            ("p999_rotation_over_rest".into(), &r.p999_rotation_over_rest, true),
+            (
                 "plain_p99_rotation_over_rest".into(),
-                json!(ratio(&self.ratios.plain_p99_rotation_over_rest)),
-            );
-            ratios.insert(
+                &r.plain_p99_rotation_over_rest,
+                plain,
+            ),
+            (
                 "plain_p999_rotation_over_rest".into(),
-                json!(ratio(&self.ratios.plain_p999_rotation_over_rest)),
-            );
-            ratios.insert(
+                &r.plain_p999_rotation_over_rest,
+                plain,
+            ),
+            (
                 "no_spares_p999_rotation_over_rest".into(),
-                json!(ratio(&self.ratios.no_spares_p999_rotation_over_rest)),
-            );
-        }
-        if self.config.bystander {
-            ratios.insert(
+                &r.no_spares_p999_rotation_over_rest,
+                plain,
+            ),
+            (
                 "bystander_p99_rotation_over_rest".into(),
-                json!(ratio(&self.ratios.bystander_p99_rotation_over_rest)),
-            );
-            ratios.insert(
+                &r.bystander_p99_rotation_over_rest,
+                bystander,
+            ),
+            (
                 "bystander_p999_rotation_over_rest".into(),
-                json!(ratio(&self.ratios.bystander_p999_rotation_over_rest)),
-            );
-        }
-        if self.config.mode == Mode::Multiplexed {
-            ratios.insert(
+                &r.bystander_p999_rotation_over_rest,
+                bystander,
+            ),
+            (
                 "multiplexed_over_pgbench".into(),
-                json!(ratio(&self.ratios.direct_over_pgbench)),
-            );
-            ratios.insert(
-                format!("multiplexed_{}_over_pgbench_16", self.config.connections),
-                json!(ratio(&self.ratios.direct_over_pgbench_16)),
-            );
-        }
+                &r.direct_over_pgbench,
+                multiplexed,
+            ),
+            (
+                format!("multiplexed_{}_over_pgbench_16", c.connections),
+                &r.direct_over_pgbench_16,
+                multiplexed,
+            ),
+        ];
+        let ratios = rows
+            .into_iter()
+            .filter(|(_, _, shown)| *shown)
+            .map(|(key, ratio, _)| (key, json!(ratio.as_ref().map(PairedRatio::json))))
+            .collect();
         serde_json::Value::Object(ratios)
     }
 
