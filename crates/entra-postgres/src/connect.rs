@@ -12,6 +12,7 @@ use tokio_postgres::{Client, Config};
 use crate::config::ConfigError;
 use crate::error::ConnectError;
 use crate::plan::{ConnectionPlan, CredentialKind};
+use crate::refusal::{AzureRefusal, Phase};
 use crate::tunnel::fail;
 
 type BoxFuture<'a, T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
@@ -40,9 +41,9 @@ pub(crate) enum Credential {
 /// It connects with its plan's settings and ignores the `Config` deadpool passes, so the plan's rules
 /// (TLS verified, no token in cleartext) cannot be bypassed by a different config.
 ///
-/// When the server refuses the token (SQLSTATE 28P01/28000, or Azure's "access token has expired" /
-/// "valid audience claim" messages), it [invalidates](TokenHandle::invalidate) it, waits for the new one
-/// and retries once; a second refusal fails with [`ConnectError::TokenRejected`], which says what to
+/// When the server refuses the token ([`AzureRefusal::is_token_problem`]: decided by when the server
+/// refused and its SQLSTATE, never by its text alone), it [invalidates](TokenHandle::invalidate) it, waits
+/// for the new one and retries once; a second refusal fails with [`ConnectError::TokenRejected`], which says what to
 /// check.
 ///
 /// ```no_run
@@ -190,8 +191,9 @@ impl EntraConnect {
         tracing::warn!(
             role,
             token = %token.fingerprint(),
+            kind = ?rejection.kind,
             code = rejection.code,
-            message = rejection.message,
+            message = ?rejection.message,
             "server rejected the token; fetching a new one and retrying once"
         );
         tokens.invalidate(&token);
@@ -210,7 +212,7 @@ impl EntraConnect {
                     tracing::error!(
                         role,
                         code = again.code,
-                        message = again.message,
+                        message = ?again.message,
                         "server rejected a fresh token"
                     );
                     Err(Failed::Ours(again.into_error(role)))
@@ -260,26 +262,29 @@ impl Password {
     }
 }
 
-/// A server's refusal of a connection attempt: its SQLSTATE and message.
+/// A server's refusal of a connection attempt: when it came, its SQLSTATE and its message.
 pub(crate) trait Refusal {
-    fn refusal(&self) -> Option<(&str, &str)>;
+    fn refusal(&self) -> Option<(Phase, &str, &str)>;
 }
 
 impl Refusal for tokio_postgres::Error {
-    fn refusal(&self) -> Option<(&str, &str)> {
-        self.as_db_error().map(|db| (db.code().code(), db.message()))
+    fn refusal(&self) -> Option<(Phase, &str, &str)> {
+        // tokio-postgres drives the handshake and does not say when the server refused.
+        self.as_db_error()
+            .map(|db| (Phase::Unknown, db.code().code(), db.message()))
     }
 }
 
 impl Refusal for crate::session::SessionError {
-    fn refusal(&self) -> Option<(&str, &str)> {
+    fn refusal(&self) -> Option<(Phase, &str, &str)> {
         self.server_refusal()
     }
 }
 
 fn is_not_ready(e: &impl Refusal) -> bool {
-    e.refusal()
-        .is_some_and(|(code, _)| code == tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW.code())
+    e.refusal().is_some_and(|(phase, code, message)| {
+        AzureRefusal::classify(phase, code, message) == AzureRefusal::NotReady
+    })
 }
 
 impl Connect for EntraConnect {
@@ -362,62 +367,31 @@ impl EntraConnect {
     }
 }
 
-/// Whether a server's refusal (its SQLSTATE and message) is one a new token may cure, and the code to
-/// report it by: 28P01, 28000 (except pg_hba's "no entry … SSL off", which no token cures), or Azure's
-/// "access token …" messages under any code. Every adapter (deadpool, sqlx) asks this one function.
-///
-/// ```
-/// assert_eq!(entra_postgres::token_rejection("28P01", "password authentication failed"), Some("28P01"));
-/// assert_eq!(entra_postgres::token_rejection("28000", "no pg_hba.conf entry for host, SSL off"), None);
-/// assert_eq!(entra_postgres::token_rejection("42501", "permission denied"), None);
-/// ```
-pub fn token_rejection(sqlstate: &str, message: &str) -> Option<&'static str> {
-    match sqlstate {
-        "28P01" => Some("28P01"),
-        "28000" if message.contains("pg_hba.conf") => None,
-        "28000" => Some("28000"),
-        _ if message.contains("access token") => Some("token"),
-        _ => None,
-    }
-}
-
 /// A server refusal that a new token may cure.
 struct Rejection {
-    code: &'static str,
+    kind: AzureRefusal,
+    code: String,
     message: String,
 }
 
 impl Rejection {
     fn of(error: &impl Refusal) -> Option<Rejection> {
-        let (sqlstate, message) = error.refusal()?;
-        let code = token_rejection(sqlstate, message)?;
-        Some(Rejection {
-            code,
+        let (phase, sqlstate, message) = error.refusal()?;
+        let kind = AzureRefusal::classify(phase, sqlstate, message);
+        kind.is_token_problem().then(|| Rejection {
+            kind,
+            code: sqlstate.to_string(),
             message: message.to_string(),
         })
     }
 
     fn into_error(self, role: String) -> ConnectError {
-        let hint = if self.message.contains("expired") {
-            "The token was just fetched, so check this machine's clock (time sync) and the token's lifetime."
-                .to_string()
-        } else if self.message.contains("audience") {
-            "Fetch the token for the scope https://ossrdbms-aad.database.windows.net/.default (sovereign clouds \
-             have their own host); a token for another resource is refused."
-                .to_string()
-        } else {
-            format!(
-                "Check that the user name {role:?} is exactly the Entra principal's name (a managed identity's \
-                 name, a group's display name, or a user's UPN; case-sensitive), that the principal was created \
-                 with pgaadauth_create_principal('{role}', false, false) (or _with_oid) on the `postgres` \
-                 database, that the token's identity (client id) is that principal, and that the database exists."
-            )
-        };
         ConnectError::TokenRejected {
+            hint: self.kind.token_hint(&role),
             role,
-            code: self.code.to_string(),
+            kind: self.kind,
+            code: self.code,
             message: self.message,
-            hint,
         }
     }
 }

@@ -11,19 +11,20 @@
 //! # }
 //! ```
 //!
-//! Decisions rest on types: the server's SQLSTATE, rustls's certificate error, the [`TokenError`]
-//! variant, our [`ConnectError`] and [`ConfigError`], an I/O error's kind. Text is read only where
-//! Azure's server distinguishes failures by message alone under one SQLSTATE (an expired token and a
-//! wrong audience are both `28000`), and then only the server's message, never a formatted report.
+//! Decisions rest on types: the server's refusal as [`AzureRefusal`] classifies it (the one classifier
+//! every front uses: phase, SQLSTATE, then the server's message to refine), rustls's certificate error,
+//! the [`TokenError`] variant, our [`ConnectError`] and [`ConfigError`], an I/O error's kind. A formatted
+//! report is never read.
 
 use std::error::Error;
 use std::fmt;
 
 use entra_token::TokenError;
-use tokio_postgres::error::SqlState;
 
 use crate::config::ConfigError;
 use crate::error::{ConnectError, GetError};
+use crate::refusal::{AzureRefusal, Phase};
+use crate::session::SessionError;
 use crate::CheckError;
 
 /// What went wrong, as a kind a program can branch on.
@@ -181,10 +182,14 @@ fn diagnose_layer(e: &(dyn Error + 'static), context: &DiagnosisContext<'_>) -> 
         return match connect {
             ConnectError::Token(token) => Some(token_diagnosis(token)),
             ConnectError::TokenRejected {
-                role, code, message, ..
+                role,
+                kind,
+                code,
+                message,
+                ..
             } => {
                 let context = context.role(role);
-                Some(server_diagnosis(code, message, &context))
+                Some(server_diagnosis(*kind, code, message, &context))
             }
         };
     }
@@ -193,7 +198,16 @@ fn diagnose_layer(e: &(dyn Error + 'static), context: &DiagnosisContext<'_>) -> 
     }
     if let Some(pg) = e.downcast_ref::<tokio_postgres::Error>() {
         if let Some(db) = pg.as_db_error() {
-            return Some(server_diagnosis(db.code().code(), db.message(), context));
+            let (code, message) = (db.code().code(), db.message());
+            // tokio-postgres drove the handshake (or ran the query) and does not say when it failed.
+            let kind = AzureRefusal::classify(Phase::Unknown, code, message);
+            return Some(server_diagnosis(kind, code, message, context));
+        }
+    }
+    if let Some(session) = e.downcast_ref::<SessionError>() {
+        if let Some((phase, code, message)) = session.server_refusal() {
+            let kind = AzureRefusal::classify(phase, code, message);
+            return Some(server_diagnosis(kind, code, message, context));
         }
     }
     if let Some(tls) = e.downcast_ref::<rustls::Error>() {
@@ -313,103 +327,90 @@ fn token_diagnosis(e: &TokenError) -> Diagnosis {
     )
 }
 
-fn server_diagnosis(code: &str, message: &str, context: &DiagnosisContext<'_>) -> Diagnosis {
+fn server_diagnosis(
+    kind: AzureRefusal,
+    code: &str,
+    message: &str,
+    context: &DiagnosisContext<'_>,
+) -> Diagnosis {
     let role = context.role.unwrap_or("<role>");
-    // Azure sends these under 28000 or 28P01; only the message tells them apart.
-    if message.contains("access token has expired") {
-        return diagnosis(
+    match kind {
+        AzureRefusal::TokenExpired => diagnosis(
             Cause::TokenExpired,
             "the server says the token has expired, though it was just fetched: this machine's clock (or \
              the issuer's) is off",
             "synchronise the clock (timedatectl set-ntp true / chrony) and check the token's exp with \
              `entra-pg token --json`",
-        );
-    }
-    if message.contains("valid audience claim") {
-        return diagnosis(
+        ),
+        AzureRefusal::WrongAudience => diagnosis(
             Cause::WrongAudience,
             "the token was issued for another resource (wrong audience)",
             "ask for the scope https://ossrdbms-aad.database.windows.net/.default (the default; sovereign \
              clouds have their own host)",
-        );
-    }
-    let state = SqlState::from_code(code);
-    let tls_missing = (state == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
-        && message.contains("pg_hba.conf")
-        && (message.contains("SSL off") || message.contains("no encryption")))
-        || message.starts_with("SSL connection is required");
-    if tls_missing {
-        return diagnosis(
+        ),
+        AzureRefusal::TlsRequired => diagnosis(
             Cause::TlsRequired,
             "the server requires TLS and the connection did not use it",
             "use sslmode=verify-full (PGSSLMODE, AZURE_POSTGRESQL_SSL=true or sslmode= in the connection \
              string); never disable TLS with a token",
-        );
-    }
-    if message.contains("Could not validate AAD user") {
-        return diagnosis(
+        ),
+        AzureRefusal::PrincipalNotInTenant => diagnosis(
             Cause::PrincipalNotInTenant,
             "pgaadauth_create_principal could not find that name in the tenant",
             "use the exact display name (managed identity, group) or UPN (user), or create the principal by \
              object id: SELECT * FROM pgaadauth_create_principal_with_oid('<name>', '<object id>', 'service', \
              false, false)",
-        );
-    }
-    if state == SqlState::UNDEFINED_FUNCTION && message.contains("pgaadauth") {
-        return diagnosis(
+        ),
+        AzureRefusal::PrincipalFunctionsOnlyInPostgres => diagnosis(
             Cause::PrincipalFunctionsOnlyInPostgres,
             "the pgaadauth_* functions exist only in the `postgres` database",
             "connect to the database `postgres` to create principals (`entra-pg grant` does)",
-        );
-    }
-    if state == SqlState::INVALID_PASSWORD || state == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
-        let principal = context.token_role.unwrap_or(role);
-        let name = crate::sql::literal("name", principal).unwrap_or_else(|_| "'<name>'".into());
-        let create = format!("SELECT * FROM pgaadauth_create_principal({name}, false, false);");
-        return match context.token_role {
-            Some(name) if Some(name) != context.role => diagnosis(
-                Cause::PrincipalRejected,
-                format!(
-                    "the server refused the token for role {role:?}: the token is for {name:?}, and the user \
-                     name must be exactly the identity's name (case-sensitive)"
+        ),
+        AzureRefusal::TokenRefused => {
+            let principal = context.token_role.unwrap_or(role);
+            let name = crate::sql::literal("name", principal).unwrap_or_else(|_| "'<name>'".into());
+            let create = format!("SELECT * FROM pgaadauth_create_principal({name}, false, false);");
+            match context.token_role {
+                Some(name) if Some(name) != context.role => diagnosis(
+                    Cause::PrincipalRejected,
+                    format!(
+                        "the server refused the token for role {role:?}: the token is for {name:?}, and the user \
+                         name must be exactly the identity's name (case-sensitive)"
+                    ),
+                    format!(
+                        "set PGUSER / AZURE_POSTGRESQL_USER (or user= in the connection string) to {name:?}; if \
+                         that principal does not exist yet, as the Entra admin on the database `postgres`: {create}"
+                    ),
                 ),
-                format!(
-                    "set PGUSER / AZURE_POSTGRESQL_USER (or user= in the connection string) to {name:?}; if that \
-                     principal does not exist yet, as the Entra admin on the database `postgres`: {create}"
+                _ => diagnosis(
+                    Cause::PrincipalRejected,
+                    format!(
+                        "the server refused the token for role {role:?}: the user name must be exactly the \
+                         identity's name (case-sensitive), and that principal must exist and not be dropped"
+                    ),
+                    format!(
+                        "as the Entra admin, on the database `postgres`: {create} (or `entra-pg grant \
+                         {principal:?}`), then grant it the database"
+                    ),
                 ),
-            ),
-            _ => diagnosis(
-                Cause::PrincipalRejected,
-                format!(
-                    "the server refused the token for role {role:?}: the user name must be exactly the \
-                     identity's name (case-sensitive), and that principal must exist and not be dropped"
-                ),
-                format!(
-                    "as the Entra admin, on the database `postgres`: {create} (or `entra-pg grant {principal:?}`), \
-                     then grant it the database"
-                ),
-            ),
-        };
-    }
-    if state == SqlState::INVALID_CATALOG_NAME {
-        return diagnosis(
+            }
+        }
+        AzureRefusal::DatabaseMissing => diagnosis(
             Cause::DatabaseMissing,
             format!("the database does not exist ({message})"),
             "set PGDATABASE / AZURE_POSTGRESQL_DATABASE to an existing database (the default is postgres)",
-        );
-    }
-    if state == SqlState::INSUFFICIENT_PRIVILEGE {
-        return diagnosis(
+        ),
+        AzureRefusal::PermissionDenied => diagnosis(
             Cause::PermissionDenied,
             format!("role {role:?} lacks a privilege ({message})"),
             format!("grant it: `entra-pg grant {role:?} --database <db>`"),
-        );
+        ),
+        _ => diagnosis(
+            Cause::Server,
+            format!("the server answered {code}: {message}"),
+            "see the server's message",
+        ),
     }
-    diagnosis(
-        Cause::Server,
-        format!("the server answered {code}: {message}"),
-        "see the server's message",
-    )
 }
 
 fn tls_diagnosis(e: &rustls::Error) -> Diagnosis {
@@ -463,7 +464,8 @@ mod tests {
     use super::*;
 
     fn server(code: &str, message: &str) -> Cause {
-        server_diagnosis(code, message, &DiagnosisContext::default()).cause
+        let kind = AzureRefusal::classify(Phase::Unknown, code, message);
+        server_diagnosis(kind, code, message, &DiagnosisContext::default()).cause
     }
 
     #[test]
@@ -524,7 +526,12 @@ mod tests {
     #[test]
     fn a_wrong_user_name_names_the_tokens_principal() {
         let context = DiagnosisContext::default().role("wrong").token_role("orders-api");
-        let d = server_diagnosis("28P01", "password authentication failed", &context);
+        let d = server_diagnosis(
+            AzureRefusal::TokenRefused,
+            "28P01",
+            "password authentication failed",
+            &context,
+        );
         assert!(d.summary.contains("\"orders-api\""), "{d}");
         assert!(
             d.fix

@@ -30,6 +30,8 @@ pub enum ConnectError {
     TokenRejected {
         /// The role (user) that tried to sign in.
         role: String,
+        /// What the refusal means ([`AzureRefusal::is_token_problem`](crate::AzureRefusal) holds).
+        kind: crate::AzureRefusal,
         /// The SQLSTATE.
         code: String,
         /// The server's message.

@@ -29,6 +29,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::ConnectError;
 use crate::plan::{ConnectionPlan, Transport};
+use crate::refusal::{AzureRefusal, Phase};
 
 /// The TLS stream the plan's connector produces over TCP.
 type TlsTcp = <MakeRustlsConnect as MakeTlsConnect<TcpStream>>::Stream;
@@ -164,6 +165,9 @@ pub enum SessionError {
     /// The server refused the session with an `ErrorResponse`.
     #[error("the server refused the session: {severity} {code}: {message}")]
     Server {
+        /// When it refused: before the password was asked for, in answer to it, or after
+        /// `AuthenticationOk` ([`AzureRefusal::classify`](crate::AzureRefusal::classify) reads it).
+        phase: Phase,
         /// `FATAL`, `ERROR`…
         severity: String,
         /// The SQLSTATE.
@@ -204,12 +208,20 @@ pub enum SessionError {
 }
 
 impl SessionError {
-    /// The server's SQLSTATE and message, when the server refused.
-    pub fn server_refusal(&self) -> Option<(&str, &str)> {
+    /// When the server refused, its SQLSTATE and its message, when the server refused.
+    pub fn server_refusal(&self) -> Option<(Phase, &str, &str)> {
         match self {
-            SessionError::Server { code, message, .. } => Some((code, message)),
+            SessionError::Server {
+                phase, code, message, ..
+            } => Some((*phase, code, message)),
             _ => None,
         }
+    }
+
+    /// What the server's refusal means, when the server refused.
+    pub fn refusal(&self) -> Option<AzureRefusal> {
+        self.server_refusal()
+            .map(|(phase, code, message)| AzureRefusal::classify(phase, code, message))
     }
 }
 
@@ -472,6 +484,8 @@ impl ConnectionPlan {
         let mut greeting = BytesMut::new();
         let mut server_parameters = Vec::new();
         let mut key = None;
+        // Where the server is in the handshake: what a refusal answers (see `AzureRefusal`).
+        let mut phase = Phase::BeforePassword;
         let mut authenticated = false;
         loop {
             let (raw, message) = read_backend(stream, host).await?;
@@ -482,8 +496,12 @@ impl ConnectionPlan {
                     stream.write_all(&out).await.map_err(io)?;
                     stream.flush().await.map_err(io)?;
                     zeroize(out);
+                    phase = Phase::Password;
                 }
-                backend::Message::AuthenticationOk => authenticated = true,
+                backend::Message::AuthenticationOk => {
+                    authenticated = true;
+                    phase = Phase::AfterAuthentication;
+                }
                 backend::Message::AuthenticationMd5Password(_) => {
                     return Err(SessionError::UnsupportedAuthentication { method: "MD5" })
                 }
@@ -495,7 +513,7 @@ impl ConnectionPlan {
                 backend::Message::AuthenticationGss | backend::Message::AuthenticationSspi => {
                     return Err(SessionError::UnsupportedAuthentication { method: "GSS/SSPI" })
                 }
-                backend::Message::ErrorResponse(body) => return Err(server_error(&body, host)),
+                backend::Message::ErrorResponse(body) => return Err(server_error(&body, host, phase)),
                 backend::Message::ParameterStatus(body) if authenticated => {
                     let name = body.name().map_err(io)?.to_string();
                     let value = body.value().map_err(io)?.to_string();
@@ -642,7 +660,7 @@ async fn read_backend(
     }
 }
 
-fn server_error(body: &backend::ErrorResponseBody, host: &str) -> SessionError {
+fn server_error(body: &backend::ErrorResponseBody, host: &str, phase: Phase) -> SessionError {
     let mut severity = String::from("FATAL");
     let mut code = String::new();
     let mut message = String::new();
@@ -672,6 +690,7 @@ fn server_error(body: &backend::ErrorResponseBody, host: &str) -> SessionError {
         }
     }
     SessionError::Server {
+        phase,
         severity,
         code,
         message,
@@ -735,7 +754,9 @@ async fn show_read_only(session: &mut RawSession) -> Result<bool, SessionError> 
                     read_only = Some(row.buffer().get(range).is_some_and(|v| v == b"on"));
                 }
             }
-            backend::Message::ErrorResponse(body) => return Err(server_error(&body, &host)),
+            backend::Message::ErrorResponse(body) => {
+                return Err(server_error(&body, &host, Phase::AfterAuthentication))
+            }
             backend::Message::ReadyForQuery(_) => {
                 return read_only.ok_or_else(|| SessionError::Protocol {
                     host: host.clone(),

@@ -383,6 +383,7 @@ fn upstream_failure(e: &SessionError) -> Out {
             message,
             detail,
             hint,
+            ..
         } => Out::new().server_error(severity, code, message, detail.as_deref(), hint.as_deref()),
         SessionError::Token(ConnectError::TokenRejected { .. }) => {
             Out::new().fatal("28P01", &format!("entra-proxy: {}", entra_postgres::report(e)))

@@ -95,7 +95,8 @@ fn tls(
 /// libpq's `options` (`-c name=value -c …`) as pairs.
 fn parse_server_options(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut pairs = Vec::new();
-    let mut words = text.split_whitespace();
+    let words = split_options(text);
+    let mut words = words.iter().map(String::as_str);
     while let Some(word) = words.next() {
         let setting = match word.strip_prefix("-c") {
             Some("") => words.next().ok_or("`-c` without a setting")?,
@@ -114,10 +115,51 @@ fn parse_server_options(text: &str) -> Result<Vec<(String, String)>, String> {
     Ok(pairs)
 }
 
+/// The words of an `options` value as the server splits them (PostgreSQL's `pg_split_opts`): white
+/// space separates words, and a backslash makes the next character part of the word. sqlx escapes the
+/// same way when it writes the options back.
+fn split_options(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut escaped = false;
+    for c in text.chars() {
+        if c.is_ascii_whitespace() && !escaped {
+            words.extend(word.take());
+            continue;
+        }
+        let current = word.get_or_insert_with(String::new);
+        if !escaped && c == '\\' {
+            escaped = true;
+        } else {
+            escaped = false;
+            current.push(c);
+        }
+    }
+    words.extend(word);
+    words
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use entra_postgres::{parse_connection_string, PlanOptions};
+
+    #[test]
+    fn options_are_split_as_the_server_splits_them() {
+        assert_eq!(split_options("  -c a=b   -cx=y "), ["-c", "a=b", "-cx=y"]);
+        assert_eq!(
+            split_options(r"-c DateStyle=ISO,\ MDY"),
+            ["-c", "DateStyle=ISO, MDY"]
+        );
+        assert_eq!(split_options(r"-c a=\\b"), ["-c", r"a=\b"]);
+        assert_eq!(
+            parse_server_options(r"-c search_path=a\ b -c x=1").unwrap(),
+            [
+                ("search_path".to_string(), "a b".to_string()),
+                ("x".into(), "1".into())
+            ]
+        );
+    }
 
     fn options(text: &str) -> Result<PgConnectOptions, ConfigError> {
         let plan = ConnectionPlan::new(&parse_connection_string(text).unwrap(), &PlanOptions::default())?;

@@ -146,8 +146,8 @@ impl EntraPgPool {
         self.shared.tokens.status()
     }
 
-    /// A connection, like `PgPool::acquire`; when the server refuses the token (28P01, 28000, Azure's
-    /// "access token …" messages), the token is invalidated, sqlx gets the new one, and the acquire is
+    /// A connection, like `PgPool::acquire`; when the server refuses the token (28P01 or 28000, as
+    /// [`AzureRefusal`](entra_postgres::AzureRefusal) decides for every front), the token is invalidated, sqlx gets the new one, and the acquire is
     /// retried once.
     pub async fn acquire(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
         let rejected = match self.pool.acquire().await {
@@ -168,11 +168,16 @@ impl EntraPgPool {
     }
 }
 
+/// Whether sqlx's error is a refusal a new token may cure, by the one classifier every front uses. sqlx
+/// drives the handshake and does not say when the server refused, so only 28000/28P01 count.
 fn is_token_rejection(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Database(db) => {
-            entra_postgres::token_rejection(db.code().as_deref().unwrap_or_default(), db.message()).is_some()
-        }
+        sqlx::Error::Database(db) => entra_postgres::AzureRefusal::classify(
+            entra_postgres::Phase::Unknown,
+            db.code().as_deref().unwrap_or_default(),
+            db.message(),
+        )
+        .is_token_problem(),
         _ => false,
     }
 }

@@ -193,3 +193,25 @@ async fn verify_full_refuses_a_server_whose_ca_is_not_trusted_and_sends_no_token
     assert_eq!(emu.gate().stats().accepted, 0);
     assert!(emu.gate().rejections().is_empty(), "no password reached the gate");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_datestyle_refused_by_the_server_is_not_taken_for_a_refused_token() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    // The words the old text rule took for a token refusal, in a parameter the server refuses after
+    // sign-in (22023).
+    let mut env = emu.env_vars();
+    env.push(("PGOPTIONS".into(), "-c DateStyle=access\\ token".into()));
+    let config = PoolBuilder::from_env()
+        .env(Env::from_pairs(env))
+        .refresh_policy(RefreshPolicy::short_lived());
+    let pool = EntraPgPoolBuilder::new(config)
+        .pool_options(PgPoolOptions::new().acquire_timeout(Duration::from_secs(10)))
+        .build()
+        .await
+        .unwrap();
+    // Older than min_invalidate_interval, so a refusal read as a token problem would refetch.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let err = current_user(&pool).await.unwrap_err();
+    assert!(err.to_string().contains("DateStyle"), "{err}");
+    assert_eq!(emu.identity().token_requests(), 1, "no refetch");
+}
