@@ -57,6 +57,11 @@ impl CliError {
         context: &entra_postgres::DiagnosisContext<'_>,
     ) -> Self {
         let d = entra_postgres::diagnose_with(error, context);
+        // A rule of the configuration that only a connection could check is the user's to fix.
+        let exit = match d.cause {
+            entra_postgres::Cause::Configuration | entra_postgres::Cause::CleartextRefused => Exit::Usage,
+            _ => exit,
+        };
         CliError::new(
             exit,
             format!(

@@ -240,3 +240,76 @@ async fn a_fleet_of_forty_processes_starting_together_gets_through_imds_throttli
     assert_eq!(requests - throttled, FLEET, "one token issued per process");
     assert!(requests <= FLEET * 12, "bounded: {requests} requests");
 }
+
+/// `cmd` run in a mount namespace of its own where `/etc/hosts` is `hosts`: a resolver that answers
+/// `localhost` with whatever it likes, for this process alone. `None` where the machine cannot make one
+/// (not root, no `unshare`).
+fn with_hosts_file(cmd: &std::process::Command, hosts: &std::path::Path) -> Option<std::process::Command> {
+    let unshare = std::path::Path::new("/usr/bin/unshare");
+    let probe = std::process::Command::new(unshare)
+        .args(["--mount", "--propagation", "private", "/bin/true"])
+        .status();
+    if !unshare.exists() || !probe.is_ok_and(|s| s.success()) {
+        return None;
+    }
+    let mut wrapped = std::process::Command::new(unshare);
+    wrapped
+        .args(["--mount", "--propagation", "private", "/bin/sh", "-c"])
+        .arg("/bin/mount --bind \"$0\" /etc/hosts && exec \"$@\"")
+        .arg(hosts)
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .stdin(std::process::Stdio::null());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    Some(wrapped)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn localhost_is_trusted_by_its_addresses_not_its_name() {
+    let fake = FakeIdentity::start().await.unwrap();
+    let trap = Trap::start().unwrap();
+    // 0.0.0.0 is not a loopback address, yet on Linux a connection to it lands on this machine: where
+    // the trap (on 127.0.0.1) would see a token sent in cleartext.
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "0.0.0.0 localhost\n").unwrap();
+    let env = vec![
+        ("AZURE_POD_IDENTITY_AUTHORITY_HOST".into(), fake.imds_authority()),
+        (
+            "AZURE_POSTGRESQL_CONNECTIONSTRING".into(),
+            format!(
+                "host=localhost port={} sslmode=disable user=app dbname=postgres",
+                trap.port()
+            ),
+        ),
+    ];
+    for args in [
+        vec!["doctor"],
+        vec!["doctor", "--json"],
+        vec!["psql", "--", "-c", "SELECT 1"],
+        vec!["grant", "app"],
+    ] {
+        let Some(cmd) = with_hosts_file(&entra_pg(&args, &env), &hosts) else {
+            entra_emulator::clients::skip("no mount namespace here (unshare --mount needs root)");
+            return;
+        };
+        let out = run(cmd, 60);
+        let (stdout, stderr) = text(&out);
+        let both = format!("{stdout}{stderr}");
+        assert_eq!(out.status.code(), Some(2), "{args:?}\n{both}");
+        assert!(
+            both.contains("without TLS") && both.contains("0.0.0.0, which is not loopback"),
+            "{args:?}: {both}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_untouched(
+        &trap,
+        "doctor, psql and grant with localhost resolving to 0.0.0.0",
+    );
+}

@@ -181,6 +181,7 @@ fn diagnose_layer(e: &(dyn Error + 'static), context: &DiagnosisContext<'_>) -> 
     if let Some(connect) = e.downcast_ref::<ConnectError>() {
         return match connect {
             ConnectError::Token(token) => Some(token_diagnosis(token)),
+            ConnectError::Refused(config) => Some(config_diagnosis(config)),
             ConnectError::TokenRejected {
                 role,
                 kind,

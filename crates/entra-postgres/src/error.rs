@@ -39,6 +39,10 @@ pub enum ConnectError {
         /// What to check.
         hint: String,
     },
+    /// The connection plan refused to connect: a rule only a connection can check failed (a host name
+    /// carrying a token without TLS resolved to an address that is not loopback). Nothing was sent.
+    #[error("the connection plan refused to connect")]
+    Refused(#[source] ConfigError),
 }
 
 impl ConnectError {

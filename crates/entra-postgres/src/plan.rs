@@ -6,14 +6,17 @@
 //! - **No password with tokens.** A password in the configuration is an error unless static-password mode
 //!   was chosen by name.
 //! - **No token in cleartext.** `sslmode=disable` is refused with a token unless every host is loopback
-//!   or a unix socket; the host *name* decides, so `host=db.example.com hostaddr=127.0.0.1` is refused.
+//!   or a unix socket, by both what the host names and where a `hostaddr` connects, so
+//!   `host=db.example.com hostaddr=127.0.0.1` is refused. `localhost` is not trusted by its name: every
+//!   connection resolves it, checks that each address is loopback, and connects to those addresses
+//!   ([`ConnectionPlan::loopback_addresses`]).
 //! - **TLS verified.** `verify-full` by default. `require`, which Service Connector writes and which in
 //!   libpq means "no verification" only when no root certificate is around, verifies fully with the
 //!   built-in roots (libpq's `sslrootcert=system` case) and as `verify-ca` with an `sslrootcert` file, as
 //!   libpq does when a root file exists. Skipping verification takes
 //!   [`PoolBuilder::danger_accept_unverified_tls`](crate::PoolBuilder::danger_accept_unverified_tls).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +30,7 @@ use tokio_postgres::Client;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::{ConfigError, Settings, SslMode};
-use crate::error::BuildError;
+use crate::error::{BuildError, ConnectError};
 use crate::tls::{self, Verification};
 
 /// The default `application_name`.
@@ -153,6 +156,8 @@ pub(crate) enum Transport {
 #[derive(Clone)]
 pub struct ConnectionPlan {
     config: tokio_postgres::Config,
+    /// `config` without hosts, addresses and ports.
+    base: tokio_postgres::Config,
     transport: Transport,
     tls_config: Option<Arc<rustls::ClientConfig>>,
     tls: TlsChoice,
@@ -242,16 +247,10 @@ impl ConnectionPlan {
             .as_ref()
             .map(|a| a.value.clone())
             .unwrap_or_default();
-        let mut config = tokio_postgres::Config::new();
-        for host in &hosts {
-            config.host(host);
-        }
-        for addr in &hostaddrs {
-            config.hostaddr(*addr);
-        }
-        for port in &ports {
-            config.port(*port);
-        }
+        // Everything but where to connect; `config` adds the hosts, and a connection whose addresses are
+        // checked first (`pinned_config`) adds the addresses it checked.
+        let mut base = tokio_postgres::Config::new();
+        let config = &mut base;
         let value = |d: &Option<crate::config::Sourced<Duration>>, default: Duration| {
             d.as_ref().map_or(default, |d| d.value)
         };
@@ -306,8 +305,19 @@ impl ConnectionPlan {
         if let Some(role) = &role {
             config.user(role);
         }
+        let mut config = base.clone();
+        for host in &hosts {
+            config.host(host);
+        }
+        for addr in &hostaddrs {
+            config.hostaddr(*addr);
+        }
+        for port in &ports {
+            config.port(*port);
+        }
         Ok(ConnectionPlan {
             config,
+            base,
             transport,
             tls_config,
             tls,
@@ -325,6 +335,7 @@ impl ConnectionPlan {
     pub fn with_role(mut self, role: impl Into<String>) -> Self {
         let role = role.into();
         self.config.user(&role);
+        self.base.user(&role);
         self.role = Some(role);
         self
     }
@@ -421,8 +432,16 @@ impl ConnectionPlan {
 
     /// Opens one connection with `password` (the token's secret, or the static password) and spawns its
     /// connection task. No retry and no token logic: [`EntraConnect`](crate::EntraConnect) adds those.
+    ///
+    /// A token sent without TLS to a host *name* (`localhost`) goes only to the addresses the name
+    /// resolves to now, each checked to be loopback ([`loopback_addresses`](Self::loopback_addresses)):
+    /// the name is resolved here and connected to by address, so no later lookup can differ.
     pub async fn open(&self, password: &[u8]) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
-        let mut config = self.config.clone();
+        let mut config = match self.pinned_config().await {
+            Ok(Some(pinned)) => pinned,
+            Ok(None) => self.config.clone(),
+            Err(e) => return Err(crate::tunnel::fail(ConnectError::Refused(e)).await),
+        };
         config.password(password);
         match &self.transport {
             Transport::Tls(tls) => {
@@ -436,20 +455,116 @@ impl ConnectionPlan {
         }
     }
 
+    /// Whether a connection to host `i` would carry a token without TLS to a name: loopback is then
+    /// decided by the addresses the name resolves to, on every connection, not by the name.
+    pub(crate) fn checks_addresses(&self, i: usize, host: &str) -> bool {
+        matches!(self.transport, Transport::Plain)
+            && self.credential == CredentialKind::EntraToken
+            && self.hostaddrs.get(i).is_none()
+            && !is_socket(host)
+            && host_ip(host).is_none()
+    }
+
+    /// The addresses `host` resolves to, for a token sent without TLS: every one must be loopback, or
+    /// none is used (a resolver without `localhost` in `/etc/hosts` may answer with anything).
+    pub async fn loopback_addresses(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ConfigError> {
+        let origin = self.tls.requested_origin.clone();
+        let refused = |why: String| ConfigError::CleartextToken {
+            origin: origin.clone(),
+            host: format!("{host} ({why})"),
+        };
+        let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| refused(format!("cannot be resolved to check it is loopback: {e}")))?
+            .collect();
+        if let Some(remote) = resolved.iter().find(|a| !a.ip().to_canonical().is_loopback()) {
+            return Err(refused(format!(
+                "resolves to {}, which is not loopback",
+                remote.ip()
+            )));
+        }
+        if resolved.is_empty() {
+            return Err(refused("resolves to no address".into()));
+        }
+        Ok(resolved)
+    }
+
+    /// Where to connect when some host's addresses must be checked first: every host with the address
+    /// to connect to (each of a checked name's addresses as a host of its own, as libpq tries a name's
+    /// addresses in turn) and its port. `None` when no host needs it.
+    async fn pinned_targets(&self) -> Result<Option<Vec<(&str, IpAddr, u16)>>, ConfigError> {
+        if !self
+            .hosts
+            .iter()
+            .enumerate()
+            .any(|(i, h)| self.checks_addresses(i, h))
+        {
+            return Ok(None);
+        }
+        let mut targets = Vec::new();
+        for (i, host) in self.hosts.iter().enumerate() {
+            let port = self
+                .ports
+                .get(i)
+                .or(self.ports.first())
+                .copied()
+                .unwrap_or(DEFAULT_PORT);
+            if self.checks_addresses(i, host) {
+                for address in self.loopback_addresses(host, port).await? {
+                    targets.push((host.as_str(), address.ip(), port));
+                }
+            } else if let Some(addr) = self.hostaddrs.get(i).copied().or_else(|| host_ip(host)) {
+                targets.push((host.as_str(), addr, port));
+            } else {
+                // Unreachable: a socket directory beside a checked name is refused by `check_rules`.
+                return Err(ConfigError::invalid(
+                    "host",
+                    host.clone(),
+                    "a unix-socket directory cannot be listed with a host name when sslmode=disable carries \
+                     a token",
+                ));
+            }
+        }
+        Ok(Some(targets))
+    }
+
+    /// The config to connect with when some host's addresses must be checked first ([`Self::pinned_targets`]).
+    async fn pinned_config(&self) -> Result<Option<tokio_postgres::Config>, ConfigError> {
+        let Some(targets) = self.pinned_targets().await? else {
+            return Ok(None);
+        };
+        let mut config = self.base.clone();
+        for (host, addr, port) in targets {
+            config.host(host).hostaddr(addr).port(port);
+        }
+        Ok(Some(config))
+    }
+
     /// libpq's environment variables for the same connection (`PGHOST`, `PGSSLMODE` in force…), for
     /// running `psql` or another libpq client. `bundle` is a PEM file of the built-in roots for libpq
     /// when the plan uses them (libpq cannot read ours); the password is not included.
-    pub fn libpq_env(&self, bundle: Option<&Path>) -> Vec<(&'static str, String)> {
-        let mut env = vec![
-            ("PGHOST", self.hosts.join(",")),
-            (
-                "PGPORT",
-                self.ports
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
+    ///
+    /// A host name that would carry a token without TLS is resolved and checked here, as for the
+    /// plan's own connections, and libpq is given the checked addresses (`PGHOSTADDR`), so it cannot
+    /// resolve the name to anything else.
+    pub async fn libpq_env(&self, bundle: Option<&Path>) -> Result<Vec<(&'static str, String)>, ConfigError> {
+        let join = |items: &mut dyn Iterator<Item = String>| items.collect::<Vec<_>>().join(",");
+        let (hosts, ports, hostaddrs) = match self.pinned_targets().await? {
+            Some(targets) => (
+                join(&mut targets.iter().map(|t| t.0.to_string())),
+                join(&mut targets.iter().map(|t| t.2.to_string())),
+                Some(join(&mut targets.iter().map(|t| t.1.to_string()))),
             ),
+            None => (
+                self.hosts.join(","),
+                join(&mut self.ports.iter().map(ToString::to_string)),
+                (!self.hostaddrs.is_empty())
+                    .then(|| join(&mut self.hostaddrs.iter().map(ToString::to_string))),
+            ),
+        };
+        let mut env = vec![
+            ("PGHOST", hosts),
+            ("PGPORT", ports),
             ("PGDATABASE", self.dbname.clone()),
             (
                 "PGSSLMODE",
@@ -462,9 +577,8 @@ impl ConnectionPlan {
         if let Some(role) = &self.role {
             env.push(("PGUSER", role.clone()));
         }
-        if !self.hostaddrs.is_empty() {
-            let list: Vec<String> = self.hostaddrs.iter().map(ToString::to_string).collect();
-            env.push(("PGHOSTADDR", list.join(",")));
+        if let Some(hostaddrs) = hostaddrs {
+            env.push(("PGHOSTADDR", hostaddrs));
         }
         match (&self.tls.roots, self.tls.verification) {
             (_, None) | (_, Some(Verification::Unverified)) => {}
@@ -487,8 +601,18 @@ impl ConnectionPlan {
         if let Some(timeout) = &self.settings.connect_timeout {
             env.push(("PGCONNECT_TIMEOUT", timeout.value.as_secs().to_string()));
         }
-        env
+        Ok(env)
     }
+}
+
+/// Whether a host is a unix-socket directory (or an abstract socket).
+fn is_socket(host: &str) -> bool {
+    host.starts_with('/') || host.starts_with('@')
+}
+
+/// A host given as an address literal (`127.0.0.1`, `::1`, `[::1]`).
+fn host_ip(host: &str) -> Option<IpAddr> {
+    host.trim_start_matches('[').trim_end_matches(']').parse().ok()
 }
 
 /// Every rule, checked once: the password refusal, a host, the cleartext refusal and the TLS mode.
@@ -541,7 +665,6 @@ fn choose_tls(
         reason,
     };
     let hostaddrs: &[IpAddr] = settings.hostaddrs.as_ref().map_or(&[], |a| a.value.as_slice());
-    let is_socket = |h: &str| h.starts_with('/') || h.starts_with('@');
     // With a hostaddr, libpq and tokio-postgres connect over TCP to it, whatever the host says: the
     // host is only the name TLS checks. A socket directory is no name to check.
     if let Some((host, addr)) = hosts.iter().zip(hostaddrs).find(|(h, _)| is_socket(h)) {
@@ -579,6 +702,23 @@ fn choose_tls(
                         origin: requested_origin,
                         host: remote,
                     });
+                }
+                // A name is connected to by the addresses checked for it, which leaves no place for a
+                // socket directory in the same list (tokio-postgres pairs every host with an address).
+                let named = hosts
+                    .iter()
+                    .enumerate()
+                    .any(|(i, h)| hostaddrs.get(i).is_none() && !is_socket(h) && host_ip(h).is_none());
+                if let (true, Some(socket)) = (named, hosts.iter().find(|h| is_socket(h))) {
+                    return Err(ConfigError::invalid(
+                        settings.hosts.as_ref().map_or("host", |h| h.origin.as_str()),
+                        hosts.join(","),
+                        format!(
+                            "with sslmode=disable and a token, a host name is connected to by the loopback \
+                             addresses it resolves to, which cannot be listed beside the unix-socket directory \
+                             {socket:?}: give 127.0.0.1 or ::1 instead of the name, or use the socket alone"
+                        ),
+                    ));
                 }
             }
             choice(
@@ -755,14 +895,14 @@ mod tests {
         assert!(!err.to_string().contains("hunter2"));
     }
 
-    #[test]
-    fn libpq_gets_the_mode_in_force() {
+    #[tokio::test]
+    async fn libpq_gets_the_mode_in_force() {
         let p = plan(
             "host=db.example.com sslmode=require user=app",
             &PlanOptions::default(),
         )
         .unwrap();
-        let env = p.libpq_env(Some(Path::new("/tmp/roots.pem")));
+        let env = p.libpq_env(Some(Path::new("/tmp/roots.pem"))).await.unwrap();
         assert!(env.contains(&("PGSSLMODE", "verify-full".to_string())), "{env:?}");
         assert!(
             env.contains(&("PGSSLROOTCERT", "/tmp/roots.pem".to_string())),
@@ -793,8 +933,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn several_hosts_take_one_port_or_one_each() {
+    #[tokio::test]
+    async fn several_hosts_take_one_port_or_one_each() {
         let p = plan(
             "host=writer.example.com,reader.example.com port=5432,6432 target_session_attrs=read-write user=a",
             &PlanOptions::default(),
@@ -805,7 +945,7 @@ mod tests {
             p.config().get_target_session_attrs(),
             tokio_postgres::config::TargetSessionAttrs::ReadWrite
         );
-        let env = p.libpq_env(None);
+        let env = p.libpq_env(None).await.unwrap();
         assert!(env.contains(&("PGPORT", "5432,6432".to_string())), "{env:?}");
         assert!(
             env.contains(&("PGTARGETSESSIONATTRS", "read-write".to_string())),
@@ -814,5 +954,60 @@ mod tests {
         assert!(plan("host=a,b,c port=1,2 user=u", &PlanOptions::default()).is_err());
         let err = parse_connection_string("host=a target_session_attrs=prefer-standby").unwrap_err();
         assert!(err.to_string().contains("read-only"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn localhost_with_a_token_in_cleartext_is_connected_to_by_its_checked_addresses() {
+        let p = plan(
+            "host=localhost port=6000 sslmode=disable user=app",
+            &PlanOptions::default(),
+        )
+        .unwrap();
+        assert!(p.checks_addresses(0, "localhost"));
+        let checked = p.loopback_addresses("localhost", 6000).await.unwrap();
+        assert!(
+            !checked.is_empty() && checked.iter().all(|a| a.ip().is_loopback()),
+            "{checked:?}"
+        );
+        let pinned = p.pinned_config().await.unwrap().unwrap();
+        assert_eq!(pinned.get_hostaddrs().len(), checked.len());
+        assert!(pinned.get_hostaddrs().iter().all(IpAddr::is_loopback));
+        assert!(pinned.get_ports().iter().all(|port| *port == 6000));
+        let env = p.libpq_env(None).await.unwrap();
+        let hostaddr = env
+            .iter()
+            .find(|(k, _)| *k == "PGHOSTADDR")
+            .map(|(_, v)| v.clone());
+        assert!(hostaddr.is_some_and(|a| a
+            .split(',')
+            .all(|a| a.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()))));
+    }
+
+    #[tokio::test]
+    async fn addresses_and_tls_need_no_check_by_address() {
+        for text in [
+            "host=127.0.0.1 sslmode=disable user=app",
+            "host=/tmp sslmode=disable user=app",
+            "host=localhost sslmode=verify-full user=app",
+        ] {
+            let p = plan(text, &PlanOptions::default()).unwrap();
+            assert!(p.pinned_config().await.unwrap().is_none(), "{text}");
+        }
+        let static_password = plan(
+            "host=localhost sslmode=disable user=app",
+            &PlanOptions::new(CredentialKind::StaticPassword),
+        )
+        .unwrap();
+        assert!(static_password.pinned_config().await.unwrap().is_none());
+    }
+
+    #[test]
+    fn a_socket_directory_beside_a_name_is_refused_with_a_token_in_cleartext() {
+        let err = plan(
+            "host=/tmp,localhost sslmode=disable user=app",
+            &PlanOptions::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unix-socket directory"), "{err}");
     }
 }

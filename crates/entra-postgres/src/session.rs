@@ -133,10 +133,20 @@ impl AsyncWrite for SessionStream {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {
-    /// No usable token, or the server refused a fresh one too (ours, not the server's or the network's).
+    /// No usable token, the server refused a fresh one too, or the plan refused to connect (ours, not
+    /// the server's or the network's).
     #[error(transparent)]
     Token(ConnectError),
-    /// The host could not be reached (DNS, TCP, or the connect timeout).
+    /// The host name could not be resolved.
+    #[error("could not resolve {host}")]
+    Resolve {
+        /// The host name.
+        host: String,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The host could not be reached (TCP, or the connect timeout).
     #[error("could not connect to {host}:{port}")]
     Connect {
         /// The host name (or unix-socket directory).
@@ -328,13 +338,13 @@ impl RawSession {
 
 /// A resolved place to connect to.
 #[derive(Debug, Clone)]
-enum Address {
+pub(crate) enum Address {
     Tcp(SocketAddr),
     Unix(PathBuf),
 }
 
 /// A connected socket before TLS.
-enum Socket {
+pub(crate) enum Socket {
     Tcp(TcpStream),
     Unix(UnixStream),
 }
@@ -386,7 +396,14 @@ impl ConnectionPlan {
         Err(last.unwrap_or(SessionError::NoSuitableHost { wanted: "any" }))
     }
 
-    async fn addresses(&self, i: usize, host: &str, port: u16) -> Result<Vec<Address>, SessionError> {
+    /// Where host `i` is connected to: its `hostaddr`, its unix socket, the loopback addresses checked
+    /// for a name carrying a token without TLS, or what DNS says now.
+    pub(crate) async fn addresses(
+        &self,
+        i: usize,
+        host: &str,
+        port: u16,
+    ) -> Result<Vec<Address>, SessionError> {
         // As libpq and tokio-postgres: a hostaddr is where to connect, the host only the name to check.
         if let Some(addr) = self.hostaddrs().get(i) {
             return Ok(vec![Address::Tcp(SocketAddr::new(*addr, port))]);
@@ -396,13 +413,19 @@ impl ConnectionPlan {
                 PathBuf::from(host).join(format!(".s.PGSQL.{port}")),
             )]);
         }
+        if self.checks_addresses(i, host) {
+            let checked = self
+                .loopback_addresses(host, port)
+                .await
+                .map_err(|e| SessionError::Token(ConnectError::Refused(e)))?;
+            return Ok(checked.into_iter().map(Address::Tcp).collect());
+        }
         let name = host.trim_start_matches('[').trim_end_matches(']');
         let resolved =
             tokio::net::lookup_host((name, port))
                 .await
-                .map_err(|source| SessionError::Connect {
+                .map_err(|source| SessionError::Resolve {
                     host: host.to_string(),
-                    port,
                     source,
                 })?;
         Ok(resolved.map(Address::Tcp).collect())
@@ -539,7 +562,7 @@ impl ConnectionPlan {
 }
 
 /// Connects a socket to `address`, with the plan's keepalives and `tcp_user_timeout` when given.
-async fn connect_to(
+pub(crate) async fn connect_to(
     address: &Address,
     host: &str,
     config: Option<&tokio_postgres::Config>,
@@ -593,27 +616,7 @@ async fn secure(socket: Socket, host: &str, transport: &Transport) -> Result<Ses
         (Socket::Tcp(tcp), Transport::Plain) => return Ok(SessionStream(Inner::Tcp(tcp))),
         (Socket::Tcp(tcp), Transport::Tls(make)) => (tcp, make),
     };
-    let broken = |e: std::io::Error| SessionError::Protocol {
-        host: host.to_string(),
-        what: format!("connection failed during the TLS request: {e}"),
-    };
-    let mut out = BytesMut::new();
-    frontend::ssl_request(&mut out);
-    tcp.write_all(&out).await.map_err(broken)?;
-    match tcp.read_u8().await.map_err(broken)? {
-        b'S' => {}
-        b'N' => {
-            return Err(SessionError::TlsRefused {
-                host: host.to_string(),
-            })
-        }
-        other => {
-            return Err(SessionError::Protocol {
-                host: host.to_string(),
-                what: format!("unexpected answer {other:#04x} to the TLS request"),
-            })
-        }
-    }
+    request_tls(&mut tcp, host).await?;
     let mut make = make.clone();
     let connect = match MakeTlsConnect::<TcpStream>::make_tls_connect(&mut make, host) {
         Ok(connect) => connect,
@@ -624,6 +627,27 @@ async fn secure(socket: Socket, host: &str, transport: &Transport) -> Result<Ses
         source,
     })?;
     Ok(SessionStream(Inner::Tls(Box::new(tls))))
+}
+
+/// PostgreSQL's SSLRequest, and the server's answer: `Ok` when it will speak TLS next.
+pub(crate) async fn request_tls(tcp: &mut TcpStream, host: &str) -> Result<(), SessionError> {
+    let broken = |e: std::io::Error| SessionError::Protocol {
+        host: host.to_string(),
+        what: format!("connection failed during the TLS request: {e}"),
+    };
+    let mut out = BytesMut::new();
+    frontend::ssl_request(&mut out);
+    tcp.write_all(&out).await.map_err(broken)?;
+    match tcp.read_u8().await.map_err(broken)? {
+        b'S' => Ok(()),
+        b'N' => Err(SessionError::TlsRefused {
+            host: host.to_string(),
+        }),
+        other => Err(SessionError::Protocol {
+            host: host.to_string(),
+            what: format!("unexpected answer {other:#04x} to the TLS request"),
+        }),
+    }
 }
 
 /// Reads one backend message: its raw bytes and its parsed form.

@@ -196,8 +196,10 @@ impl ServerCertVerifier for NoVerification {
     }
 }
 
-/// Whether a host is this machine (loopback address, `localhost`, or a unix-socket directory), the only
-/// place a token may travel without TLS.
+/// Whether a host may be this machine (a loopback address, a unix-socket directory, or `localhost`), the
+/// only place a token may travel without TLS. For `localhost` this is the name's promise only: the
+/// connection plan resolves it on every connection and checks each address
+/// ([`ConnectionPlan::loopback_addresses`](crate::ConnectionPlan::loopback_addresses)).
 pub fn is_local_host(host: &str) -> bool {
     if host.starts_with('/') || host.starts_with('@') {
         return true;

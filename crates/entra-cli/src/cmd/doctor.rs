@@ -2,24 +2,17 @@
 //! with its cause and fix (`entra_postgres::diagnose`).
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Args;
-use entra_postgres::{ConnectionPlan, Diagnosis, DiagnosisContext};
+use entra_postgres::{ConnectionPlan, Diagnosis, DiagnosisContext, ReachStep, SessionError};
 use entra_token::{scope_to_resource, Env};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::claims;
 use crate::exit::{CliError, Exit};
 use crate::output::Style;
 use crate::source::{token_exit, IdentityArgs};
-
-const NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Arguments of `doctor`.
 #[derive(Debug, Args)]
@@ -229,37 +222,63 @@ pub(crate) async fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
     };
     let user = plan.role().unwrap_or_default().to_string();
 
-    // 3. DNS and TCP.
-    let host = plan.hosts().first().cloned().unwrap_or_default();
-    let addr = if host.starts_with('/') {
-        report.pass("network", format!("unix socket in {host}"));
-        None
-    } else {
-        match network_step(&plan, &host).await {
-            Ok((addr, detail)) => {
-                report.pass("network", detail);
-                Some(addr)
+    // 3. DNS and TCP, 4. TLS: dialled as a session dials (the plan's addresses and checks, its TLS
+    // verification), stopping before anything is signed in.
+    let reach = plan.reach().await;
+    let (mut resolved, mut connected, mut tls_version) = (None, None, None);
+    for step in &reach.steps {
+        match step {
+            ReachStep::Resolved { host, addresses } => {
+                resolved = Some(format!("{host} is {}", addresses.join(", ")))
             }
-            Err((detail, problem)) => return Err(report.fail("network", detail, problem, Exit::Failure)),
+            ReachStep::Connected { address } => connected = Some(address.clone()),
+            ReachStep::Tls { version } => tls_version = Some(version.clone()),
+            _ => {}
         }
-    };
-
-    // 4. TLS, with the plan's own configuration.
-    match (addr, plan.rustls_config()) {
-        (Some(addr), Some(config)) => match tls_step(&host, addr, config).await {
-            Ok(version) => report.pass(
-                "tls",
-                format!(
-                    "{version}, certificate checked ({})",
-                    tls.verification.map_or("none", |v| v.as_sslmode())
-                ),
+    }
+    let Some(connected) = connected else {
+        let Some(e) = &reach.error else {
+            let problem = Problem {
+                cause: "the host has no address to connect to".into(),
+                fix: "check the host name and its DNS records".into(),
+            };
+            return Err(report.fail("network", "no address".into(), problem, Exit::Failure));
+        };
+        let detail = entra_postgres::report(e);
+        let (problem, exit) = match e {
+            SessionError::Resolve { host, .. } => (
+                Problem {
+                    cause: format!("DNS has no address for {host}"),
+                    fix: "check the server name (<server>.postgres.database.azure.com); with a private \
+                          endpoint, this network must use the private DNS zone"
+                        .into(),
+                },
+                Exit::Failure,
             ),
-            Err(e) => {
-                let detail = entra_postgres::report(&e);
-                return Err(report.fail("tls", detail, entra_postgres::diagnose(&e).into(), Exit::Failure));
-            }
-        },
-        _ => report.pass(
+            // A rule only a connection can check (a name resolving off the machine with a token in
+            // cleartext): a configuration problem.
+            SessionError::Token(_) => (entra_postgres::diagnose(e).into(), Exit::Usage),
+            _ => (entra_postgres::diagnose(e).into(), Exit::Failure),
+        };
+        return Err(report.fail("network", detail, problem, exit));
+    };
+    report.pass(
+        "network",
+        format!("{}; connected to {connected}", resolved.unwrap_or_default()),
+    );
+    match (tls_version, &reach.error) {
+        (Some(version), _) => report.pass(
+            "tls",
+            format!(
+                "{version}, certificate checked ({})",
+                tls.verification.map_or("none", |v| v.as_sslmode())
+            ),
+        ),
+        (None, Some(e)) => {
+            let detail = entra_postgres::report(e);
+            return Err(report.fail("tls", detail, entra_postgres::diagnose(e).into(), Exit::Failure));
+        }
+        (None, None) => report.pass(
             "tls",
             "not used (loopback with sslmode=disable, or a unix socket)".into(),
         ),
@@ -316,88 +335,4 @@ fn describe(plan: &ConnectionPlan) -> String {
         tls.requested.as_str(),
         tls.requested_origin,
     )
-}
-
-async fn network_step(plan: &ConnectionPlan, host: &str) -> Result<(SocketAddr, String), (String, Problem)> {
-    let port = plan.port();
-    let addrs: Vec<SocketAddr> =
-        match plan.hostaddrs().first() {
-            Some(ip) => vec![SocketAddr::new(*ip, port)],
-            None => match tokio::time::timeout(NETWORK_TIMEOUT, tokio::net::lookup_host((host, port))).await {
-                Ok(Ok(addrs)) => addrs.collect(),
-                Ok(Err(e)) => return Err((
-                    format!("cannot resolve {host}: {e}"),
-                    Problem {
-                        cause: format!("DNS has no address for {host}"),
-                        fix: "check the server name (<server>.postgres.database.azure.com); with a private \
-                              endpoint, this network must use the private DNS zone"
-                            .into(),
-                    },
-                )),
-                Err(_) => {
-                    return Err((
-                        format!("resolving {host} took over {NETWORK_TIMEOUT:?}"),
-                        Problem {
-                            cause: "DNS does not answer".into(),
-                            fix: "check this machine's resolver".into(),
-                        },
-                    ))
-                }
-            },
-        };
-    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
-    for addr in &addrs {
-        match tokio::time::timeout(NETWORK_TIMEOUT, TcpStream::connect(addr)).await {
-            Ok(Ok(_)) => return Ok((*addr, format!("{host} resolves to {addr}; TCP connect ok"))),
-            Ok(Err(e)) => last = e,
-            Err(_) => {
-                last = std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("{addr}: no answer within {NETWORK_TIMEOUT:?}"),
-                )
-            }
-        }
-    }
-    Err((
-        format!("cannot connect to {host}:{port}: {last}"),
-        entra_postgres::diagnose(&last).into(),
-    ))
-}
-
-/// A TLS handshake after PostgreSQL's SSLRequest, with the plan's rustls configuration: the protocol
-/// version, or the handshake's error (a rustls certificate error inside).
-async fn tls_step(
-    host: &str,
-    addr: SocketAddr,
-    config: Arc<rustls::ClientConfig>,
-) -> std::io::Result<String> {
-    let handshake = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        // SSLRequest: length 8, code 80877103.
-        stream.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await?;
-        let mut answer = [0u8; 1];
-        stream.read_exact(&mut answer).await?;
-        if answer[0] != b'S' {
-            return Err(std::io::Error::other(
-                "the server does not offer TLS (answered the SSLRequest with N)",
-            ));
-        }
-        let name = rustls::pki_types::ServerName::try_from(host.to_string())
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, stream)
-            .await?;
-        Ok(tls
-            .get_ref()
-            .1
-            .protocol_version()
-            .map_or_else(|| "TLS".to_string(), |v| format!("{v:?}")))
-    };
-    match tokio::time::timeout(NETWORK_TIMEOUT, handshake).await {
-        Ok(result) => result,
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("the TLS handshake took over {NETWORK_TIMEOUT:?}"),
-        )),
-    }
 }

@@ -52,7 +52,7 @@ pub(crate) async fn run(args: PsqlArgs) -> Result<ExitCode, CliError> {
     cmd.args(&args.args)
         .env_remove("PGSERVICE")
         .env_remove("PGSSLROOTCERT");
-    for (name, value) in plan.libpq_env(bundle.as_ref().map(|b| b.path())) {
+    for (name, value) in plan.libpq_env(bundle.as_ref().map(|b| b.path())).await? {
         cmd.env(name, value);
     }
     cmd.env("PGPASSWORD", token.secret());
