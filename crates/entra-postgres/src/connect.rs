@@ -178,7 +178,15 @@ impl EntraConnect {
         E: Refusal,
         F: Fn(Password) -> BoxFuture<'s, Result<T, E>>,
     {
+        // Read before the token, so the two are ordered: the token taken is of this generation or newer.
+        let known = tokens.generation();
         let token = self.token(tokens).await.map_err(Failed::Ours)?;
+        tracing::debug!(
+            known_generation = known,
+            token_generation = token.generation(),
+            token = %token.fingerprint(),
+            "signing in with the current token"
+        );
         let first = match open(Password::Token(token.clone())).await {
             Ok(opened) => return Ok(opened),
             Err(e) => e,
@@ -197,7 +205,14 @@ impl EntraConnect {
             "server rejected the token; fetching a new one and retrying once"
         );
         tokens.invalidate(&token);
+        let known = tokens.generation();
         let fresh = self.token(tokens).await.map_err(Failed::Ours)?;
+        tracing::debug!(
+            known_generation = known,
+            token_generation = fresh.generation(),
+            token = %fresh.fingerprint(),
+            "signing in with the current token"
+        );
         if fresh.same_as(&token) {
             // Fetched moments ago, so not refetched: a new token would be refused the same way.
             return Err(Failed::Ours(rejection.into_error(role)));

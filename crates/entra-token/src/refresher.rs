@@ -134,8 +134,9 @@ fn publish(shared: &Shared, source: &str, token: AccessToken, now: Instant) -> R
     let fingerprint = token.fingerprint();
     crate::metrics::published(source, &token, until - now);
     let _guard = shared.swap_lock.lock();
+    let generation = shared.status.borrow().refreshes + 1;
     shared.current.store(Some(Arc::new(Cached {
-        token,
+        token: token.with_generation(generation),
         fetched_at: now,
     })));
     // The new token replaces whatever a server rejected meanwhile: no second fetch for it.
@@ -148,7 +149,7 @@ fn publish(shared: &Shared, source: &str, token: AccessToken, now: Instant) -> R
         s.last_refresh = Some(SystemTime::now());
         s.consecutive_failures = 0;
         s.last_error = None;
-        s.refreshes += 1;
+        s.refreshes = generation;
     });
     crate::metrics::state(source, TokenState::Valid);
     Ok(Plan {
@@ -297,6 +298,13 @@ impl TokenHandle {
         tracing::info!(token = %token.fingerprint(), "token rejected by a server; fetching a new one");
         shared.wake.notify_one();
         true
+    }
+
+    /// How many tokens the refresher has published so far: the [generation](AccessToken::generation) of
+    /// the newest one (0 before the first). Read before a token is taken, it orders the two: the token
+    /// then handed out is of this generation or a later one.
+    pub fn generation(&self) -> u64 {
+        self.shared.status.borrow().refreshes
     }
 
     /// A snapshot of the refresher's state (no secret in it).

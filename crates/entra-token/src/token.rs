@@ -23,7 +23,11 @@ use secrecy::{ExposeSecret, SecretString};
 /// assert!(!format!("{token:?}").contains("secret.part"));
 /// ```
 #[derive(Clone)]
-pub struct AccessToken(Arc<Inner>);
+pub struct AccessToken {
+    inner: Arc<Inner>,
+    /// Which publication of its refresher this is (1, 2, …); 0 outside a refresher.
+    generation: u64,
+}
 
 struct Inner {
     secret: SecretString,
@@ -46,33 +50,36 @@ impl AccessToken {
     ) -> Self {
         let secret: String = secret.into();
         let fingerprint = Fingerprint::of(&secret);
-        AccessToken(Arc::new(Inner {
-            secret: exact_secret(secret),
-            expires_on,
-            refresh_on,
-            fingerprint,
-        }))
+        AccessToken {
+            inner: Arc::new(Inner {
+                secret: exact_secret(secret),
+                expires_on,
+                refresh_on,
+                fingerprint,
+            }),
+            generation: 0,
+        }
     }
 
     /// The secret itself, to send as a password or bearer token. Never log it: log
     /// [`fingerprint`](Self::fingerprint).
     pub fn secret(&self) -> &str {
-        self.0.secret.expose_secret()
+        self.inner.secret.expose_secret()
     }
 
     /// When the token stops being accepted.
     pub fn expires_on(&self) -> SystemTime {
-        self.0.expires_on
+        self.inner.expires_on
     }
 
     /// When the issuer advises refreshing, if it said so.
     pub fn refresh_on(&self) -> Option<SystemTime> {
-        self.0.refresh_on
+        self.inner.refresh_on
     }
 
     /// Time left before expiry, measured with the wall clock; zero once expired.
     pub fn expires_in(&self) -> Duration {
-        self.0
+        self.inner
             .expires_on
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO)
@@ -81,12 +88,26 @@ impl AccessToken {
     /// A short identifier that is safe to log: the secret's length and the last four hex digits of its
     /// SHA-256.
     pub fn fingerprint(&self) -> Fingerprint {
-        self.0.fingerprint
+        self.inner.fingerprint
+    }
+
+    /// Which of its refresher's tokens this is: 1 for the first one published, then one more for every
+    /// renewal, as [`TokenHandle::generation`](crate::TokenHandle::generation) counts them; 0 for a token
+    /// that did not come from a refresher. Tests and logs use it to order a connection's token against
+    /// the refresher's renewals without comparing clocks.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The same token, numbered as its refresher's `generation`-th publication.
+    pub(crate) fn with_generation(mut self, generation: u64) -> Self {
+        self.generation = generation;
+        self
     }
 
     /// Whether two handles hold the very same token (the same fetch), not merely an equal secret.
     pub fn same_as(&self, other: &AccessToken) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 }
 
@@ -105,16 +126,17 @@ fn exact_secret(mut secret: String) -> SecretString {
 impl fmt::Debug for AccessToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AccessToken")
-            .field("fingerprint", &self.0.fingerprint)
+            .field("fingerprint", &self.inner.fingerprint)
             .field("expires_in", &self.expires_in())
-            .field("refresh_on", &self.0.refresh_on.is_some())
+            .field("refresh_on", &self.inner.refresh_on.is_some())
+            .field("generation", &self.generation)
             .finish()
     }
 }
 
 impl fmt::Display for AccessToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "token {}", self.0.fingerprint)
+        write!(f, "token {}", self.inner.fingerprint)
     }
 }
 

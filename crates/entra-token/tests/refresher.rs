@@ -401,3 +401,28 @@ async fn no_log_line_or_debug_output_carries_the_secret() {
     }
     drop(Arc::new(handle));
 }
+
+#[tokio::test(start_paused = true)]
+async fn each_published_token_is_one_generation_newer_and_a_taken_token_is_never_older_than_the_count() {
+    let source = Scripted::tokens(secs(HOUR));
+    let handle = Refresher::start(source.clone(), OSSRDBMS_SCOPE, policy())
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        // Read in this order, a taken token is of the generation counted before or a newer one.
+        let known = handle.generation();
+        let token = handle.get().await.unwrap();
+        assert!(token.generation() >= known, "{} < {known}", token.generation());
+        seen.push(token.generation());
+        sleep(secs(HOUR)).await;
+    }
+    assert_eq!(seen, [1, 2, 3, 4], "one generation per renewal");
+    assert_eq!(handle.status().refreshes, handle.generation());
+    // A token the server refused is replaced by the next generation, not a reused number.
+    let refused = handle.get().await.unwrap();
+    sleep(secs(1)).await;
+    assert!(handle.invalidate(&refused));
+    let fresh = handle.get().await.unwrap();
+    assert_eq!(fresh.generation(), refused.generation() + 1);
+}
