@@ -62,14 +62,17 @@ pub mod __fuzz {
         GssEnc,
         /// `CancelRequest`.
         Cancel,
-        /// `StartupMessage`: its parameters, role and database (defaulted as PostgreSQL does).
+        /// `StartupMessage`: its parameters, role and database (defaulted as PostgreSQL does), and the
+        /// packet the gate sends upstream in its place.
         Startup {
-            /// Every parameter, in order.
+            /// Every parameter, by name (the gate refuses a packet naming one twice).
             params: Vec<(String, String)>,
-            /// The role, if given.
+            /// The role, if given: the one the gate checks the token against.
             user: Option<String>,
             /// The database.
             database: String,
+            /// The StartupMessage the gate forwards to the server if the token checks out.
+            forwarded: Vec<u8>,
         },
     }
 
@@ -88,9 +91,10 @@ pub mod __fuzz {
             FirstPacket::GssEncRequest => First::GssEnc,
             FirstPacket::Cancel(_) => First::Cancel,
             FirstPacket::Startup(s) => First::Startup {
+                params: s.params().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
                 user: s.user().map(str::to_string),
                 database: s.database().to_string(),
-                params: s.params,
+                forwarded: s.upstream_packet().to_vec(),
             },
         })
     }

@@ -9,9 +9,15 @@ use bytes::Bytes;
 use entra_emulator::jwt::epoch_secs;
 use entra_emulator::{Claims, EntraGate, PrincipalKind, RejectReason, TestPostgres, TokenFingerprint};
 use futures_util::{SinkExt as _, StreamExt as _, TryStreamExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_postgres::config::{SslMode, SslNegotiation};
 use tokio_postgres::{AsyncMessage, Client};
 use tokio_postgres_rustls::MakeRustlsConnect;
+
+#[path = "common/postgres_startup.rs"]
+mod postgres_startup;
+
+use postgres_startup::{first_bytes, pairs, startup, PROTOCOL_3};
 
 const ROLE: &str = "app-identity";
 const OID: &str = "11111111-2222-3333-4444-555555555555";
@@ -88,6 +94,98 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---------------------------------------------------------------- Startup packets built by hand
+
+/// What a hand-built sign-in came to.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// A session: its `current_user` and whether that role is a superuser.
+    Session { current_user: String, superuser: bool },
+    /// A FATAL before any session: SQLSTATE and message.
+    Refused { code: String, message: String },
+}
+
+/// One typed message: its type byte and body.
+async fn read_message(stream: &mut (impl AsyncRead + Unpin)) -> (u8, Vec<u8>) {
+    let tag = stream.read_u8().await.unwrap();
+    let len = stream.read_u32().await.unwrap() as usize;
+    let mut body = vec![0; len - 4];
+    stream.read_exact(&mut body).await.unwrap();
+    (tag, body)
+}
+
+/// The SQLSTATE and message of an ErrorResponse body.
+fn refused(body: &[u8]) -> Outcome {
+    let field = |tag: u8| {
+        body.split(|&b| b == 0)
+            .find(|f| f.first() == Some(&tag))
+            .map(|f| String::from_utf8_lossy(&f[1..]).into_owned())
+            .unwrap_or_default()
+    };
+    Outcome::Refused {
+        code: field(b'C'),
+        message: field(b'M'),
+    }
+}
+
+/// Sends `packet` as the StartupMessage over TLS (SSLRequest first, the gate's certificate verified for
+/// `localhost`), answers a cleartext-password request with `password`, and on a session asks the server
+/// who it is.
+async fn sign_in_by_hand(gate: &EntraGate, packet: &[u8], password: &str) -> Outcome {
+    let mut tcp = tokio::net::TcpStream::connect(gate.addr()).await.unwrap();
+    tcp.write_all(&first_bytes(80_877_103, &[])).await.unwrap();
+    assert_eq!(tcp.read_u8().await.unwrap(), b'S', "the gate accepts TLS");
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(gate.upstream().ca().client_config().unwrap()));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+
+    tls.write_all(packet).await.unwrap();
+    match read_message(&mut tls).await {
+        (b'E', body) => return refused(&body),
+        (b'R', body) => assert_eq!(body, 3u32.to_be_bytes(), "a cleartext-password request"),
+        (tag, _) => panic!("unexpected {:?} before authentication", char::from(tag)),
+    }
+    let mut message = vec![b'p'];
+    message.extend_from_slice(&(password.len() as u32 + 5).to_be_bytes());
+    message.extend_from_slice(password.as_bytes());
+    message.push(0);
+    tls.write_all(&message).await.unwrap();
+    loop {
+        match read_message(&mut tls).await {
+            (b'E', body) => return refused(&body),
+            (b'Z', _) => break,
+            _ => {}
+        }
+    }
+
+    let query = b"SELECT current_user::text, rolsuper::text FROM pg_roles WHERE rolname = current_user\0";
+    let mut message = vec![b'Q'];
+    message.extend_from_slice(&(query.len() as u32 + 4).to_be_bytes());
+    message.extend_from_slice(query);
+    tls.write_all(&message).await.unwrap();
+    let mut row = Vec::new();
+    loop {
+        match read_message(&mut tls).await {
+            (b'D', body) => {
+                let mut rest = &body[2..];
+                while !rest.is_empty() {
+                    let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+                    row.push(String::from_utf8(rest[4..4 + len].to_vec()).unwrap());
+                    rest = &rest[4 + len..];
+                }
+            }
+            (b'E', body) => panic!("the query failed: {:?}", refused(&body)),
+            (b'Z', _) => break,
+            _ => {}
+        }
+    }
+    let [current_user, superuser] = <[String; 2]>::try_from(row).unwrap();
+    Outcome::Session {
+        current_user,
+        superuser: superuser == "true",
     }
 }
 
@@ -495,4 +593,84 @@ async fn dropping_the_gate_closes_its_sessions_and_listener() {
     }
     assert!(refused, "the gate's port still accepts connections");
     drop(upstream);
+}
+
+#[tokio::test]
+async fn a_repeated_user_key_signs_in_as_the_role_the_gate_checked() {
+    let gate = gate().await;
+    let token = token(&gate, OID, hour());
+    // PostgreSQL takes the last `user`: a gate that checked another one than it forwards would let any
+    // holder of a token sign in as the superuser.
+    for params in [
+        [("user", ROLE), ("database", "postgres"), ("user", "postgres")],
+        [("user", "postgres"), ("database", "postgres"), ("user", ROLE)],
+    ] {
+        let outcome = sign_in_by_hand(&gate, &startup(&params), &token).await;
+        match &outcome {
+            Outcome::Refused { .. } => {}
+            Outcome::Session {
+                current_user,
+                superuser,
+            } => {
+                assert_eq!(current_user, ROLE, "{params:?}");
+                assert!(!superuser, "{params:?}");
+            }
+        }
+    }
+    assert!(gate.sessions().iter().all(|s| s.role == ROLE));
+}
+
+#[tokio::test]
+async fn startup_parameters_cannot_switch_the_session_to_another_role() {
+    let gate = gate().await;
+    let token = token(&gate, OID, hour());
+    for extra in [
+        ("options", "-c role=postgres"),
+        ("options", "-c session_authorization=postgres"),
+        ("role", "postgres"),
+        ("session_authorization", "postgres"),
+    ] {
+        let packet = startup(&[("user", ROLE), ("database", "postgres"), extra]);
+        match sign_in_by_hand(&gate, &packet, &token).await {
+            Outcome::Refused { .. } => {}
+            Outcome::Session {
+                current_user,
+                superuser,
+            } => {
+                assert_eq!(current_user, ROLE, "{extra:?}");
+                assert!(!superuser, "{extra:?}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_startup_packet_not_ending_in_its_terminator_is_refused_with_08p01() {
+    let gate = gate().await;
+    let token = token(&gate, OID, hour());
+    let signed_in = pairs(&[("user", ROLE), ("database", "postgres")]);
+    let with = |tail: &[u8]| [signed_in.as_slice(), tail].concat();
+    let cases = [
+        ("a name after the terminator", with(b"\0user\0postgres\0")),
+        (
+            "a name and value after the terminator",
+            with(b"\0options\0-c role=postgres\0\0"),
+        ),
+        ("no terminator", with(b"")),
+        ("a last name without a value", with(b"options\0")),
+        ("a last value without its NUL", with(b"user\0postgres")),
+    ];
+    for (case, body) in &cases {
+        let outcome = sign_in_by_hand(&gate, &first_bytes(PROTOCOL_3, body), &token).await;
+        assert_eq!(
+            outcome,
+            Outcome::Refused {
+                code: "08P01".into(),
+                message: "invalid startup packet layout: expected terminator as last byte".into(),
+            },
+            "{case}"
+        );
+    }
+    assert_eq!(gate.stats().rejected(RejectReason::Protocol), cases.len() as u64);
+    assert_eq!(gate.stats().accepted, 0);
 }

@@ -1,16 +1,27 @@
 //! The few PostgreSQL wire messages the gate reads and writes itself (protocol 3.0); everything after
 //! authentication is relayed as bytes.
+//!
+//! A connection's first packet is read with pgwire's codecs, the parser entra-proxy uses too: the gate
+//! has no parser of its own for the parameters a client signs in with, and what it sends upstream is
+//! pgwire's encoding of the parameters it checked, never the client's bytes.
 
+use std::cmp::Ordering;
+
+use bytes::BytesMut;
+use pgwire::messages::cancel::CancelRequest;
+use pgwire::messages::startup::{GssEncRequest, SslRequest, Startup as StartupMessage};
+use pgwire::messages::{DecodeContext, Message as _, ProtocolVersion};
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
-/// `SSLRequest` code.
-const SSL_REQUEST: u32 = 80877103;
-/// `GSSENCRequest` code.
-const GSSENC_REQUEST: u32 = 80877104;
-/// `CancelRequest` code.
-const CANCEL_REQUEST: u32 = 80877102;
-/// PostgreSQL's own cap on a startup packet.
+/// PostgreSQL's own cap on a startup packet (pgwire's too).
 const MAX_STARTUP_LEN: usize = 10_000;
+/// PostgreSQL's words for a StartupMessage whose parameters do not end with a terminator that is the
+/// packet's last byte.
+const LAYOUT: &str = "invalid startup packet layout: expected terminator as last byte";
+/// The gate's own refusal of a repeated parameter name (PostgreSQL takes the last value).
+const REPEATED: &str = "invalid startup packet layout: a parameter name appears more than once";
+/// A first packet that is none of the kinds the gate serves.
+const UNSUPPORTED: &str = "unsupported frontend protocol";
 
 /// A protocol error: the gate answers with 08P01 and closes.
 #[derive(Debug, thiserror::Error)]
@@ -37,26 +48,24 @@ pub(crate) enum FirstPacket {
     SslRequest,
     /// Asks for GSSAPI encryption.
     GssEncRequest,
-    /// Cancels a query; the whole 16-byte packet, to forward as is.
+    /// Cancels a query: the 16-byte request, encoded again by pgwire from the process id and key read.
     Cancel(Vec<u8>),
     /// Starts a session.
     Startup(Startup),
 }
 
-/// A StartupMessage: its parameters and its bytes (forwarded upstream unchanged).
-#[derive(Debug, Clone)]
+/// A StartupMessage as pgwire read it, and the packet the gate sends upstream in its place.
+#[derive(Debug)]
 pub(crate) struct Startup {
-    pub(crate) params: Vec<(String, String)>,
-    pub(crate) raw: Vec<u8>,
+    message: StartupMessage,
+    /// `message` encoded by pgwire: the parameters checked, and only those, reach the server.
+    upstream: Vec<u8>,
 }
 
 impl Startup {
     /// The value of parameter `key`.
     pub(crate) fn get(&self, key: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.message.parameters.get(key).map(String::as_str)
     }
 
     /// The role (`user`), if given.
@@ -70,6 +79,21 @@ impl Startup {
             .filter(|d| !d.is_empty())
             .or(self.user())
             .unwrap_or_default()
+    }
+
+    /// Every parameter, by name.
+    pub(crate) fn params(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.message
+            .parameters
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// The StartupMessage to send upstream (to a server that trusts it): rebuilt from the parameters
+    /// [`Startup::user`] and [`Startup::database`] read, so the role the gate checked is the role that
+    /// signs in, whatever the client's bytes were.
+    pub(crate) fn upstream_packet(&self) -> &[u8] {
+        &self.upstream
     }
 }
 
@@ -85,43 +109,88 @@ pub(crate) async fn read_first_packet<R: AsyncRead + Unpin>(
             limit: MAX_STARTUP_LEN,
         });
     }
-    let mut raw = vec![0u8; len];
-    raw[..4].copy_from_slice(&(len as u32).to_be_bytes());
-    reader.read_exact(&mut raw[4..]).await?;
-    let code = u32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]);
-    match code {
-        SSL_REQUEST if len == 8 => Ok(FirstPacket::SslRequest),
-        GSSENC_REQUEST if len == 8 => Ok(FirstPacket::GssEncRequest),
-        CANCEL_REQUEST if len == 16 => Ok(FirstPacket::Cancel(raw)),
-        code if code >> 16 == 3 => {
-            let params = parse_params(&raw[8..])?;
-            Ok(FirstPacket::Startup(Startup { params, raw }))
-        }
-        _ => Err(ProtocolError::Malformed("unsupported frontend protocol")),
+    // pgwire reads a StartupMessage's strings to the end of its buffer, not to the end of the packet
+    // the length field announces: the buffer holds this one packet and nothing after it.
+    let mut packet = BytesMut::zeroed(len);
+    packet[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    reader.read_exact(&mut packet[4..]).await?;
+    decode_first_packet(packet)
+}
+
+/// Decode one whole first packet; every byte of it must belong to the message pgwire reads.
+fn decode_first_packet(mut packet: BytesMut) -> Result<FirstPacket, ProtocolError> {
+    let context = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
+    let request = if SslRequest::is_ssl_request_packet(&packet) {
+        SslRequest::decode(&mut packet, &context).map(|m| m.map(|_| FirstPacket::SslRequest))
+    } else if GssEncRequest::is_gss_enc_request_packet(&packet) {
+        GssEncRequest::decode(&mut packet, &context).map(|m| m.map(|_| FirstPacket::GssEncRequest))
+    } else if CancelRequest::is_cancel_request_packet(&packet) {
+        CancelRequest::decode(&mut packet, &context).map(|m| m.and_then(encode_cancel))
+    } else if u16::from_be_bytes([packet[4], packet[5]]) == StartupMessage::PG_PROTOCOL_LATEST {
+        return decode_startup(packet).map(FirstPacket::Startup);
+    } else {
+        return Err(ProtocolError::Malformed(UNSUPPORTED));
+    };
+    match request {
+        // A request code in a packet of another length (a longer cancel key is protocol 3.2's, which
+        // the gate does not speak) is no request the gate knows.
+        Ok(Some(first)) if packet.is_empty() => Ok(first),
+        _ => Err(ProtocolError::Malformed(UNSUPPORTED)),
     }
 }
 
-fn parse_params(mut body: &[u8]) -> Result<Vec<(String, String)>, ProtocolError> {
-    let mut params = Vec::new();
-    loop {
-        let key = take_cstr(&mut body)?;
-        if key.is_empty() {
-            return Ok(params);
-        }
-        let value = take_cstr(&mut body)?;
-        params.push((key, value));
-    }
+/// A cancel request encoded again, to forward; `None` if pgwire will not encode it.
+fn encode_cancel(cancel: CancelRequest) -> Option<FirstPacket> {
+    let mut out = BytesMut::new();
+    cancel.encode(&mut out).ok()?;
+    Some(FirstPacket::Cancel(out.to_vec()))
 }
 
-fn take_cstr(body: &mut &[u8]) -> Result<String, ProtocolError> {
-    let end = body.iter().position(|&b| b == 0).ok_or(ProtocolError::Malformed(
-        "invalid startup packet layout: expected terminator",
-    ))?;
-    let s = std::str::from_utf8(&body[..end])
-        .map_err(|_| ProtocolError::Malformed("startup parameter is not UTF-8"))?
-        .to_string();
-    *body = &body[end + 1..];
-    Ok(s)
+/// Decode a whole protocol 3 StartupMessage, refusing what PostgreSQL would refuse or read otherwise.
+fn decode_startup(mut packet: BytesMut) -> Result<Startup, ProtocolError> {
+    let len = packet.len();
+    // pgwire decodes strings lossily; the gate refuses rather than check a name the client did not
+    // send. NUL is never part of a multi-byte sequence, so the parameters are UTF-8 one by one exactly
+    // when their bytes are UTF-8 as a whole.
+    if std::str::from_utf8(&packet[8..]).is_err() {
+        return Err(ProtocolError::Malformed("startup parameter is not UTF-8"));
+    }
+    let context = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
+    let message = match StartupMessage::decode(&mut packet, &context) {
+        // Bytes left over are a last string without its NUL, or follow the terminator: PostgreSQL
+        // refuses both.
+        Ok(Some(message)) if packet.is_empty() => message,
+        // pgwire refuses a packet with no byte after the version, which has no terminator either.
+        _ => return Err(ProtocolError::Malformed(LAYOUT)),
+    };
+    // Two things pgwire's reading does not show, and the length of its re-encoding does:
+    // - A missing terminator: pgwire stops at the end of its buffer as it stops at an empty name, and
+    //   reads a last name without a value as an empty value. PostgreSQL refuses both
+    //   (ProcessStartupPacket, src/backend/postmaster/postmaster.c up to 16,
+    //   src/backend/tcop/backend_startup.c from 17: "expected terminator as last byte").
+    // - A repeated name: pgwire keeps parameters in a map where the last value wins, as PostgreSQL's
+    //   assignments do. The gate would check and forward that same last value, so the role checked is
+    //   the role signed in either way. But a map cannot tell how many pairs it swallowed, so only by
+    //   refusing repeats can the length below find every missing terminator; and no client library
+    //   sends a name twice, so the refusal costs no real client.
+    // With every byte UTF-8, pgwire's strings are the client's bytes. Its encoding adds the terminator
+    // (1 byte) or the terminator and a value's NUL (2) that a malformed packet lacks, and drops the
+    // name, value and two NULs (at least 3 bytes) of each overwritten pair. So it has exactly the
+    // packet's length if and only if the packet is well formed and names each parameter once; shorter
+    // means a repeat, longer a missing terminator.
+    match message.message_length().cmp(&len) {
+        Ordering::Equal => {}
+        Ordering::Greater => return Err(ProtocolError::Malformed(LAYOUT)),
+        Ordering::Less => return Err(ProtocolError::Malformed(REPEATED)),
+    }
+    let mut upstream = BytesMut::with_capacity(len);
+    message
+        .encode(&mut upstream)
+        .map_err(|_| ProtocolError::Malformed("startup packet cannot be encoded again"))?;
+    Ok(Startup {
+        message,
+        upstream: upstream.to_vec(),
+    })
 }
 
 /// Read one typed message (type byte, length, body) of at most `limit` bytes; returns the type and body.
@@ -192,51 +261,112 @@ pub(crate) fn backend_pid(body: &[u8]) -> Option<i32> {
 mod tests {
     use super::*;
 
-    fn startup_bytes(params: &[(&str, &str)]) -> Vec<u8> {
-        let mut body = 196608u32.to_be_bytes().to_vec();
-        for (k, v) in params {
-            body.extend_from_slice(k.as_bytes());
-            body.push(0);
-            body.extend_from_slice(v.as_bytes());
-            body.push(0);
-        }
-        body.push(0);
-        let mut out = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-        out.extend(body);
+    /// A protocol 3.0 first packet: `body` after the version, as given.
+    fn packet(body: &[u8]) -> Vec<u8> {
+        let mut out = ((body.len() + 8) as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(&196608u32.to_be_bytes());
+        out.extend_from_slice(body);
         out
+    }
+
+    /// The name/value pairs, each NUL-terminated, without the final terminator.
+    fn pairs(params: &[(&str, &str)]) -> Vec<u8> {
+        params
+            .iter()
+            .flat_map(|(k, v)| [k.as_bytes(), b"\0", v.as_bytes(), b"\0"].concat())
+            .collect()
+    }
+
+    fn startup_bytes(params: &[(&str, &str)]) -> Vec<u8> {
+        packet(&[pairs(params), vec![0]].concat())
+    }
+
+    async fn read(bytes: &[u8]) -> Result<FirstPacket, ProtocolError> {
+        read_first_packet(&mut &bytes[..]).await
+    }
+
+    async fn refusal(bytes: &[u8]) -> String {
+        match read(bytes).await {
+            Err(ProtocolError::Malformed(text)) => text.to_string(),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
     }
 
     #[tokio::test]
     async fn startup_parameters_are_parsed_and_database_defaults_to_user() {
         let bytes = startup_bytes(&[("user", "app"), ("application_name", "t")]);
-        let FirstPacket::Startup(s) = read_first_packet(&mut bytes.as_slice()).await.unwrap() else {
+        let Ok(FirstPacket::Startup(s)) = read(&bytes).await else {
             panic!("not a startup message");
         };
         assert_eq!(s.user(), Some("app"));
         assert_eq!(s.database(), "app");
         assert_eq!(s.get("application_name"), Some("t"));
-        assert_eq!(s.raw, bytes);
+        // The same parameters, in pgwire's order.
+        assert_eq!(
+            s.upstream_packet(),
+            startup_bytes(&[("application_name", "t"), ("user", "app")])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_repeated_parameter_name_is_refused() {
+        for params in [
+            [("user", "app"), ("database", "db"), ("user", "postgres")],
+            [("user", "postgres"), ("database", "db"), ("user", "app")],
+            [("user", "app"), ("options", "-c a=b"), ("options", "")],
+        ] {
+            assert_eq!(refusal(&startup_bytes(&params)).await, REPEATED, "{params:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn parameters_not_ending_with_a_terminator_as_the_last_byte_are_refused_as_postgresql_does() {
+        let signed_in = pairs(&[("user", "app"), ("database", "db")]);
+        for tail in [
+            &b""[..],
+            // PostgreSQL lets one byte stand in for the terminator; the gate wants the NUL.
+            b"X",
+            b"\0user\0postgres\0",
+            b"\0\0",
+            b"options\0",
+            b"options\0\0",
+            b"options\0-c",
+        ] {
+            let body = [signed_in.as_slice(), tail].concat();
+            assert_eq!(refusal(&packet(&body)).await, LAYOUT, "{tail:?}");
+        }
+        // Not even a terminator.
+        assert_eq!(refusal(&packet(b"")).await, LAYOUT);
+    }
+
+    #[tokio::test]
+    async fn a_parameter_that_is_not_utf8_is_refused() {
+        let bytes = packet(b"user\0app\xff\0\0");
+        assert_eq!(refusal(&bytes).await, "startup parameter is not UTF-8");
     }
 
     #[tokio::test]
     async fn ssl_and_cancel_requests_are_recognised_and_oversized_packets_refused() {
         let ssl = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
-        assert!(matches!(
-            read_first_packet(&mut ssl.as_slice()).await,
-            Ok(FirstPacket::SslRequest)
-        ));
+        assert!(matches!(read(&ssl).await, Ok(FirstPacket::SslRequest)));
         let mut cancel = vec![0, 0, 0, 16];
-        cancel.extend_from_slice(&CANCEL_REQUEST.to_be_bytes());
+        cancel.extend_from_slice(&80877102u32.to_be_bytes());
         cancel.extend_from_slice(&[0, 0, 0, 42, 1, 2, 3, 4]);
-        assert!(matches!(
-            read_first_packet(&mut cancel.as_slice()).await,
-            Ok(FirstPacket::Cancel(raw)) if raw == cancel
-        ));
+        assert!(matches!(read(&cancel).await, Ok(FirstPacket::Cancel(request)) if request == cancel));
         let huge = [0, 1, 0, 0, 0, 3, 0, 0];
-        assert!(matches!(
-            read_first_packet(&mut huge.as_slice()).await,
-            Err(ProtocolError::Length { .. })
-        ));
+        assert!(matches!(read(&huge).await, Err(ProtocolError::Length { .. })));
+    }
+
+    #[tokio::test]
+    async fn requests_of_another_length_and_other_protocols_are_unsupported() {
+        let longer_ssl = [0, 0, 0, 12, 0x04, 0xd2, 0x16, 0x2f, 0, 0, 0, 0];
+        assert_eq!(refusal(&longer_ssl).await, UNSUPPORTED);
+        let mut longer_cancel = vec![0, 0, 0, 20];
+        longer_cancel.extend_from_slice(&80877102u32.to_be_bytes());
+        longer_cancel.extend_from_slice(&[0; 12]);
+        assert_eq!(refusal(&longer_cancel).await, UNSUPPORTED);
+        let protocol_2 = [0, 0, 0, 9, 0, 2, 0, 0, 0];
+        assert_eq!(refusal(&protocol_2).await, UNSUPPORTED);
     }
 
     #[test]

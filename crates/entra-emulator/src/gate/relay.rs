@@ -62,8 +62,8 @@ async fn negotiate(
                 let tls = shared.tls.accept(tcp).await.ok()?;
                 return after_tls(shared, tls).await;
             }
-            Ok(FirstPacket::Cancel(raw)) => {
-                forward_cancel(shared, tcp, &raw).await;
+            Ok(FirstPacket::Cancel(request)) => {
+                forward_cancel(shared, tcp, &request).await;
                 return None;
             }
             Ok(FirstPacket::Startup(startup)) => {
@@ -91,8 +91,8 @@ async fn after_tls(
 ) -> Option<Admitted<tokio_rustls::server::TlsStream<TcpStream>>> {
     match protocol::read_first_packet(&mut tls).await {
         Ok(FirstPacket::Startup(startup)) => authenticate(shared, tls, startup).await,
-        Ok(FirstPacket::Cancel(raw)) => {
-            forward_cancel(shared, tls, &raw).await;
+        Ok(FirstPacket::Cancel(request)) => {
+            forward_cancel(shared, tls, &request).await;
             None
         }
         Ok(_) => {
@@ -204,15 +204,15 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     })
 }
 
-/// Send the client's StartupMessage upstream (trusted on the socket) and relay the server's answer up to
-/// ReadyForQuery. `Ok(Some(pid))` when the session is open; `Ok(None)` when the server refused (its
-/// ErrorResponse was relayed).
+/// Send the StartupMessage rebuilt from the checked parameters upstream (trusted on the socket) and relay
+/// the server's answer up to ReadyForQuery. `Ok(Some(pid))` when the session is open; `Ok(None)` when the
+/// server refused (its ErrorResponse was relayed).
 async fn open_upstream<S: AsyncWrite + Unpin>(
     client: &mut S,
     upstream: &mut UnixStream,
     startup: &Startup,
 ) -> Result<Option<Option<i32>>, ProtocolError> {
-    upstream.write_all(&startup.raw).await?;
+    upstream.write_all(startup.upstream_packet()).await?;
     let mut pid = None;
     loop {
         let (tag, body) = protocol::read_message(upstream, 1 << 20).await?;
@@ -259,9 +259,13 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, admitted
 
 /// Forward a CancelRequest to the upstream server (its pid and key were relayed at startup), wait for the
 /// server to close as PostgreSQL does, then close.
-async fn forward_cancel<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, mut client: S, raw: &[u8]) {
+async fn forward_cancel<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Arc<Shared>,
+    mut client: S,
+    request: &[u8],
+) {
     if let Ok(mut upstream) = UnixStream::connect(shared.upstream_socket()).await {
-        if upstream.write_all(raw).await.is_ok() {
+        if upstream.write_all(request).await.is_ok() {
             let mut sink = [0u8; 64];
             let _ = tokio::time::timeout(Duration::from_secs(5), upstream.read(&mut sink)).await;
         }
