@@ -19,8 +19,10 @@ use entra_token::{AccessToken, StaticSource};
 
 const CHILD: &str = "ENTRA_DEAD_HOST_CHILD";
 /// The defaults under test: in-flight statements fail within `tcp_user_timeout` (20 s), idle ones within
-/// keepalives' 10 s + 3 × 5 s. Generous slack for a loaded 2-core machine.
-const BOUND: Duration = Duration::from_secs(35);
+/// keepalives' 10 s + 3 × 5 s, where the kernel's own defaults take about 15 minutes (TCP's retransmission
+/// limit, 924 s). The bound sits between the two, far from both: it tells whether our socket settings
+/// took effect, not how punctual a loaded machine is (the kernel's timers run whatever user space does).
+const BOUND: Duration = Duration::from_secs(90);
 
 fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip")

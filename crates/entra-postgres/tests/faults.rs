@@ -163,11 +163,15 @@ async fn token_fault_case(fault: Fault, class: Class) {
             }
         }));
     }
-    bounded(PHASE_HANG.as_secs(), "the refresher's first failed renewal", async {
-        while pool.status().token.unwrap().consecutive_failures == 0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
+    bounded(
+        PHASE_HANG.as_secs(),
+        "the refresher's first failed renewal",
+        async {
+            while pool.status().token.unwrap().consecutive_failures == 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        },
+    )
     .await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
@@ -227,7 +231,10 @@ async fn token_fault_case(fault: Fault, class: Class) {
     emulator.identity().set_persistent_fault(None);
     let cleared = Instant::now();
     bounded(PHASE_HANG.as_secs(), "recovery after the fault cleared", async {
-        while bounded(5, "select during recovery", select_one(&pool)).await.is_err() {
+        while bounded(5, "select during recovery", select_one(&pool))
+            .await
+            .is_err()
+        {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
@@ -429,7 +436,13 @@ async fn server_faults_under_a_write_workload_lose_no_acknowledged_row() {
         .await
         .unwrap();
     assert!(terminated >= 1, "no session to terminate");
-    progress(&ledger, 40, PHASE_HANG.as_secs(), "pg_terminate_backend of every session").await;
+    progress(
+        &ledger,
+        40,
+        PHASE_HANG.as_secs(),
+        "pg_terminate_backend of every session",
+    )
+    .await;
 
     // Paused gate: connections wait in the listen queue; the pool's timeouts must end every attempt.
     let errors_before = ledger.errors();
@@ -438,11 +451,15 @@ async fn server_faults_under_a_write_workload_lose_no_acknowledged_row() {
         .await
         .unwrap();
     // While paused, attempts end in errors (the pool's timeouts), not hangs: wait for one.
-    bounded(PHASE_HANG.as_secs(), "an attempt failing while the gate is paused", async {
-        while ledger.errors() == errors_before {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
+    bounded(
+        PHASE_HANG.as_secs(),
+        "an attempt failing while the gate is paused",
+        async {
+            while ledger.errors() == errors_before {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        },
+    )
     .await;
     gate.pause_accepting(false);
     assert_eq!(

@@ -5,10 +5,10 @@
 
 mod support;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use entra_emulator::{Emulator, TokenFingerprint};
@@ -175,7 +175,12 @@ async fn pool_outlives_many_tokens_under_load() {
         );
     }
     assert!(
-        sign_ins.iter().map(|(_, used)| used).collect::<BTreeSet<_>>().len() as u64 >= rotations,
+        sign_ins
+            .iter()
+            .map(|(_, used)| used)
+            .collect::<BTreeSet<_>>()
+            .len() as u64
+            >= rotations,
         "connections followed the rotations"
     );
     for secret in secrets.lock().iter() {
