@@ -88,6 +88,12 @@ pub(crate) async fn read_first_packet<S: AsyncRead + Unpin>(
     .await
 }
 
+/// Whether `first`, the first bytes a client sent, are a TLS or GSS encryption request.
+pub(crate) fn is_encryption_request(first: &[u8]) -> bool {
+    first.len() >= 8
+        && (SslRequest::is_ssl_request_packet(first) || GssEncRequest::is_gss_enc_request_packet(first))
+}
+
 /// Reads a `PasswordMessage` into `buf` and returns the password.
 ///
 /// pgwire decodes a message by splitting it off the buffer it was read into; the split-off part shares
