@@ -299,6 +299,13 @@ async fn tcp_startup(shared: &Arc<Shared>, mut tcp: TcpStream, origin: Origin) -
         let (client, proxy) = (tcp.peer_addr().ok()?, tcp.local_addr().ok()?);
         let uid = peer::tcp_peer_uid_off_runtime(client, proxy).await;
         if let Err(refusal) = peer_check(shared, uid) {
+            if matches!(
+                refusal,
+                Refusal::PeerAuthentication(PeerError::NotConnected { .. })
+            ) {
+                cancel_or_refuse(shared, tcp, origin, refusal).await;
+                return None;
+            }
             decline_encryption_if_asked(&tcp);
             refuse(shared, origin, &mut tcp, refusal).await;
             return None;
@@ -347,6 +354,18 @@ async fn tcp_startup(shared: &Arc<Shared>, mut tcp: TcpStream, origin: Origin) -
                 return None;
             }
         }
+    }
+}
+
+/// A client whose end is no longer connected when the kernel is asked whose it is has stopped sending
+/// (tokio-postgres closes its end as soon as its cancel request is written), so all it sent is here and
+/// reading it waits for nothing. Its owner is unknown, but a cancel request needs no owner: its random
+/// key authenticates it, as PostgreSQL's do. Anything else is refused.
+async fn cancel_or_refuse(shared: &Shared, mut tcp: TcpStream, origin: Origin, refusal: Refusal) {
+    let mut buf = BytesMut::new();
+    match wire::read_first_packet(&mut tcp, &mut buf).await {
+        Ok(FirstPacket::Cancel(cancel)) => crate::cancel::forward(shared, cancel).await,
+        _ => refuse(shared, origin, &mut tcp, refusal).await,
     }
 }
 

@@ -15,7 +15,9 @@
 //! while (`FIN_WAIT`, `TIME_WAIT`) and is then listed with user id 0: taking that for its owner would let
 //! a client that connects, sends and closes at once pass for root.
 //!
-//! A connection whose owner cannot be established is refused: the lookup fails closed.
+//! A connection whose owner cannot be established is refused: the lookup fails closed. (The one
+//! exception, in `admission`: a client that has already closed its end may still send a cancel request,
+//! which its random key authenticates.)
 
 use std::net::{IpAddr, SocketAddr};
 

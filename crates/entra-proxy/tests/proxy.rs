@@ -21,15 +21,10 @@ fn sqlstate(e: &tokio_postgres::Error) -> Option<&str> {
     e.as_db_error().map(|db| db.code().code())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancelled_pg_sleep_returns_within_five_seconds() {
-    let emulator = Emulator::start().await.unwrap();
-    let proxy = proxy(&emulator, short_tokens(), |b| b).await;
-    let client = connect(&tcp_config(&proxy)).await.unwrap();
-    let cancel = client.cancel_token();
-    let sleeping = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(30)").await });
-    // A cancel that reaches the server before the statement does cancels nothing: wait until it runs.
-    let watcher = connect(&tcp_config(&proxy)).await.unwrap();
+/// Waits until `SELECT pg_sleep(30)` runs on the server, watching through a session of its own (returned,
+/// so that it stays open).
+async fn wait_until_sleeping(proxy: &entra_proxy::ProxyHandle) -> tokio_postgres::Client {
+    let watcher = connect(&tcp_config(proxy)).await.unwrap();
     let running = Instant::now();
     loop {
         let row = watcher
@@ -40,7 +35,7 @@ async fn a_cancelled_pg_sleep_returns_within_five_seconds() {
             .await
             .unwrap();
         if row.get::<_, i64>(0) == 1 {
-            break;
+            return watcher;
         }
         assert!(
             running.elapsed() < Duration::from_secs(10),
@@ -48,8 +43,24 @@ async fn a_cancelled_pg_sleep_returns_within_five_seconds() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_pg_sleep_returns_within_five_seconds() {
+    let emulator = Emulator::start().await.unwrap();
+    let proxy = proxy(&emulator, short_tokens(), |b| b).await;
+    let client = connect(&tcp_config(&proxy)).await.unwrap();
+    let cancel = client.cancel_token();
+    let sleeping = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(30)").await });
+    // A cancel that reaches the server before the statement does cancels nothing: wait until it runs.
+    let _watcher = wait_until_sleeping(&proxy).await;
     let started = Instant::now();
     cancel.cancel_query(NoTls).await.unwrap();
+    eprintln!(
+        "TEMP cancel_query returned after {:?}, stats {:?}",
+        started.elapsed(),
+        proxy.stats()
+    );
     let result = tokio::time::timeout(Duration::from_secs(5), sleeping)
         .await
         .expect("pg_sleep(30) still running 5 s after the cancel")
@@ -505,4 +516,49 @@ async fn authenticated_sessions_hold_no_place_among_the_unauthenticated() {
     }
     let stats = proxy.stats();
     assert_eq!((stats.active, stats.unauthenticated), (3, 0), "{stats:?}");
+}
+
+/// tokio-postgres closes its end of a cancel request's connection as soon as the request is written, so
+/// by the time the kernel is asked whose it was, it may be nobody's. The request's random key is what
+/// authenticates it (as PostgreSQL's cancel requests are), and it is forwarded. Made certain here: the
+/// only place for a connection before authentication is held, so the proxy accepts the cancel
+/// connection only after the client has closed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_request_whose_client_closed_before_the_peer_check_is_still_forwarded() {
+    let emulator = Emulator::start().await.unwrap();
+    let proxy = proxy(&emulator, short_tokens(), |b| {
+        b.max_unauthenticated(1).startup_timeout(Duration::from_secs(60))
+    })
+    .await;
+    let client = connect(&tcp_config(&proxy)).await.unwrap();
+    let cancel = client.cancel_token();
+    let sleeping = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(30)").await });
+    let _watcher = wait_until_sleeping(&proxy).await;
+
+    let holder = tokio::net::TcpStream::connect(proxy.tcp_addresses()[0])
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.stats().unauthenticated < 1 {
+        assert!(Instant::now() < deadline, "{:?}", proxy.stats());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Connected in the kernel's queue, written and closed, all before the proxy accepts it.
+    cancel.cancel_query(NoTls).await.unwrap();
+    assert_eq!(proxy.stats().accepted, 3, "{:?}", proxy.stats());
+    drop(holder);
+
+    let result = tokio::time::timeout(Duration::from_secs(10), sleeping)
+        .await
+        .expect("pg_sleep(30) still running 10 s after the cancel")
+        .unwrap();
+    let err = result.expect_err("the statement was cancelled");
+    assert_eq!(sqlstate(&err), Some("57014"), "{err}");
+    // Counted once the server has taken it, which may be after the client saw 57014.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.stats().cancels == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = proxy.stats();
+    assert_eq!((stats.accepted, stats.cancels), (4, 1), "{stats:?}");
 }
