@@ -63,7 +63,8 @@ pub(crate) enum Refusal {
     ForeignUser(u32),
     /// The password is not the local secret.
     PasswordAuthentication,
-    /// No authenticated startup within the startup timeout.
+    /// No authenticated startup within the startup timeout. Recorded, not answered: the stream went
+    /// with the timed-out phase (see [`authenticate`]).
     Timeout(Duration),
     /// A client of a proxy that requires TLS, in the clear.
     TlsRequired,
