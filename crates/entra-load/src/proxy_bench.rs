@@ -101,10 +101,10 @@ pub async fn run(config: ProxyBenchConfig) -> Result<Option<ProxyBenchReport>, S
         .tokens()
         .cloned()
         .ok_or("the connector has no token handle")?;
-    let proxy = ProxyBuilder::new(connector)
+    let proxy = ProxyBuilder::new()
         .listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
         .max_upstream(config.clients.max(1) * 2)
-        .start()
+        .start(connector)
         .await
         .map_err(|e| entra_postgres::report(&e))?;
     let proxy_addr = proxy.tcp_addresses()[0];

@@ -39,3 +39,22 @@ impl CancelKeys {
         self.sessions.lock().get(&key).cloned()
     }
 }
+
+/// Forwards a client's cancel request to the upstream session its key names. Unknown keys are ignored,
+/// as PostgreSQL ignores them.
+pub(crate) async fn forward(shared: &crate::Shared, cancel: pgwire::messages::cancel::CancelRequest) {
+    let Some(secret) = cancel.secret_key.as_i32() else {
+        return;
+    };
+    let Some(target) = shared.cancel_keys.find((cancel.pid, secret)) else {
+        tracing::debug!("proxy: cancel request for an unknown key ignored");
+        return;
+    };
+    match target.cancel().await {
+        Ok(()) => shared.stats.cancels.add(),
+        Err(e) => tracing::warn!(
+            error = %crate::admission::escaped(&entra_postgres::report(&e)),
+            "proxy: cancel request failed"
+        ),
+    }
+}

@@ -7,40 +7,60 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! // Where and for whom it listens is checked before any token is fetched.
+//! let proxy = entra_proxy::ProxyBuilder::new().listen("127.0.0.1:6543".parse()?);
+//! proxy.check()?;
 //! // AZURE_POSTGRESQL_HOST, _DATABASE, _USER (and _CLIENTID) from the environment, as for the pools.
 //! let connector = entra_postgres::PoolBuilder::from_env().build_connector().await?;
-//! let proxy = entra_proxy::ProxyBuilder::new(connector)
-//!     .listen("127.0.0.1:6543".parse()?)
-//!     .start()
-//!     .await?;
+//! let proxy = proxy.start(connector).await?;
 //! // psql "host=127.0.0.1 port=6543 dbname=… user=…" now signs in with the current token.
 //! # proxy.shutdown().await;
 //! # Ok(()) }
 //! ```
 //!
 //! # Security
-//! The proxy holds an identity's power, so who may use it is decided before anything goes upstream:
+//! The proxy holds an identity's power, so who may use it is decided before anything goes upstream, and
+//! nothing a client or another local user sends changes what it trusts:
 //! - **Where it listens.** Loopback addresses and unix sockets only. A non-loopback address is refused
 //!   unless [`ProxyBuilder::allow_non_loopback`] is given, and then clients must use TLS
-//!   ([`ProxyBuilder::client_tls`]) and the local secret ([`LocalAuth::Secret`]).
+//!   ([`ProxyBuilder::client_tls`]) and the local secret ([`LocalAuth::Secret`]). These rules are
+//!   checked by [`ProxyBuilder::check`], before a token is fetched.
 //! - **Who may connect** ([`LocalAuth`]). By default, processes of the proxy's own user id: on a unix
-//!   socket by the kernel's peer credentials, on loopback TCP by the kernel's socket table (the owner of
-//!   the client's end of the connection). Or, with [`LocalAuth::Secret`], whoever knows a generated local
-//!   secret, sent as the password.
-//! - **What a client can reach.** The role a client asks for must be the proxy's role (configured, or
-//!   the name the token gives) and the database must be the configured one; anything else is refused
-//!   with a message that says what to connect with. Hosts come from the configuration only: a client
-//!   cannot name another. `replication` connections are refused.
+//!   socket by the kernel's peer credentials, on loopback TCP by the kernel's own lookup of the client's
+//!   end of the connection (netlink `sock_diag` with the exact address pair, as `ss` asks; the socket
+//!   table in `/proc/net/tcp*` only where netlink is unavailable), so the user id is known as soon as a
+//!   connection is accepted and another user's connection is refused and closed at once. Or, with
+//!   [`LocalAuth::Secret`], whoever knows a generated local secret, sent as the password.
+//! - **Authentication first.** Until a client has authenticated it is told nothing about the proxy:
+//!   its refusals say only "peer authentication failed" (SQLSTATE 28000) or "password authentication
+//!   failed" (28P01), never the role, the database or the user ids allowed.
+//! - **Connections that have not authenticated** are bounded in number
+//!   ([`ProxyBuilder::max_unauthenticated`], default [`DEFAULT_MAX_UNAUTHENTICATED`]) and in time
+//!   ([`ProxyBuilder::startup_timeout`], default [`DEFAULT_STARTUP_TIMEOUT`]); beyond the number, new
+//!   connections wait in the kernel's listen queue, holding no file of the proxy's.
+//! - **What a client can reach.** The role an authenticated client asks for must be the proxy's role
+//!   (configured, or the name the token gives) and the database must be the configured one; anything
+//!   else is refused with a message that says what to connect with. Hosts come from the configuration
+//!   only: a client cannot name another. `replication` connections are refused.
 //! - **Passwords.** A password a client sends (the local secret) is compared and dropped; no client
 //!   password is ever sent upstream. The upstream password is the current token, over the plan's TLS.
 //! - **Cancel keys.** Each session gets a random backend key of the proxy's own; the upstream's key never
 //!   reaches a client.
+//! - **Logs.** Text a client chose (role, database, `application_name`…) is escaped in every log line,
+//!   so it cannot forge one.
+//! - **Sockets.** Accepted TCP sockets get keepalive and `TCP_USER_TIMEOUT`, so a client that vanished
+//!   without closing (a crashed machine, a dropped link) does not hold its upstream session for ever.
 //!
-//! Tokens and secrets never appear in logs or errors. The buffers the proxy owns that held the local
-//! secret are zeroized; the token's path is the pool's (see `entra_postgres`).
+//! Tokens and secrets never appear in logs or errors. What is zeroized of the local secret a client
+//! sends: the buffer its password message is read into (the whole allocation, taken back from pgwire's
+//! decoding, which splits the message off it, and overwritten) and the password decoded from it. What
+//! is not: copies outside the proxy's own buffers, namely the kernel's socket buffers and, for TLS
+//! clients, rustls's buffers of decrypted bytes. The proxy's own copy of the secret is a
+//! [`SecretString`], zeroized when dropped. The token's path is the pool's (see `entra_postgres`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+mod admission;
 mod cancel;
 mod error;
 mod listen;
@@ -65,6 +85,12 @@ pub use error::ProxyError;
 pub const DEFAULT_PORT: u16 = 6543;
 /// How many upstream sessions may be open at once by default.
 pub const DEFAULT_MAX_UPSTREAM: usize = 100;
+/// How many accepted connections may be still authenticating at once by default.
+pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 64;
+/// How long a client has by default from connecting to having authenticated: enough for TLS, the
+/// startup message and a password from a program; a person typing a password is asked by the client
+/// program before it connects again.
+pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How local clients prove who they are.
 #[derive(Clone)]
@@ -156,34 +182,41 @@ impl ClientTls {
     }
 }
 
-/// Configures and starts a proxy. The connector (from
-/// [`PoolBuilder::build_connector`](entra_postgres::PoolBuilder::build_connector)) carries the connection
-/// plan, the token handle and the role.
+/// Configures and starts a proxy: where it listens, who may connect and its limits. The connector (from
+/// [`PoolBuilder::build_connector`](entra_postgres::PoolBuilder::build_connector)), which carries the
+/// connection plan, the token handle and the role, comes last, in [`start`](Self::start), so that
+/// [`check`](Self::check) can refuse a configuration before any token is fetched.
 #[derive(Debug)]
 pub struct ProxyBuilder {
-    connector: EntraConnect,
     tcp: Vec<SocketAddr>,
     socket_dir: Option<PathBuf>,
     socket_port: Option<u16>,
     max_upstream: usize,
     upstream_wait: Duration,
+    max_unauthenticated: usize,
     startup_timeout: Duration,
     auth: LocalAuth,
     remote_allowed: bool,
     client_tls: Option<ClientTls>,
 }
 
+impl Default for ProxyBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl ProxyBuilder {
-    /// A proxy for `connector`'s server, database and role; listening nowhere yet.
-    pub fn new(connector: EntraConnect) -> Self {
+    /// A proxy listening nowhere yet, for the proxy's own user id, with the default limits.
+    pub fn new() -> Self {
         ProxyBuilder {
-            connector,
             tcp: Vec::new(),
             socket_dir: None,
             socket_port: None,
             max_upstream: DEFAULT_MAX_UPSTREAM,
             upstream_wait: Duration::from_secs(30),
-            startup_timeout: Duration::from_secs(60),
+            max_unauthenticated: DEFAULT_MAX_UNAUTHENTICATED,
+            startup_timeout: DEFAULT_STARTUP_TIMEOUT,
             auth: LocalAuth::own_user(),
             remote_allowed: false,
             client_tls: None,
@@ -211,8 +244,9 @@ impl ProxyBuilder {
         self
     }
 
-    /// At most this many upstream sessions at once (default 100); a client beyond waits up to
-    /// [`upstream_wait`](Self::upstream_wait) for one to close, then is refused with SQLSTATE 53300.
+    /// At most this many upstream sessions at once (default [`DEFAULT_MAX_UPSTREAM`]); a client beyond
+    /// waits up to [`upstream_wait`](Self::upstream_wait) for one to close, then is refused with SQLSTATE
+    /// 53300.
     pub fn max_upstream(mut self, sessions: usize) -> Self {
         self.max_upstream = sessions.max(1);
         self
@@ -224,8 +258,19 @@ impl ProxyBuilder {
         self
     }
 
-    /// How long a client has from connecting to a relayed session (default 60 s, PostgreSQL's
-    /// `authentication_timeout`).
+    /// At most this many accepted connections that have not authenticated yet (default
+    /// [`DEFAULT_MAX_UNAUTHENTICATED`], at least 1). Beyond it the proxy accepts no more connections
+    /// until one authenticates, is refused or reaches the [`startup_timeout`](Self::startup_timeout): new
+    /// ones wait in the kernel's listen queue, holding none of the proxy's files. With peer
+    /// authentication another user's connection holds a place only while the kernel is asked whose it
+    /// is, then is refused.
+    pub fn max_unauthenticated(mut self, connections: usize) -> Self {
+        self.max_unauthenticated = connections.max(1);
+        self
+    }
+
+    /// How long a client has from connecting to having authenticated and sent its startup message
+    /// (default [`DEFAULT_STARTUP_TIMEOUT`]); then the connection is closed.
     pub fn startup_timeout(mut self, timeout: Duration) -> Self {
         self.startup_timeout = timeout;
         self
@@ -250,74 +295,74 @@ impl ProxyBuilder {
         self
     }
 
-    /// Checks the rules, binds every listener and starts accepting.
-    pub async fn start(self) -> Result<ProxyHandle, ProxyError> {
-        if self.connector.plan().credential() != CredentialKind::EntraToken
-            || self.connector.tokens().is_none()
-        {
-            return Err(ProxyError::NotTokenMode);
-        }
-        let role = self
-            .connector
-            .plan()
-            .role()
-            .ok_or(ProxyError::NoRole)?
-            .to_string();
-        let tcp = if self.tcp.is_empty() && self.socket_dir.is_none() {
+    /// Checks where and for whom the proxy would listen against the rules ([`ProxyError::NoListener`],
+    /// [`ProxyError::NonLoopback`], [`ProxyError::RemoteNeedsTls`], [`ProxyError::RemoteNeedsSecret`]),
+    /// binding nothing. Needs no connector, so a refused configuration costs no token;
+    /// [`start`](Self::start) checks the same again.
+    pub fn check(&self) -> Result<(), ProxyError> {
+        if self.tcp.is_empty() && self.socket_dir.is_none() {
             return Err(ProxyError::NoListener);
-        } else {
-            self.tcp.clone()
-        };
+        }
         listen::check_binds(
-            &tcp,
+            &self.tcp,
             self.remote_allowed,
             self.client_tls.is_some(),
             matches!(self.auth, LocalAuth::Secret(_)),
-        )?;
-        let mut tcp_listeners = Vec::new();
-        for address in &tcp {
-            tcp_listeners.push(listen::bind_tcp(*address).await?);
+        )
+    }
+
+    /// Checks the rules, binds every listener and starts accepting clients, whose sessions `connector`
+    /// opens upstream.
+    pub async fn start(self, connector: EntraConnect) -> Result<ProxyHandle, ProxyError> {
+        self.check()?;
+        if connector.plan().credential() != CredentialKind::EntraToken || connector.tokens().is_none() {
+            return Err(ProxyError::NotTokenMode);
         }
-        let tcp_addresses: Vec<SocketAddr> =
-            tcp_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
-        let socket = match &self.socket_dir {
+        let role = connector.plan().role().ok_or(ProxyError::NoRole)?.to_string();
+        let mut listeners = Vec::new();
+        for address in &self.tcp {
+            listeners.push(listen::Listener::Tcp(listen::bind_tcp(*address).await?));
+        }
+        let tcp_addresses: Vec<SocketAddr> = listeners
+            .iter()
+            .filter_map(listen::Listener::tcp_address)
+            .collect();
+        let socket_path = match &self.socket_dir {
             Some(dir) => {
                 let port = self
                     .socket_port
                     .or_else(|| tcp_addresses.first().map(SocketAddr::port))
                     .unwrap_or(5432);
                 let path = listen::socket_path(dir, port);
-                Some((listen::bind_unix(&path).await?, path))
+                listeners.push(listen::Listener::Unix(listen::bind_unix(&path).await?));
+                Some(path)
             }
             None => None,
         };
         let shared = Arc::new(Shared {
-            dbname: self.connector.plan().dbname().to_string(),
-            connector: self.connector,
+            dbname: connector.plan().dbname().to_string(),
+            connector,
             role,
             auth: self.auth,
             client_tls: self.client_tls.map(|t| t.0),
             upstream_slots: Arc::new(Semaphore::new(self.max_upstream)),
             max_upstream: self.max_upstream,
             upstream_wait: self.upstream_wait,
+            unauthenticated_slots: Arc::new(Semaphore::new(self.max_unauthenticated)),
             startup_timeout: self.startup_timeout,
             cancel_keys: cancel::CancelKeys::default(),
             stats: Counters::default(),
         });
         let mut tasks = JoinSet::new();
-        for listener in tcp_listeners {
-            tasks.spawn(listen::accept_loop(listener, shared.clone(), session::serve_tcp));
-        }
-        let socket_path = socket.as_ref().map(|(_, path)| path.clone());
-        if let Some((listener, _)) = socket {
-            tasks.spawn(listen::accept_loop(listener, shared.clone(), session::serve_unix));
-        }
+        tasks.spawn(listen::accept_loop(listeners, shared.clone()));
         tracing::info!(
             tcp = ?tcp_addresses,
             socket = ?socket_path,
             role = shared.role,
             database = shared.dbname,
             auth = ?shared.auth,
+            max_unauthenticated = self.max_unauthenticated,
+            startup_timeout = ?shared.startup_timeout,
             "entra proxy listening"
         );
         Ok(ProxyHandle {
@@ -339,6 +384,8 @@ pub(crate) struct Shared {
     upstream_slots: Arc<Semaphore>,
     max_upstream: usize,
     upstream_wait: Duration,
+    /// A place for each accepted connection until it has authenticated.
+    unauthenticated_slots: Arc<Semaphore>,
     startup_timeout: Duration,
     cancel_keys: cancel::CancelKeys,
     stats: Counters,
@@ -364,8 +411,10 @@ struct Counters {
     accepted: Counter,
     relayed: Counter,
     active: Counter,
+    unauthenticated: Counter,
     refused: Counter,
     refused_local_auth: Counter,
+    refused_timeout: Counter,
     refused_role: Counter,
     refused_database: Counter,
     refused_full: Counter,
@@ -383,10 +432,15 @@ pub struct ProxyStats {
     pub relayed: u64,
     /// Sessions being relayed now.
     pub active: u64,
+    /// Connections accepted that have not authenticated yet, now (at most
+    /// [`ProxyBuilder::max_unauthenticated`]).
+    pub unauthenticated: u64,
     /// Connections refused by the proxy itself, for any reason.
     pub refused: u64,
     /// … of which failed local authentication.
     pub refused_local_auth: u64,
+    /// … of which had not authenticated within the [`ProxyBuilder::startup_timeout`].
+    pub refused_timeout: u64,
     /// … of which asked for another role.
     pub refused_role: u64,
     /// … of which asked for another database.
@@ -452,8 +506,10 @@ impl ProxyHandle {
             accepted: c.accepted.get(),
             relayed: c.relayed.get(),
             active: c.active.get(),
+            unauthenticated: c.unauthenticated.get(),
             refused: c.refused.get(),
             refused_local_auth: c.refused_local_auth.get(),
+            refused_timeout: c.refused_timeout.get(),
             refused_role: c.refused_role.get(),
             refused_database: c.refused_database.get(),
             refused_full: c.refused_full.get(),

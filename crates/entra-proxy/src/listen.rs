@@ -1,10 +1,10 @@
 //! Where the proxy listens, and the rule on where it may: loopback and unix sockets only, unless a
 //! named option allows more, and then only with TLS for clients and the local secret.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -13,43 +13,93 @@ use tokio::task::JoinSet;
 use crate::error::ProxyError;
 use crate::Shared;
 
-/// A listener the proxy takes clients from: TCP or a unix socket.
-pub(crate) trait Listener: Send + 'static {
-    type Stream: Send + 'static;
-    fn next_client(&self) -> impl Future<Output = std::io::Result<Self::Stream>> + Send;
+/// How long a client may be silent before the kernel probes it, the probes' interval and count: a
+/// client that vanished without closing is found out in about two minutes.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_PROBES: u32 = 6;
+/// How long data sent to a client may stay unacknowledged before the kernel gives the connection up;
+/// it also bounds the probing above.
+const USER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A listener the proxy takes clients from.
+pub(crate) enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
 }
 
-impl Listener for TcpListener {
-    type Stream = TcpStream;
-    async fn next_client(&self) -> std::io::Result<TcpStream> {
-        self.accept().await.map(|(stream, _)| stream)
+/// An accepted connection.
+pub(crate) enum Accepted {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Listener {
+    pub(crate) fn tcp_address(&self) -> Option<SocketAddr> {
+        match self {
+            Listener::Tcp(listener) => listener.local_addr().ok(),
+            Listener::Unix(_) => None,
+        }
+    }
+
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<Accepted>> {
+        match self {
+            Listener::Tcp(listener) => listener.poll_accept(cx).map_ok(|(s, _)| Accepted::Tcp(s)),
+            Listener::Unix(listener) => listener.poll_accept(cx).map_ok(|(s, _)| Accepted::Unix(s)),
+        }
     }
 }
 
-impl Listener for UnixListener {
-    type Stream = UnixStream;
-    async fn next_client(&self) -> std::io::Result<UnixStream> {
-        self.accept().await.map(|(stream, _)| stream)
-    }
+/// The next connection on any of `listeners`, starting each time after the one that gave the last, so
+/// a busy listener does not starve the others.
+async fn next_connection(listeners: &[Listener], turn: &mut usize) -> std::io::Result<Accepted> {
+    std::future::poll_fn(|cx| {
+        for step in 0..listeners.len() {
+            let index = (*turn + step) % listeners.len();
+            if let Poll::Ready(accepted) = listeners[index].poll_accept(cx) {
+                *turn = index + 1;
+                return Poll::Ready(accepted);
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
-/// Accepts clients for as long as the proxy runs, each served by `serve` in a task of its own; the
-/// sessions end when this task is aborted (the proxy's shutdown).
-pub(crate) async fn accept_loop<L, F, Fut>(listener: L, shared: Arc<Shared>, serve: F)
-where
-    L: Listener,
-    F: Fn(Arc<Shared>, L::Stream) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
+/// Takes a place among the connections that have not authenticated, then accepts the next connection
+/// into it. While every place is taken nothing is accepted: new connections wait in the kernel's listen
+/// queue rather than in the proxy's files.
+async fn next_client(
+    listeners: &[Listener],
+    shared: &Shared,
+    turn: &mut usize,
+) -> (tokio::sync::OwnedSemaphorePermit, std::io::Result<Accepted>) {
+    // The semaphore is never closed: the proxy owns it for its whole life.
+    let place = loop {
+        if let Ok(place) = shared.unauthenticated_slots.clone().acquire_owned().await {
+            break place;
+        }
+    };
+    (place, next_connection(listeners, turn).await)
+}
+
+/// Accepts clients on every listener for as long as the proxy runs, each served in a task of its own;
+/// the sessions end when this task is aborted (the proxy's shutdown).
+pub(crate) async fn accept_loop(listeners: Vec<Listener>, shared: Arc<Shared>) {
     let mut sessions = JoinSet::new();
+    let mut turn = 0;
     loop {
         tokio::select! {
-            accepted = listener.next_client() => match accepted {
-                Ok(stream) => {
+            (place, accepted) = next_client(&listeners, &shared, &mut turn) => match accepted {
+                Ok(connection) => {
                     shared.stats.accepted.add();
-                    sessions.spawn(serve(shared.clone(), stream));
+                    if let Accepted::Tcp(tcp) = &connection {
+                        configure_client_socket(tcp);
+                    }
+                    sessions.spawn(crate::admission::serve(shared.clone(), connection, place));
                 }
                 Err(e) => {
+                    drop(place);
                     // Out of file descriptors and the like: wait rather than spin.
                     tracing::warn!(error = %e, "proxy: accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -57,6 +107,25 @@ where
             },
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
         }
+    }
+}
+
+/// Keepalive and a user timeout on an accepted TCP socket, so a client that vanished without closing
+/// does not keep its session (and its upstream session) for ever. Best effort: a socket that refuses an
+/// option is served all the same.
+pub(crate) fn configure_client_socket(tcp: &TcpStream) {
+    let _ = tcp.set_nodelay(true);
+    let socket = socket2::SockRef::from(tcp);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
+    if let Err(e) = socket.set_tcp_keepalive(&keepalive) {
+        tracing::debug!(error = %e, "proxy: cannot set TCP keepalive on a client socket");
+    }
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+    if let Err(e) = socket.set_tcp_user_timeout(Some(USER_TIMEOUT)) {
+        tracing::debug!(error = %e, "proxy: cannot set TCP_USER_TIMEOUT on a client socket");
     }
 }
 
@@ -154,6 +223,21 @@ mod tests {
             Err(ProxyError::RemoteNeedsSecret { .. })
         ));
         assert!(check_binds(&a, true, true, true).is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_accepted_client_socket_gets_keepalive_and_a_user_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        configure_client_socket(&accepted);
+        let socket = socket2::SockRef::from(&accepted);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
+        assert_eq!(socket.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+        assert_eq!(socket.tcp_keepalive_retries().unwrap(), KEEPALIVE_PROBES);
+        assert_eq!(socket.tcp_user_timeout().unwrap(), Some(USER_TIMEOUT));
+        assert!(accepted.nodelay().unwrap());
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@ use pgwire::messages::startup::{
 };
 use pgwire::messages::{DecodeContext, Message, ProtocolVersion};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use zeroize::{Zeroize, Zeroizing};
 
 /// The largest password message read: a local secret is short; a client's token sent by mistake may
 /// pass 4 KB.
@@ -87,11 +88,34 @@ pub(crate) async fn read_first_packet<S: AsyncRead + Unpin>(
     .await
 }
 
-/// Reads a `PasswordMessage` and returns the password.
+/// Whether `first`, the first bytes a client sent, are a TLS or GSS encryption request.
+pub(crate) fn is_encryption_request(first: &[u8]) -> bool {
+    first.len() >= 8
+        && (SslRequest::is_ssl_request_packet(first) || GssEncRequest::is_gss_enc_request_packet(first))
+}
+
+/// Reads a `PasswordMessage` into `buf` and returns the password.
+///
+/// pgwire decodes a message by splitting it off the buffer it was read into; the split-off part shares
+/// that buffer's allocation and is dropped without being wiped. So the whole message is read into one
+/// allocation that never grows (growing would free a copy unwiped), and once pgwire is done with it that
+/// allocation is taken back and overwritten: on return, `buf` is the whole allocation, zeroed.
 pub(crate) async fn read_password<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
-) -> Result<String, WireError> {
+) -> Result<Zeroizing<String>, WireError> {
+    // Room for the largest message and one byte more, so that a read never finds the buffer full.
+    buf.reserve(MAX_PASSWORD_MESSAGE + 1);
+    let allocation = buf.capacity();
+    let password = read_password_message(stream, buf).await;
+    wipe(buf, allocation);
+    password
+}
+
+async fn read_password_message<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+) -> Result<Zeroizing<String>, WireError> {
     let context = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
     let family = read_with(stream, buf, MAX_PASSWORD_MESSAGE, |buf| {
         match buf.first() {
@@ -107,7 +131,26 @@ pub(crate) async fn read_password<S: AsyncRead + Unpin>(
         Ok(PasswordMessageFamily::decode(buf, &context)?)
     })
     .await?;
-    Ok(family.into_password()?.password)
+    // pgwire would replace bytes that are not UTF-8, growing a string (and freeing copies) as it goes;
+    // such a password cannot be the secret anyway.
+    if let PasswordMessageFamily::Raw(body) = &family {
+        if std::str::from_utf8(body).is_err() {
+            return Err(WireError::Invalid("the password is not UTF-8".into()));
+        }
+    }
+    Ok(Zeroizing::new(family.into_password()?.password))
+}
+
+/// Takes back the whole of `buf`'s allocation (`allocation` bytes; the messages pgwire split off it are
+/// gone, so `buf` is its only owner) and overwrites it with zeros.
+fn wipe(buf: &mut BytesMut, allocation: usize) {
+    buf.clear();
+    if !buf.try_reclaim(allocation) {
+        // Another handle still shares the allocation: wipe what this one reaches.
+        tracing::debug!("proxy: the password buffer could not be taken back whole");
+    }
+    buf.resize(buf.capacity(), 0);
+    buf[..].zeroize();
 }
 
 /// The proxy's messages to a client, encoded.
@@ -269,9 +312,33 @@ mod tests {
             .encode(&mut bytes)
             .unwrap();
         let mut buf = BytesMut::new();
-        assert_eq!(read_password(&mut &bytes[..], &mut buf).await.unwrap(), "s3cret");
+        assert_eq!(
+            read_password(&mut &bytes[..], &mut buf).await.unwrap().as_str(),
+            "s3cret"
+        );
         let mut buf = BytesMut::new();
         assert!(read_password(&mut &b"Q\0\0\0\x05x"[..], &mut buf).await.is_err());
+    }
+
+    /// pgwire decodes a message by splitting it off the read buffer: the split-off part shares the
+    /// allocation and is dropped unwiped. The whole allocation is taken back and overwritten.
+    #[tokio::test]
+    async fn the_buffer_a_password_was_read_into_is_wiped_whole() {
+        let mut bytes = BytesMut::new();
+        pgwire::messages::startup::Password::new("s3cret-s3cret".into())
+            .encode(&mut bytes)
+            .unwrap();
+        let mut buf = BytesMut::with_capacity(MAX_PASSWORD_MESSAGE + 1);
+        let start = buf.as_ptr();
+        let password = read_password(&mut &bytes[..], &mut buf).await.unwrap();
+        assert_eq!(password.as_str(), "s3cret-s3cret");
+        assert_eq!(
+            buf.as_ptr(),
+            start,
+            "the buffer starts where the message was read"
+        );
+        assert!(buf.len() >= bytes.len(), "it covers the message: {}", buf.len());
+        assert!(buf.iter().all(|b| *b == 0), "and holds zeros only");
     }
 
     #[test]

@@ -171,8 +171,8 @@ async fn psql_signs_in_over_the_unix_socket() {
     assert!(!path.exists(), "the socket file is removed at shutdown");
 }
 
-/// Loopback TCP clients are identified by the kernel's socket table: a process of another user is
-/// refused, with a message that says why.
+/// Loopback TCP clients are identified by the kernel: a process of another user is refused as soon as
+/// it connects, told only that peer authentication failed (not which user ids are allowed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_of_another_user_is_refused() {
     if nix::unistd::geteuid().as_raw() != 0 {
@@ -203,14 +203,15 @@ async fn a_process_of_another_user_is_refused() {
     for (k, v) in libpq_env(&proxy) {
         cmd.env(k, v);
     }
+    // Refused before the proxy reads anything: with `sslmode=prefer`, libpq may be answered before its TLS
+    // request arrives, and it does not show an error given in answer to that request.
+    cmd.env("PGSSLMODE", "disable");
     let out = run(cmd, 30).await;
     let (stdout, stderr) = text(&out);
     assert!(!out.status.success(), "{stdout}{stderr}");
     assert!(stderr.contains("peer authentication failed"), "{stderr}");
-    assert!(
-        stderr.contains(&format!("this connection's is {}", other.uid)),
-        "{stderr}"
-    );
+    assert!(!stderr.contains(&other.uid.to_string()), "{stderr}");
+    assert!(!stderr.contains(proxy.role()), "{stderr}");
     assert_eq!(proxy.stats().refused_local_auth, 1);
     assert_eq!(proxy.stats().relayed, 0);
 }

@@ -21,16 +21,46 @@ fn sqlstate(e: &tokio_postgres::Error) -> Option<&str> {
     e.as_db_error().map(|db| db.code().code())
 }
 
+/// Waits until `SELECT pg_sleep(30)` runs on the server, watching through a session of its own (returned,
+/// so that it stays open).
+async fn wait_until_sleeping(proxy: &entra_proxy::ProxyHandle) -> tokio_postgres::Client {
+    let watcher = connect(&tcp_config(proxy)).await.unwrap();
+    let running = Instant::now();
+    loop {
+        let row = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = 'SELECT pg_sleep(30)'",
+                &[],
+            )
+            .await
+            .unwrap();
+        if row.get::<_, i64>(0) == 1 {
+            return watcher;
+        }
+        assert!(
+            running.elapsed() < Duration::from_secs(10),
+            "pg_sleep never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_pg_sleep_returns_within_five_seconds() {
     let emulator = Emulator::start().await.unwrap();
     let proxy = proxy(&emulator, short_tokens(), |b| b).await;
     let client = connect(&tcp_config(&proxy)).await.unwrap();
     let cancel = client.cancel_token();
-    let started = Instant::now();
     let sleeping = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(30)").await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A cancel that reaches the server before the statement does cancels nothing: wait until it runs.
+    let _watcher = wait_until_sleeping(&proxy).await;
+    let started = Instant::now();
     cancel.cancel_query(NoTls).await.unwrap();
+    eprintln!(
+        "TEMP cancel_query returned after {:?}, stats {:?}",
+        started.elapsed(),
+        proxy.stats()
+    );
     let result = tokio::time::timeout(Duration::from_secs(5), sleeping)
         .await
         .expect("pg_sleep(30) still running 5 s after the cancel")
@@ -128,20 +158,19 @@ async fn another_role_or_database_is_refused_with_what_to_connect_with() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_loopback_bind_is_refused_unless_allowed_and_then_needs_tls_and_the_secret() {
+    let anywhere = || ProxyBuilder::new().listen("0.0.0.0:0".parse().unwrap());
+    // The rules need no connector: a refused configuration costs no token.
+    let refused = anywhere().check().unwrap_err();
+    assert!(matches!(refused, ProxyError::NonLoopback { .. }), "{refused}");
+    let no_tls = anywhere().allow_non_loopback(true).check().unwrap_err();
+    assert!(matches!(no_tls, ProxyError::RemoteNeedsTls { .. }), "{no_tls}");
+    // `start` applies the same rules.
     let emulator = Emulator::start().await.unwrap();
-    let refused = ProxyBuilder::new(connector(&emulator, short_tokens()).await)
-        .listen("0.0.0.0:0".parse().unwrap())
-        .start()
+    let refused = anywhere()
+        .start(connector(&emulator, short_tokens()).await)
         .await
         .unwrap_err();
     assert!(matches!(refused, ProxyError::NonLoopback { .. }), "{refused}");
-    let no_tls = ProxyBuilder::new(connector(&emulator, short_tokens()).await)
-        .listen("0.0.0.0:0".parse().unwrap())
-        .allow_non_loopback(true)
-        .start()
-        .await
-        .unwrap_err();
-    assert!(matches!(no_tls, ProxyError::RemoteNeedsTls { .. }), "{no_tls}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,4 +260,305 @@ async fn an_identity_outage_is_outlived_while_the_token_is_valid() {
             Err(e) => panic!("no recovery: {e}"),
         }
     }
+}
+
+/// A certificate for the proxy from a CA the test holds (as an operator would distribute it).
+fn proxy_tls(ca: &entra_emulator::EmulatorCa, dir: &std::path::Path) -> entra_proxy::ClientTls {
+    let cert = ca.issue_server_cert().unwrap();
+    let (cert_path, key_path) = (dir.join("proxy.crt"), dir.join("proxy.key"));
+    std::fs::write(&cert_path, &cert.cert_pem).unwrap();
+    std::fs::write(&key_path, &cert.key_pem).unwrap();
+    entra_proxy::ClientTls::from_pem_files(&cert_path, &key_path).unwrap()
+}
+
+/// Before authentication a client learns nothing of the proxy: not its role, its database nor the
+/// user ids it accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_user_id_is_told_only_that_peer_authentication_failed() {
+    let emulator = Emulator::start().await.unwrap();
+    // Our own user id is not among those allowed: to this proxy, we are another local user.
+    let others = vec![nix::unistd::geteuid().as_raw().wrapping_add(4242)];
+    let proxy = proxy(&emulator, short_tokens(), |b| {
+        b.local_auth(LocalAuth::Peer { uids: others })
+    })
+    .await;
+    for (user, dbname) in [("postgres", "postgres"), (proxy.role(), proxy.database())] {
+        let mut config = tcp_config(&proxy);
+        config.user(user).dbname(dbname);
+        let err = connect(&config).await.unwrap_err();
+        let db = err.as_db_error().unwrap_or_else(|| panic!("{err}"));
+        assert_eq!(db.code().code(), "28000", "{err}");
+        assert_eq!(db.message(), "peer authentication failed");
+        assert_eq!(db.detail(), None);
+        assert_eq!(db.hint(), None);
+    }
+    assert_eq!(proxy.stats().refused_local_auth, 2);
+    assert!(emulator.gate().sessions().is_empty(), "nothing went upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_told_only_that_password_authentication_failed() {
+    let emulator = Emulator::start().await.unwrap();
+    let proxy = proxy(&emulator, short_tokens(), |b| {
+        b.local_auth(LocalAuth::Secret(LocalAuth::generate_secret()))
+    })
+    .await;
+    for (user, dbname) in [("postgres", "postgres"), (proxy.role(), proxy.database())] {
+        let mut config = tcp_config(&proxy);
+        config.user(user).dbname(dbname).password("guess");
+        let err = connect(&config).await.unwrap_err();
+        let db = err.as_db_error().unwrap_or_else(|| panic!("{err}"));
+        assert_eq!(db.code().code(), "28P01", "{err}");
+        assert_eq!(db.message(), "password authentication failed");
+        assert_eq!(db.detail(), None);
+        assert_eq!(db.hint(), None);
+    }
+    assert_eq!(proxy.stats().refused_local_auth, 2);
+    assert!(emulator.gate().sessions().is_empty(), "nothing went upstream");
+}
+
+/// What the tracing subscriber writes, kept for the test to read.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+/// A newline in a user name, a database name or an application_name does not start a log line of
+/// its own. (A current-thread runtime: every task of the proxy logs through this test's subscriber.)
+#[tokio::test]
+async fn client_text_cannot_forge_a_log_line() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(captured.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let emulator = Emulator::start().await.unwrap();
+    let proxy = proxy(&emulator, short_tokens(), |b| b).await;
+    let (role, database) = (proxy.role().to_string(), proxy.database().to_string());
+    for (user, dbname, application) in [
+        ("x\nforged line", database.as_str(), "app"),
+        (role.as_str(), "d\nforged database", "app"),
+        (role.as_str(), database.as_str(), "a\nforged application_name"),
+    ] {
+        let mut config = tcp_config(&proxy);
+        config.user(user).dbname(dbname).application_name(application);
+        if let Ok(client) = connect(&config).await {
+            client.simple_query("SELECT 1").await.unwrap();
+        }
+    }
+    drop(proxy);
+    let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let forged: Vec<&str> = text.lines().filter(|l| l.starts_with("forged")).collect();
+    assert!(forged.is_empty(), "forged lines {forged:?} in:\n{text}");
+    for logged in [
+        r"x\nforged line",
+        r"d\nforged database",
+        r"a\nforged application_name",
+    ] {
+        assert!(text.contains(logged), "{logged} is logged, escaped:\n{text}");
+    }
+}
+
+/// A client that vanishes without a FIN (a remote machine's crash, a dropped link) is found out by TCP
+/// keepalive, so it does not hold an upstream session for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_client_sockets_have_tcp_keepalive_on() {
+    let Some(ss) = ["/usr/bin/ss", "/bin/ss", "/usr/sbin/ss", "/sbin/ss"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        entra_emulator::clients::skip("ss is not installed (Debian: iproute2)");
+        return;
+    };
+    let emulator = Emulator::start().await.unwrap();
+    let proxy = proxy(&emulator, short_tokens(), |b| b).await;
+    let client = connect(&tcp_config(&proxy)).await.unwrap();
+    client.query_one("SELECT 1", &[]).await.unwrap();
+    // The session is relayed, so its socket was set up when it was accepted. `ss` shows one timer per
+    // socket: while bytes await their acknowledgement it is the retransmission timer, so look until
+    // they are acknowledged.
+    let port = proxy.tcp_addresses()[0].port();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = std::process::Command::new(ss)
+            .args(["-tnoH", "state", "established", "sport", "=", &format!(":{port}")])
+            .output()
+            .unwrap();
+        let sockets = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{sockets}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            sockets.lines().count(),
+            1,
+            "the proxy's end of the one client:\n{sockets}"
+        );
+        if sockets.contains("timer:(keepalive") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no keepalive timer: {sockets}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `sslmode=require` encrypts but does not check who answers; a client of a proxy beyond loopback is
+/// told to verify it with the CA that signed its certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_tls_is_told_to_verify_the_proxy_with_its_ca() {
+    let emulator = Emulator::start().await.unwrap();
+    let ca = entra_emulator::EmulatorCa::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tls = proxy_tls(&ca, dir.path());
+    let proxy = proxy(&emulator, short_tokens(), |b| {
+        b.allow_non_loopback(true)
+            .client_tls(tls)
+            .local_auth(LocalAuth::Secret(LocalAuth::generate_secret()))
+    })
+    .await;
+    let mut config = tcp_config(&proxy);
+    config
+        .password("any")
+        .ssl_mode(tokio_postgres::config::SslMode::Disable);
+    let err = connect(&config).await.unwrap_err();
+    let db = err.as_db_error().unwrap_or_else(|| panic!("{err}"));
+    let message = db.message();
+    assert_eq!(db.code().code(), "28000", "{err}");
+    assert!(message.contains("connect with sslmode=verify-full"), "{message}");
+    assert!(message.contains("sslrootcert="), "{message}");
+    assert!(!message.contains("connect with sslmode=require"), "{message}");
+    assert!(
+        !message.contains(proxy.role()) && !message.contains(proxy.database()),
+        "{message}"
+    );
+}
+
+/// Connections that never authenticate take every place among the unauthenticated ones. A client
+/// behind them is not accepted (it waits in the kernel's queue, holding none of the proxy's files)
+/// until one of them reaches the startup timeout and is closed; then it gets in and signs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_authenticate_hold_a_client_back_only_until_their_startup_timeout() {
+    use tokio::io::AsyncReadExt as _;
+    let emulator = Emulator::start().await.unwrap();
+    let secret = LocalAuth::generate_secret();
+    let text = secrecy::ExposeSecret::expose_secret(&secret).to_string();
+    let proxy = proxy(&emulator, short_tokens(), |b| {
+        b.local_auth(LocalAuth::Secret(secret))
+            .max_unauthenticated(2)
+            .startup_timeout(Duration::from_secs(2))
+    })
+    .await;
+    let address = proxy.tcp_addresses()[0];
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(tokio::net::TcpStream::connect(address).await.unwrap());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.stats().unauthenticated < 2 {
+        assert!(Instant::now() < deadline, "{:?}", proxy.stats());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let mut config = tcp_config(&proxy);
+    config.password(text.as_str());
+    let client = tokio::time::timeout(Duration::from_secs(20), connect(&config))
+        .await
+        .expect("signed in within 20 s")
+        .expect("signed in");
+    // Order of events: the client got in only after a silent connection had timed out.
+    let stats = proxy.stats();
+    assert!(stats.refused_timeout >= 1, "{stats:?}");
+    assert_eq!(stats.accepted, 3, "{stats:?}");
+    client.query_one("SELECT 1", &[]).await.unwrap();
+    for mut connection in silent {
+        let closed = tokio::time::timeout(Duration::from_secs(10), connection.read(&mut [0u8; 64]))
+            .await
+            .expect("the proxy closed the silent connection");
+        assert!(matches!(closed, Ok(0)), "closed without an answer: {closed:?}");
+    }
+    let stats = proxy.stats();
+    assert_eq!(
+        (stats.refused_timeout, stats.unauthenticated, stats.relayed),
+        (2, 0, 1),
+        "{stats:?}"
+    );
+}
+
+/// The cap counts only connections that have not authenticated: sessions past authentication do not
+/// hold a place, so more of them run at once than the cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authenticated_sessions_hold_no_place_among_the_unauthenticated() {
+    let emulator = Emulator::start().await.unwrap();
+    let proxy = proxy(&emulator, short_tokens(), |b| b.max_unauthenticated(1)).await;
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        let client = connect(&tcp_config(&proxy)).await.unwrap();
+        client.query_one("SELECT 1", &[]).await.unwrap();
+        sessions.push(client);
+    }
+    let stats = proxy.stats();
+    assert_eq!((stats.active, stats.unauthenticated), (3, 0), "{stats:?}");
+}
+
+/// tokio-postgres closes its end of a cancel request's connection as soon as the request is written, so
+/// by the time the kernel is asked whose it was, it may be nobody's. The request's random key is what
+/// authenticates it (as PostgreSQL's cancel requests are), and it is forwarded. Made certain here: the
+/// only place for a connection before authentication is held, so the proxy accepts the cancel
+/// connection only after the client has closed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_request_whose_client_closed_before_the_peer_check_is_still_forwarded() {
+    let emulator = Emulator::start().await.unwrap();
+    let proxy = proxy(&emulator, short_tokens(), |b| {
+        b.max_unauthenticated(1).startup_timeout(Duration::from_secs(60))
+    })
+    .await;
+    let client = connect(&tcp_config(&proxy)).await.unwrap();
+    let cancel = client.cancel_token();
+    let sleeping = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(30)").await });
+    let _watcher = wait_until_sleeping(&proxy).await;
+
+    let holder = tokio::net::TcpStream::connect(proxy.tcp_addresses()[0])
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.stats().unauthenticated < 1 {
+        assert!(Instant::now() < deadline, "{:?}", proxy.stats());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Connected in the kernel's queue, written and closed, all before the proxy accepts it.
+    cancel.cancel_query(NoTls).await.unwrap();
+    assert_eq!(proxy.stats().accepted, 3, "{:?}", proxy.stats());
+    drop(holder);
+
+    let result = tokio::time::timeout(Duration::from_secs(10), sleeping)
+        .await
+        .expect("pg_sleep(30) still running 10 s after the cancel")
+        .unwrap();
+    let err = result.expect_err("the statement was cancelled");
+    assert_eq!(sqlstate(&err), Some("57014"), "{err}");
+    // Counted once the server has taken it, which may be after the client saw 57014.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.stats().cancels == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = proxy.stats();
+    assert_eq!((stats.accepted, stats.cancels), (4, 1), "{stats:?}");
 }

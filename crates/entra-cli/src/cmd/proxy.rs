@@ -3,12 +3,14 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use entra_proxy::{ClientTls, LocalAuth, ProxyBuilder, ProxyError};
 use entra_token::Env;
+use secrecy::ExposeSecret;
 
 use crate::exit::{CliError, Exit};
 use crate::source::IdentityArgs;
@@ -37,6 +39,13 @@ pub(crate) struct ProxyArgs {
     /// At most this many upstream sessions at once; clients beyond wait, then get SQLSTATE 53300.
     #[arg(long, value_name = "N", default_value_t = entra_proxy::DEFAULT_MAX_UPSTREAM)]
     max_upstream: usize,
+    /// At most this many connections that have not authenticated yet; beyond, new connections wait in
+    /// the kernel's listen queue until one authenticates, is refused or times out.
+    #[arg(long, value_name = "N", default_value_t = entra_proxy::DEFAULT_MAX_UNAUTHENTICATED)]
+    max_unauthenticated: usize,
+    /// Seconds a client has from connecting to having authenticated; then it is disconnected.
+    #[arg(long, value_name = "SECS", default_value_t = entra_proxy::DEFAULT_STARTUP_TIMEOUT.as_secs_f64())]
+    startup_timeout: f64,
     /// How local clients are authenticated.
     #[arg(long, value_enum, default_value_t = AuthFlag::Peer)]
     auth: AuthFlag,
@@ -64,10 +73,22 @@ pub(crate) async fn run(args: ProxyArgs) -> Result<ExitCode, CliError> {
     let builder = args.identity.builder(&Env::process());
     // The rules first: nothing is fetched for a configuration that may not be used.
     builder.plan()?;
-    let connector = builder.build_connector().await?;
-    let host = connector.plan().hosts().join(",");
-
-    let mut proxy = ProxyBuilder::new(connector).max_upstream(args.max_upstream);
+    let startup_timeout = Duration::try_from_secs_f64(args.startup_timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .ok_or_else(|| {
+            CliError::new(
+                Exit::Usage,
+                format!(
+                    "--startup-timeout {}: give a positive number of seconds",
+                    args.startup_timeout
+                ),
+            )
+        })?;
+    let mut proxy = ProxyBuilder::new()
+        .max_upstream(args.max_upstream)
+        .max_unauthenticated(args.max_unauthenticated)
+        .startup_timeout(startup_timeout);
     let listen = if args.listen.is_empty() && args.socket.is_none() {
         vec![SocketAddr::from(([127, 0, 0, 1], entra_proxy::DEFAULT_PORT))]
     } else {
@@ -92,15 +113,25 @@ pub(crate) async fn run(args: ProxyArgs) -> Result<ExitCode, CliError> {
         }
         AuthFlag::Secret => LocalAuth::Secret(LocalAuth::generate_secret()),
     };
-    if let (LocalAuth::Secret(secret), Some(path)) = (&auth, &args.secret_file) {
-        write_secret(path, secrecy::ExposeSecret::expose_secret(secret))?;
-    }
     let described = describe(&auth, args.secret_file.as_ref());
+    let secret = match &auth {
+        LocalAuth::Secret(secret) => Some(secret.clone()),
+        _ => None,
+    };
     proxy = proxy.local_auth(auth).allow_non_loopback(args.allow_non_loopback);
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         proxy = proxy.client_tls(ClientTls::from_pem_files(cert, key).map_err(proxy_error)?);
     }
-    let proxy = proxy.start().await.map_err(proxy_error)?;
+    // Where and for whom it listens, before a token is fetched (which may take the whole retry budget).
+    proxy.check().map_err(proxy_error)?;
+    let connector = builder.build_connector().await?;
+    let host = connector.plan().hosts().join(",");
+    let proxy = proxy.start(connector).await.map_err(proxy_error)?;
+    // Only once every listener is bound: a start that fails must not replace a running proxy's secret.
+    let secret_file = match (&secret, &args.secret_file) {
+        (Some(secret), Some(path)) => Some(SecretFile::write(path, secret.expose_secret())?),
+        _ => None,
+    };
 
     let mut out = std::io::stdout().lock();
     for address in proxy.tcp_addresses() {
@@ -135,6 +166,9 @@ pub(crate) async fn run(args: ProxyArgs) -> Result<ExitCode, CliError> {
     }
     eprintln!("entra-pg proxy: stopping");
     proxy.shutdown().await;
+    if let Some(file) = secret_file {
+        file.remove_if_ours();
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -149,24 +183,58 @@ fn describe(auth: &LocalAuth, secret_file: Option<&PathBuf>) -> String {
     }
 }
 
-/// Writes the secret readable by its owner only.
-fn write_secret(path: &PathBuf, secret: &str) -> Result<(), CliError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let failed = |e: std::io::Error| {
-        CliError::new(
-            Exit::Environment,
-            format!("cannot write the secret file {}: {e}", path.display()),
-        )
-    };
-    let _ = std::fs::remove_file(path);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(failed)?;
-    file.write_all(secret.as_bytes()).map_err(failed)?;
-    file.write_all(b"\n").map_err(failed)
+/// The secret file this proxy wrote: which file it is (device and inode) and what it holds, so that
+/// shutdown removes it only while it is still this proxy's.
+struct SecretFile {
+    path: PathBuf,
+    identity: (u64, u64),
+    contents: zeroize::Zeroizing<String>,
+}
+
+impl SecretFile {
+    /// Writes the secret readable by its owner only, replacing what was there.
+    fn write(path: &Path, secret: &str) -> Result<SecretFile, CliError> {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let failed = |e: std::io::Error| {
+            CliError::new(
+                Exit::Environment,
+                format!("cannot write the secret file {}: {e}", path.display()),
+            )
+        };
+        // Sized up front: a string that grows frees copies of the secret unwiped.
+        let mut contents = zeroize::Zeroizing::new(String::with_capacity(secret.len() + 1));
+        contents.push_str(secret);
+        contents.push('\n');
+        let _ = std::fs::remove_file(path);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(failed)?;
+        file.write_all(contents.as_bytes()).map_err(failed)?;
+        let metadata = file.metadata().map_err(failed)?;
+        Ok(SecretFile {
+            path: path.to_path_buf(),
+            identity: (metadata.dev(), metadata.ino()),
+            contents,
+        })
+    }
+
+    /// Removes the file if it is the one written and still holds this proxy's secret: another proxy may
+    /// have replaced it since, and its clients need it.
+    fn remove_if_ours(self) {
+        use std::os::unix::fs::MetadataExt;
+        let same_file = std::fs::symlink_metadata(&self.path)
+            .map(|m| (m.dev(), m.ino()) == self.identity)
+            .unwrap_or(false);
+        let same_contents = std::fs::read(&self.path)
+            .map(|bytes| zeroize::Zeroizing::new(bytes).as_slice() == self.contents.as_bytes())
+            .unwrap_or(false);
+        if same_file && same_contents {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 fn proxy_error(e: ProxyError) -> CliError {

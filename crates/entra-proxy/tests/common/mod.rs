@@ -37,8 +37,11 @@ pub async fn proxy(
     policy: RefreshPolicy,
     configure: impl FnOnce(ProxyBuilder) -> ProxyBuilder,
 ) -> ProxyHandle {
-    let builder = ProxyBuilder::new(connector(emulator, policy).await).listen("127.0.0.1:0".parse().unwrap());
-    configure(builder).start().await.expect("proxy starts")
+    let builder = ProxyBuilder::new().listen("127.0.0.1:0".parse().unwrap());
+    configure(builder)
+        .start(connector(emulator, policy).await)
+        .await
+        .expect("proxy starts")
 }
 
 /// libpq's variables that point a client at the proxy over loopback TCP (no TLS: it never leaves the
