@@ -90,6 +90,13 @@ fn upstream_failure(e: &SessionError) -> Out {
         SessionError::Token(ConnectError::TokenRejected { .. }) => {
             Out::new().fatal("28P01", &format!("entra-proxy: {}", entra_postgres::report(e)))
         }
+        SessionError::Token(ConnectError::Refused(_)) => Out::new().fatal(
+            "08001",
+            &format!(
+                "entra-proxy refused to open the upstream session: {}",
+                entra_postgres::report(e)
+            ),
+        ),
         SessionError::Token(_) => Out::new().fatal(
             "08001",
             &format!(

@@ -69,23 +69,66 @@ pub(crate) async fn read_first_packet<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
 ) -> Result<FirstPacket, WireError> {
-    let context = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
-    read_with(stream, buf, 10_000, |buf| {
+    read_with(stream, buf, MAX_FIRST_PACKET, |buf| {
         if buf.len() < 8 {
             return Ok(None);
         }
-        if SslRequest::is_ssl_request_packet(buf) {
-            return Ok(SslRequest::decode(buf, &context)?.map(|_| FirstPacket::Ssl));
+        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        if !(8..=MAX_FIRST_PACKET).contains(&len) {
+            return Err(WireError::Invalid(format!(
+                "invalid length of startup packet: {len} (limit {MAX_FIRST_PACKET})"
+            )));
         }
-        if GssEncRequest::is_gss_enc_request_packet(buf) {
-            return Ok(GssEncRequest::decode(buf, &context)?.map(|_| FirstPacket::GssEnc));
+        if buf.len() < len {
+            return Ok(None);
         }
-        if CancelRequest::is_cancel_request_packet(buf) {
-            return Ok(CancelRequest::decode(buf, &context)?.map(FirstPacket::Cancel));
-        }
-        Ok(Startup::decode(buf, &context)?.map(FirstPacket::Startup))
+        // pgwire reads a startup message's strings up to the end of the buffer it is given, not of the
+        // packet: give it exactly the packet, as PostgreSQL reads exactly the packet's length.
+        decode_first_packet(buf.split_to(len)).map(Some)
     })
     .await
+}
+
+/// PostgreSQL's cap on a first packet (`MAX_STARTUP_PACKET_LENGTH`).
+const MAX_FIRST_PACKET: usize = 10_000;
+
+/// Decodes one whole first packet; every byte of it must belong to the message pgwire reads, as in
+/// PostgreSQL's ProcessStartupPacket ("invalid startup packet layout: expected terminator as last byte").
+fn decode_first_packet(mut packet: BytesMut) -> Result<FirstPacket, WireError> {
+    let context = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
+    let len = packet.len();
+    let layout =
+        || WireError::Invalid("invalid startup packet layout: expected terminator as last byte".into());
+    let first = if SslRequest::is_ssl_request_packet(&packet) {
+        SslRequest::decode(&mut packet, &context)?.map(|_| FirstPacket::Ssl)
+    } else if GssEncRequest::is_gss_enc_request_packet(&packet) {
+        GssEncRequest::decode(&mut packet, &context)?.map(|_| FirstPacket::GssEnc)
+    } else if CancelRequest::is_cancel_request_packet(&packet) {
+        CancelRequest::decode(&mut packet, &context)?.map(FirstPacket::Cancel)
+    } else {
+        // pgwire decodes strings lossily: refuse what is not UTF-8 rather than act on other text.
+        if std::str::from_utf8(&packet[8..]).is_err() {
+            return Err(WireError::Invalid("startup parameter is not UTF-8".into()));
+        }
+        let startup = Startup::decode(&mut packet, &context)?.ok_or_else(layout)?;
+        // As the emulator's gate does (its `decode_startup` says why in full): with UTF-8 bytes, pgwire's
+        // encoding of what it read has the packet's length exactly when the packet ends in its
+        // terminator and names each parameter once. Longer: a terminator is missing. Shorter: a name
+        // repeats (which no client library sends; refused rather than resolved, like the gate).
+        match startup.message_length().cmp(&len) {
+            std::cmp::Ordering::Equal => Some(FirstPacket::Startup(startup)),
+            std::cmp::Ordering::Greater => return Err(layout()),
+            std::cmp::Ordering::Less => {
+                return Err(WireError::Invalid(
+                    "invalid startup packet layout: a parameter name appears more than once".into(),
+                ))
+            }
+        }
+    };
+    match first {
+        Some(first) if packet.is_empty() => Ok(first),
+        _ => Err(layout()),
+    }
 }
 
 /// Whether `first`, the first bytes a client sent, are a TLS or GSS encryption request.
@@ -250,6 +293,50 @@ mod tests {
         let mut buf = BytesMut::new();
         startup.encode(&mut buf).unwrap();
         buf.to_vec()
+    }
+
+    /// A startup packet written by hand: `body` after the length and protocol 3.0.
+    fn raw_startup(body: &[u8]) -> Vec<u8> {
+        let mut out = ((body.len() + 8) as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(&196608u32.to_be_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    async fn first(bytes: &[u8]) -> Result<FirstPacket, WireError> {
+        read_first_packet(&mut &bytes[..], &mut BytesMut::new()).await
+    }
+
+    #[tokio::test]
+    async fn a_startup_packet_is_read_within_its_own_length_as_postgresql_reads_it() {
+        // No terminator, followed by pipelined bytes: pgwire alone would read on into them.
+        let mut pipelined = raw_startup(b"user\0app\0");
+        pipelined.extend_from_slice(b"\0database\0postgres\0\0");
+        assert!(
+            first(&pipelined).await.is_err(),
+            "a packet without its terminator"
+        );
+        for body in [
+            &b"user\0app\0"[..],              // no terminator
+            b"user\0app\0database\0",         // a name without a value
+            b"user\0app\0\0database\0db\0\0", // a pair after the terminator
+            b"user\0app\0user\0postgres\0\0", // a repeated name
+            b"user\0\xff\0\0",                // not UTF-8
+        ] {
+            let err = first(&raw_startup(body)).await;
+            assert!(err.is_err(), "{body:?} was accepted: {err:?}");
+        }
+        // A well-formed packet followed by more bytes is read alone; the rest stays in the buffer.
+        let mut bytes = raw_startup(b"user\0app\0database\0db\0\0");
+        let whole = bytes.len();
+        bytes.extend_from_slice(b"p\0\0\0\x05x");
+        let mut buf = BytesMut::new();
+        let FirstPacket::Startup(startup) = read_first_packet(&mut &bytes[..], &mut buf).await.unwrap()
+        else {
+            panic!("not a startup message");
+        };
+        assert_eq!(startup.parameters.get("user").map(String::as_str), Some("app"));
+        assert_eq!(&buf[..], &bytes[whole..]);
     }
 
     #[tokio::test]

@@ -215,3 +215,34 @@ async fn a_process_of_another_user_is_refused() {
     assert_eq!(proxy.stats().refused_local_auth, 1);
     assert_eq!(proxy.stats().relayed, 0);
 }
+
+/// issue 19: a client's own DateStyle, refused by the server after sign-in, is relayed as the server's
+/// refusal. It is not taken for a refused token (the words "access token" in it used to be), so the
+/// proxy keeps its token and the next client signs in with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_datestyle_refused_by_the_server_is_its_own_error_and_costs_no_token() {
+    let emulator = Emulator::start().await.unwrap();
+    let proxy = proxy(&emulator, short_tokens(), |b| b).await;
+    // Older than min_invalidate_interval, so a refusal read as the token's would make the proxy refetch.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut env = libpq_env(&proxy);
+    env.push(("PGDATESTYLE".into(), "access token".into()));
+    let Some(mut psql) = client("psql", &env) else {
+        return;
+    };
+    psql.args(["-X", "-c", "SELECT 1"]);
+    let out = run(psql, 60).await;
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("DateStyle") && !stderr.contains("Entra token"),
+        "the server's own refusal: {stderr}"
+    );
+    assert_eq!(emulator.identity().token_requests(), 1, "no refetch");
+    let mut psql = client("psql", &libpq_env(&proxy)).unwrap();
+    psql.args(["-X", "-A", "-t", "-c", "SELECT current_user"]);
+    let out = run(psql, 60).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(stdout.trim(), proxy.role(), "{stderr}");
+    assert_eq!(emulator.identity().token_requests(), 1);
+}

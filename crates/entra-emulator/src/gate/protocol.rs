@@ -22,6 +22,9 @@ const LAYOUT: &str = "invalid startup packet layout: expected terminator as last
 const REPEATED: &str = "invalid startup packet layout: a parameter name appears more than once";
 /// A first packet that is none of the kinds the gate serves.
 const UNSUPPORTED: &str = "unsupported frontend protocol";
+/// PostgreSQL's name length, terminator included: names are cut to one byte less.
+const NAMEDATALEN: usize = 64;
+const LONG_NAME: &str = "the user or database name is longer than PostgreSQL's 63 bytes";
 
 /// A protocol error: the gate answers with 08P01 and closes.
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +186,18 @@ fn decode_startup(mut packet: BytesMut) -> Result<Startup, ProtocolError> {
         Ordering::Greater => return Err(ProtocolError::Malformed(LAYOUT)),
         Ordering::Less => return Err(ProtocolError::Malformed(REPEATED)),
     }
+    // PostgreSQL cuts a longer user or database name to its first 63 bytes (NAMEDATALEN - 1), so two
+    // names sharing those bytes are one role to it: the gate would check one principal and sign in as
+    // another. No role name can be longer, so such a name is refused.
+    for key in ["user", "database"] {
+        if message
+            .parameters
+            .get(key)
+            .is_some_and(|v| v.len() >= NAMEDATALEN)
+        {
+            return Err(ProtocolError::Malformed(LONG_NAME));
+        }
+    }
     let mut upstream = BytesMut::with_capacity(len);
     message
         .encode(&mut upstream)
@@ -290,6 +305,23 @@ mod tests {
             Err(ProtocolError::Malformed(text)) => text.to_string(),
             other => panic!("expected a refusal, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_user_or_database_name_postgresql_would_cut_is_refused() {
+        let long = "a".repeat(64);
+        for params in [
+            [("user", long.as_str()), ("database", "d")],
+            [("user", "u"), ("database", long.as_str())],
+        ] {
+            assert_eq!(refusal(&startup_bytes(&params)).await, LONG_NAME, "{params:?}");
+        }
+        let longest = "a".repeat(63);
+        assert!(
+            read(&startup_bytes(&[("user", &longest), ("database", &longest)]))
+                .await
+                .is_ok()
+        );
     }
 
     #[tokio::test]

@@ -147,8 +147,12 @@ pub fn postgres_reads(packet: &[u8]) -> Result<Session, Refusal> {
             .map(|(_, v)| v.clone())
             .filter(|v| !v.is_empty())
     };
-    let user = last(b"user").ok_or(Refusal::NoUser)?;
-    let database = last(b"database").unwrap_or_else(|| user.clone());
+    let mut user = last(b"user").ok_or(Refusal::NoUser)?;
+    let mut database = last(b"database").unwrap_or_else(|| user.clone());
+    // "Truncate given database and user names to length of a Postgres name" (byte-wise, to
+    // NAMEDATALEN - 1 = 63 bytes), after the database took the user's name.
+    user.truncate(63);
+    database.truncate(63);
     Ok(Session { user, database })
 }
 
@@ -158,7 +162,8 @@ pub fn postgres_reads(packet: &[u8]) -> Result<Session, Refusal> {
 ///   the role the gate checked and into the database it recorded; and the client's own packet, had it
 ///   reached the server, would have named the same role and database.
 /// - The gate accepts exactly the StartupMessages PostgreSQL accepts that name each parameter once, are
-///   UTF-8 throughout, end with a NUL (not the one byte PostgreSQL lets stand in for it) and fit the
+///   UTF-8 throughout, name no user or database of 64 bytes or more (PostgreSQL cuts those to 63), end
+///   with a NUL (not the one byte PostgreSQL lets stand in for it) and fit the
 ///   gate's 10 000-byte cap; and reads the same parameters.
 pub fn check_gate_reading(packet: &[u8]) -> Result<(), String> {
     let gate = first_packet(packet);
@@ -213,8 +218,12 @@ pub fn check_gate_reading(packet: &[u8]) -> Result<(), String> {
             let utf8 = params
                 .iter()
                 .all(|(k, v)| std::str::from_utf8(k).is_ok() && std::str::from_utf8(v).is_ok());
+            // The gate refuses a user or database name PostgreSQL would cut to 63 bytes.
+            let long_name = params
+                .iter()
+                .any(|(k, v)| (k == b"user" || k == b"database") && v.len() >= 64);
             match gate {
-                Ok(First::Startup { params: read, .. }) if !repeats && utf8 => {
+                Ok(First::Startup { params: read, .. }) if !repeats && utf8 && !long_name => {
                     let read: Vec<Param> = read
                         .iter()
                         .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
@@ -225,7 +234,7 @@ pub fn check_gate_reading(packet: &[u8]) -> Result<(), String> {
                         Err(format!("the gate read {read:?}; PostgreSQL reads {by_name:?}"))
                     }
                 }
-                Err(_) if repeats || !utf8 => Ok(()),
+                Err(_) if repeats || !utf8 || long_name => Ok(()),
                 other => Err(format!(
                     "PostgreSQL reads {params:?} (a name repeats: {repeats}, UTF-8: {utf8}); \
                      the gate: {other:?}"
