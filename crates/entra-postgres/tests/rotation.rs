@@ -63,9 +63,8 @@ async fn pool_outlives_many_tokens_under_load() {
     let record = {
         let (published, secrets) = (published.clone(), secrets.clone());
         move |t: entra_token::AccessToken| {
-            let mut p = published.lock();
-            if !p.contains_key(&t.generation()) {
-                p.insert(t.generation(), TokenFingerprint::of(t.secret()));
+            if let std::collections::btree_map::Entry::Vacant(slot) = published.lock().entry(t.generation()) {
+                slot.insert(TokenFingerprint::of(t.secret()));
                 secrets.lock().push(t.secret().to_string());
             }
         }
