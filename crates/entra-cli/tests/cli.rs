@@ -343,26 +343,49 @@ async fn doctor_json_reports_every_step() {
     );
 }
 
+/// `entra-pg doctor --json` with `env` and `args`: its exit code and its report.
+fn doctor_json(env: &[(String, String)], args: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let mut all = vec!["doctor", "--json"];
+    all.extend_from_slice(args);
+    let out = run(entra_pg(&all, env), 90);
+    let (stdout, stderr) = text(&out);
+    assert!(!stdout.contains("eyJ"), "the token leaked: {stdout}");
+    let doc = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("doctor --json printed no JSON ({e}):\n{stdout}\n{stderr}"));
+    (out.status.code(), doc)
+}
+
+/// The step that failed (doctor stops at the first), by name, with its typed cause.
+fn failed_step(doc: &serde_json::Value) -> (&str, &str, &serde_json::Value) {
+    let steps = doc["steps"].as_array().expect("steps");
+    let failed: Vec<_> = steps.iter().filter(|s| s["ok"] == false).collect();
+    assert_eq!(failed.len(), 1, "doctor stops at the first failure: {doc}");
+    let last = steps.last().expect("a step");
+    assert_eq!(last, failed[0], "the failure is the last step: {doc}");
+    (
+        last["step"].as_str().expect("step"),
+        last["kind"].as_str().unwrap_or("(no kind)"),
+        last,
+    )
+}
+
+fn passed(doc: &serde_json::Value, step: &str) -> bool {
+    doc["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .any(|s| s["step"] == step && s["ok"] == true)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn doctor_without_an_identity_endpoint_names_cause_and_fix() {
     let emu = emulator().await;
     let env = with_var(emu.env_vars(), "AZURE_POD_IDENTITY_AUTHORITY_HOST", &dead_url());
-    let out = run(entra_pg(&["doctor"], &env), 90);
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(3), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(
-        stdout
-            .lines()
-            .any(|l| l.starts_with("FAIL") && l.contains("token")),
-        "{stdout}"
-    );
-    assert!(stdout.contains("cause: no identity endpoint"), "{stdout}");
-    assert!(
-        stdout.contains("fix:") && stdout.contains("managed identity"),
-        "{stdout}"
-    );
-    // It stopped at the first failure.
-    assert!(!stdout.contains("sign-in"), "{stdout}");
+    let (code, doc) = doctor_json(&env, &[]);
+    assert_eq!(code, Some(3), "{doc}");
+    let (step, kind, failed) = failed_step(&doc);
+    assert_eq!((step, kind), ("token", "no_credential"), "{doc}");
+    assert!(failed["fix"].as_str().is_some_and(|f| !f.is_empty()), "{doc}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -374,21 +397,10 @@ async fn doctor_with_an_identity_the_machine_does_not_have_says_identity_not_fou
         "AZURE_POSTGRESQL_CLIENTID",
         "00000000-1111-2222-3333-444444444444",
     );
-    let out = run(entra_pg(&["doctor"], &env), 90);
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(3), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(
-        stdout
-            .lines()
-            .any(|l| l.starts_with("FAIL") && l.contains("token")),
-        "{stdout}"
-    );
-    assert!(stdout.contains("identity not found"), "{stdout}");
-    assert!(stdout.contains("fix:"), "{stdout}");
-    assert!(
-        !stdout.contains("sign-in"),
-        "stopped at the first failure: {stdout}"
-    );
+    let (code, doc) = doctor_json(&env, &[]);
+    assert_eq!(code, Some(3), "{doc}");
+    assert_eq!(failed_step(&doc).0, "token", "{doc}");
+    assert_eq!(failed_step(&doc).1, "identity_not_found", "{doc}");
     // The fake saw the user-assigned id on the request.
     assert!(emu
         .identity()
@@ -401,23 +413,13 @@ async fn doctor_with_an_identity_the_machine_does_not_have_says_identity_not_fou
 async fn doctor_on_a_revoked_principal_names_the_principal_call() {
     let emu = emulator().await;
     assert!(emu.gate().revoke_principal(emu.user()));
-    let out = run(entra_pg(&["doctor"], &emu.env_vars()), 90);
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(
-        stdout
-            .lines()
-            .any(|l| l.starts_with("FAIL") && l.contains("sign-in")),
-        "{stdout}"
-    );
-    assert!(stdout.contains("password authentication failed"), "{stdout}");
-    assert!(
-        stdout.contains(&format!(
-            "pgaadauth_create_principal('{}', false, false)",
-            emu.user()
-        )),
-        "{stdout}"
-    );
+    let (code, doc) = doctor_json(&emu.env_vars(), &[]);
+    assert_eq!(code, Some(1), "{doc}");
+    let (step, kind, failed) = failed_step(&doc);
+    assert_eq!((step, kind), ("sign-in", "principal_rejected"), "{doc}");
+    // The SQL to run, with the role quoted as a literal.
+    let call = format!("pgaadauth_create_principal('{}', false, false)", emu.user());
+    assert!(failed["fix"].as_str().is_some_and(|f| f.contains(&call)), "{doc}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -425,17 +427,13 @@ async fn doctor_with_the_wrong_user_name_says_which_name_to_use() {
     let emu = emulator().await;
     let env = with_var(emu.env_vars(), "AZURE_POSTGRESQL_USER", "someone-else");
     let env = with_var(env, "PGUSER", "someone-else");
-    let out = run(entra_pg(&["doctor"], &env), 90);
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(stdout.contains("password authentication failed"), "{stdout}");
-    assert!(
-        stdout.contains(&format!(
-            "set PGUSER / AZURE_POSTGRESQL_USER (or user= in the connection string) to \"{}\"",
-            emu.user()
-        )),
-        "{stdout}"
-    );
+    let (code, doc) = doctor_json(&env, &[]);
+    assert_eq!(code, Some(1), "{doc}");
+    let (step, kind, failed) = failed_step(&doc);
+    assert_eq!((step, kind), ("sign-in", "principal_rejected"), "{doc}");
+    // The name the token gives, to use instead.
+    let name = format!("{:?}", emu.user());
+    assert!(failed["fix"].as_str().is_some_and(|f| f.contains(&name)), "{doc}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -444,18 +442,13 @@ async fn doctor_with_an_untrusted_certificate_fails_at_tls() {
     // A CA file that holds a real CA, just not the emulator's.
     let other = tempfile_with(entra_postgres_digicert());
     let env = with_var(emu.env_vars(), "PGSSLROOTCERT", &other.display().to_string());
-    let out = run(entra_pg(&["doctor"], &env), 90);
-    let (stdout, _) = text(&out);
+    let (code, doc) = doctor_json(&env, &[]);
     let _ = std::fs::remove_file(&other);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(
-        stdout.lines().any(|l| l.starts_with("FAIL") && l.contains("tls")),
-        "{stdout}"
-    );
-    assert!(stdout.contains("not signed by a trusted root"), "{stdout}");
+    assert_eq!(code, Some(1), "{doc}");
+    assert_eq!(failed_step(&doc).0, "tls", "{doc}");
+    assert_eq!(failed_step(&doc).1, "untrusted_certificate", "{doc}");
 }
 
-/// A token endpoint answer (IMDS's shape) that says the token lives an hour, whatever its `exp` says.
 /// The emulator principal's claims, as the fake would issue them.
 fn principal_claims(emu: &Emulator) -> entra_emulator::Claims {
     let principal = emu.principal();
@@ -484,32 +477,17 @@ async fn doctor_with_an_expired_token_points_at_the_clock() {
             Duration::from_secs(3600),
             entra_emulator::OSSRDBMS_RESOURCE,
         )));
-    let out = run(entra_pg(&["doctor"], &emu.env_vars()), 90);
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let (code, doc) = doctor_json(&emu.env_vars(), &[]);
+    assert_eq!(code, Some(1), "{doc}");
     // The endpoint's answer looked fine: only the server could tell.
-    assert!(
-        stdout.lines().any(|l| l.starts_with("ok") && l.contains("token")),
-        "{stdout}"
-    );
-    assert!(
-        stdout
-            .lines()
-            .any(|l| l.starts_with("FAIL") && l.contains("sign-in")),
-        "{stdout}"
-    );
-    assert!(stdout.contains("access token has expired"), "{stdout}");
-    assert!(stdout.contains("cause:") && stdout.contains("clock"), "{stdout}");
-    assert!(
-        stdout.contains("fix:") && stdout.contains("synchronise the clock"),
-        "{stdout}"
-    );
+    assert!(passed(&doc, "token"), "{doc}");
+    assert_eq!(failed_step(&doc).0, "sign-in", "{doc}");
+    assert_eq!(failed_step(&doc).1, "token_expired", "{doc}");
     assert_eq!(
         emu.gate().stats().rejected(entra_emulator::RejectReason::Expired),
         1,
-        "{stdout}"
+        "{doc}"
     );
-    assert!(!stdout.contains("eyJ"), "the token leaked: {stdout}");
 }
 
 /// A token for the principal, but for Azure Resource Manager instead of PostgreSQL.
@@ -527,23 +505,17 @@ async fn doctor_with_a_token_for_another_resource_fails_at_the_token_step() {
             Duration::from_secs(3600),
             OTHER_RESOURCE,
         )));
-    let out = run(entra_pg(&["doctor"], &emu.env_vars()), 90);
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(3), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let (code, doc) = doctor_json(&emu.env_vars(), &[]);
+    assert_eq!(code, Some(3), "{doc}");
+    let (step, kind, failed) = failed_step(&doc);
+    assert_eq!((step, kind), ("token", "wrong_audience"), "{doc}");
     assert!(
-        stdout
-            .lines()
-            .any(|l| l.starts_with("FAIL") && l.contains("token")),
-        "{stdout}"
-    );
-    assert!(stdout.contains("wrong audience"), "{stdout}");
-    assert!(stdout.contains(OTHER_RESOURCE), "{stdout}");
-    assert!(
-        stdout.contains("ossrdbms-aad.database.windows.net/.default"),
-        "{stdout}"
+        failed["cause"]
+            .as_str()
+            .is_some_and(|c| c.contains(OTHER_RESOURCE)),
+        "{doc}"
     );
     // Caught before any sign-in was tried.
-    assert!(!stdout.contains("sign-in"), "{stdout}");
     assert_eq!(emu.gate().stats().rejected_total(), 0);
 }
 
@@ -561,20 +533,10 @@ async fn doctor_asked_for_another_scope_gets_the_servers_audience_refusal_explai
         )));
     // The token matches the scope asked for, so only the server can say it is the wrong one.
     let scope = format!("{OTHER_RESOURCE}.default");
-    let out = run(entra_pg(&["doctor", "--scope", &scope], &emu.env_vars()), 90);
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(
-        stdout
-            .lines()
-            .any(|l| l.starts_with("FAIL") && l.contains("sign-in")),
-        "{stdout}"
-    );
-    assert!(stdout.contains("valid audience claim"), "{stdout}");
-    assert!(
-        stdout.contains("cause: the token was issued for another resource (wrong audience)"),
-        "{stdout}"
-    );
+    let (code, doc) = doctor_json(&emu.env_vars(), &["--scope", &scope]);
+    assert_eq!(code, Some(1), "{doc}");
+    assert_eq!(failed_step(&doc).0, "sign-in", "{doc}");
+    assert_eq!(failed_step(&doc).1, "wrong_audience", "{doc}");
     assert_eq!(
         emu.gate()
             .stats()
@@ -589,21 +551,10 @@ async fn doctor_with_tls_disabled_says_the_server_requires_it() {
     // sslmode=disable is accepted for a loopback host, so the connection really goes out without TLS.
     let mut env = with_var(emu.env_vars(), "PGSSLMODE", "disable");
     env.retain(|(k, _)| k != "AZURE_POSTGRESQL_SSL");
-    let out = run(entra_pg(&["doctor"], &env), 90);
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(
-        stdout
-            .lines()
-            .any(|l| l.starts_with("FAIL") && l.contains("sign-in")),
-        "{stdout}"
-    );
-    assert!(stdout.contains("SSL off"), "{stdout}");
-    assert!(
-        stdout.contains("cause: the server requires TLS and the connection did not use it"),
-        "{stdout}"
-    );
-    assert!(stdout.contains("sslmode=verify-full"), "{stdout}");
+    let (code, doc) = doctor_json(&env, &[]);
+    assert_eq!(code, Some(1), "{doc}");
+    assert_eq!(failed_step(&doc).0, "sign-in", "{doc}");
+    assert_eq!(failed_step(&doc).1, "tls_required", "{doc}");
     assert_eq!(
         emu.gate().stats().rejected(entra_emulator::RejectReason::NoTls),
         1

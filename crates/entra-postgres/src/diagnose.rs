@@ -48,6 +48,8 @@ pub enum Cause {
     IdentityRefused,
     /// The identity endpoint kept failing with transient errors (throttling, IMDS updating, timeouts).
     IdentityEndpointFailing,
+    /// DNS has no address for the host name.
+    HostNotFound,
     /// Nothing accepts connections at that host and port.
     ConnectionRefused,
     /// The server or the network did not answer in time.
@@ -81,6 +83,40 @@ pub enum Cause {
     Server,
     /// Nothing recognisable; `summary` holds the whole error.
     Unknown,
+}
+
+impl Cause {
+    /// A stable name for programs and JSON (`token_expired`, `principal_rejected`…): `entra-pg doctor
+    /// --json` reports it as each failed step's `kind`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cause::Configuration => "configuration",
+            Cause::CleartextRefused => "cleartext_refused",
+            Cause::NoCredential => "no_credential",
+            Cause::IdentityNotFound => "identity_not_found",
+            Cause::FederatedCredentialMismatch => "federated_credential_mismatch",
+            Cause::ClientSecretRejected => "client_secret_rejected",
+            Cause::IdentityRefused => "identity_refused",
+            Cause::IdentityEndpointFailing => "identity_endpoint_failing",
+            Cause::HostNotFound => "host_not_found",
+            Cause::ConnectionRefused => "connection_refused",
+            Cause::Timeout => "timeout",
+            Cause::UntrustedCertificate => "untrusted_certificate",
+            Cause::CertificateNameMismatch => "certificate_name_mismatch",
+            Cause::CertificateExpired => "certificate_expired",
+            Cause::Tls => "tls",
+            Cause::TlsRequired => "tls_required",
+            Cause::TokenExpired => "token_expired",
+            Cause::WrongAudience => "wrong_audience",
+            Cause::PrincipalRejected => "principal_rejected",
+            Cause::PrincipalNotInTenant => "principal_not_in_tenant",
+            Cause::PrincipalFunctionsOnlyInPostgres => "principal_functions_only_in_postgres",
+            Cause::DatabaseMissing => "database_missing",
+            Cause::PermissionDenied => "permission_denied",
+            Cause::Server => "server",
+            Cause::Unknown => "unknown",
+        }
+    }
 }
 
 /// A failure's cause and its fix, for a person.
@@ -130,6 +166,33 @@ impl<'a> DiagnosisContext<'a> {
         self.token_role = token_role.into();
         self
     }
+}
+
+/// A token that the server would refuse for its audience, told before it is sent: `None` when its
+/// `aud` claim is the resource of `scope` (what the pool asks for), else the [`Cause::WrongAudience`]
+/// diagnosis naming both. Nothing is verified; the server does that.
+///
+/// ```
+/// let token = entra_token::AccessToken::new("not-a-jwt", std::time::SystemTime::now());
+/// let d = entra_postgres::diagnose_audience(&token, entra_token::OSSRDBMS_SCOPE).unwrap();
+/// assert_eq!(d.cause, entra_postgres::Cause::WrongAudience);
+/// ```
+pub fn diagnose_audience(token: &entra_token::AccessToken, scope: &str) -> Option<Diagnosis> {
+    let expected = entra_token::scope_to_resource(scope);
+    let aud = entra_token::unverified_claims(token.secret())
+        .and_then(|claims| claims.get("aud").and_then(|a| a.as_str()).map(str::to_string));
+    if aud
+        .as_deref()
+        .is_some_and(|aud| aud.trim_end_matches('/') == expected.trim_end_matches('/'))
+    {
+        return None;
+    }
+    let aud = aud.unwrap_or_else(|| "no audience".into());
+    Some(diagnosis(
+        Cause::WrongAudience,
+        format!("the token is for {aud}, not for {expected} (wrong audience)"),
+        "ask for the scope https://ossrdbms-aad.database.windows.net/.default (the default; check --scope)",
+    ))
 }
 
 /// The cause and fix of any error of this crate, of entra-token, of deadpool or of tokio-postgres.
@@ -209,6 +272,14 @@ fn diagnose_layer(e: &(dyn Error + 'static), context: &DiagnosisContext<'_>) -> 
         if let Some((phase, code, message)) = session.server_refusal() {
             let kind = AzureRefusal::classify(phase, code, message);
             return Some(server_diagnosis(kind, code, message, context));
+        }
+        if let SessionError::Resolve { host, .. } = session {
+            return Some(diagnosis(
+                Cause::HostNotFound,
+                format!("DNS has no address for {host}"),
+                "check the server name (<server>.postgres.database.azure.com); with a private endpoint, this \
+                 network must use the private DNS zone",
+            ));
         }
     }
     if let Some(tls) = e.downcast_ref::<rustls::Error>() {

@@ -56,7 +56,7 @@ pub use builder::{CheckError, EntraPool, PoolBuilder, PoolStatus};
 pub use claims::user_from_token;
 pub use config::{parse_connection_string, ConfigError, SessionAttrs, Settings, SslMode};
 pub use connect::EntraConnect;
-pub use diagnose::{diagnose, diagnose_with, Cause, Diagnosis, DiagnosisContext};
+pub use diagnose::{diagnose, diagnose_audience, diagnose_with, Cause, Diagnosis, DiagnosisContext};
 pub use error::{report, BuildError, ConnectError, GetError};
 pub use multiplex::{MultiplexError, MultiplexedPool};
 pub use plan::{ConnectionPlan, CredentialKind, PlanOptions, Roots, TlsChoice};

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use entra_postgres::{ConnectionPlan, Diagnosis, DiagnosisContext, ReachStep, SessionError};
-use entra_token::{scope_to_resource, Env};
+use entra_token::Env;
 use serde_json::{json, Value};
 
 use crate::claims;
@@ -30,6 +30,8 @@ pub(crate) struct DoctorArgs {
 
 /// What went wrong at a step, and what to do.
 struct Problem {
+    /// The typed cause, when the library diagnosed it (`Cause::name`).
+    kind: Option<&'static str>,
     cause: String,
     fix: String,
 }
@@ -37,6 +39,7 @@ struct Problem {
 impl From<Diagnosis> for Problem {
     fn from(d: Diagnosis) -> Self {
         Problem {
+            kind: Some(d.cause.name()),
             cause: d.summary,
             fix: d.fix,
         }
@@ -126,6 +129,7 @@ impl Report {
                     "ok": s.outcome != Outcome::Fail,
                     "warning": s.outcome == Outcome::Warn,
                     "detail": s.detail,
+                    "kind": s.problem.as_ref().and_then(|p| p.kind),
                     "cause": s.problem.as_ref().map(|p| p.cause.clone()),
                     "fix": s.problem.as_ref().map(|p| p.fix.clone()),
                 })
@@ -163,6 +167,7 @@ pub(crate) async fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
             "tls mode",
             tls.reason.clone(),
             Problem {
+                kind: None,
                 cause: "the server's certificate is not verified: whoever answers at its address (a spoofed \
                         DNS name, a hostile network) receives the token"
                     .into(),
@@ -189,23 +194,17 @@ pub(crate) async fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
     };
     let claims = claims::decode(token.secret()).unwrap_or_default();
     let claim = |name: &str| claims::text(&claims, name).unwrap_or_else(|| "-".into());
-    let expected_aud = scope_to_resource(&args.identity.scope);
-    let aud = claim("aud");
     let token_detail = format!(
-        "aud {aud}, oid {}, appid {}, tid {}, expires in {} ({})",
+        "aud {}, oid {}, appid {}, tid {}, expires in {} ({})",
+        claim("aud"),
         claim("oid"),
         claim("appid"),
         claim("tid"),
         claims::human(token.expires_in()),
         claims::system_time_to_rfc3339(token.expires_on())
     );
-    if aud.trim_end_matches('/') != expected_aud.trim_end_matches('/') {
-        let problem = Problem {
-            cause: format!("the token is for {aud}, not for {expected_aud} (wrong audience)"),
-            fix: "ask for the scope https://ossrdbms-aad.database.windows.net/.default (the default; check --scope)"
-                .into(),
-        };
-        return Err(report.fail("token", token_detail, problem, Exit::Token));
+    if let Some(wrong) = entra_postgres::diagnose_audience(&token, &args.identity.scope) {
+        return Err(report.fail("token", token_detail, wrong.into(), Exit::Token));
     }
     report.pass("token", token_detail);
     // For the diagnosis of a refused sign-in: the name the token itself gives.
@@ -214,6 +213,7 @@ pub(crate) async fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
         Ok(plan) => plan,
         Err(_) => {
             let problem = Problem {
+                kind: Some(entra_postgres::Cause::Configuration.name()),
                 cause: "no user name is configured and the token names none".into(),
                 fix: "set PGUSER or AZURE_POSTGRESQL_USER to the identity's name".into(),
             };
@@ -239,6 +239,7 @@ pub(crate) async fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
     let Some(connected) = connected else {
         let Some(e) = &reach.error else {
             let problem = Problem {
+                kind: Some(entra_postgres::Cause::HostNotFound.name()),
                 cause: "the host has no address to connect to".into(),
                 fix: "check the host name and its DNS records".into(),
             };
@@ -246,15 +247,6 @@ pub(crate) async fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
         };
         let detail = entra_postgres::report(e);
         let (problem, exit) = match e {
-            SessionError::Resolve { host, .. } => (
-                Problem {
-                    cause: format!("DNS has no address for {host}"),
-                    fix: "check the server name (<server>.postgres.database.azure.com); with a private \
-                          endpoint, this network must use the private DNS zone"
-                        .into(),
-                },
-                Exit::Failure,
-            ),
             // A rule only a connection can check (a name resolving off the machine with a token in
             // cleartext): a configuration problem.
             SessionError::Token(_) => (entra_postgres::diagnose(e).into(), Exit::Usage),
