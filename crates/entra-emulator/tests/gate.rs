@@ -674,3 +674,18 @@ async fn a_startup_packet_not_ending_in_its_terminator_is_refused_with_08p01() {
     assert_eq!(gate.stats().rejected(RejectReason::Protocol), cases.len() as u64);
     assert_eq!(gate.stats().accepted, 0);
 }
+
+#[tokio::test]
+async fn a_replication_connection_is_refused_by_the_gate_itself() {
+    let gate = gate().await;
+    let token = token(&gate, OID, hour());
+    for value in ["true", "database", "on"] {
+        let packet = startup(&[("user", ROLE), ("database", "postgres"), ("replication", value)]);
+        match sign_in_by_hand(&gate, &packet, &token).await {
+            Outcome::Refused { message, .. } => {
+                assert!(message.contains("replication"), "{value}: {message}")
+            }
+            other => panic!("replication={value} was let through: {other:?}"),
+        }
+    }
+}

@@ -375,7 +375,7 @@ impl EntraConnect {
                     Failed::Theirs(e) => ("server", e),
                 };
                 crate::metrics::connection_failed(&self.pool_name, kind);
-                tracing::warn!(error = %crate::report(error), "connection failed")
+                tracing::warn!(error = ?crate::report(error), "connection failed")
             }
         }
         result

@@ -50,6 +50,8 @@ pub enum Cause {
     IdentityEndpointFailing,
     /// DNS has no address for the host name.
     HostNotFound,
+    /// The server's pg_hba.conf or firewall does not let this host, user or database in.
+    HostNotAllowed,
     /// Nothing accepts connections at that host and port.
     ConnectionRefused,
     /// The server or the network did not answer in time.
@@ -99,6 +101,7 @@ impl Cause {
             Cause::IdentityRefused => "identity_refused",
             Cause::IdentityEndpointFailing => "identity_endpoint_failing",
             Cause::HostNotFound => "host_not_found",
+            Cause::HostNotAllowed => "host_not_allowed",
             Cause::ConnectionRefused => "connection_refused",
             Cause::Timeout => "timeout",
             Cause::UntrustedCertificate => "untrusted_certificate",
@@ -269,6 +272,10 @@ fn diagnose_layer(e: &(dyn Error + 'static), context: &DiagnosisContext<'_>) -> 
         }
     }
     if let Some(session) = e.downcast_ref::<SessionError>() {
+        // `Token` is transparent: its `source()` skips the ConnectError inside, so look at it here.
+        if let SessionError::Token(inner) = session {
+            return diagnose_layer(inner, context);
+        }
         if let Some((phase, code, message)) = session.server_refusal() {
             let kind = AzureRefusal::classify(phase, code, message);
             return Some(server_diagnosis(kind, code, message, context));
@@ -425,6 +432,12 @@ fn server_diagnosis(
             "the server requires TLS and the connection did not use it",
             "use sslmode=verify-full (PGSSLMODE, AZURE_POSTGRESQL_SSL=true or sslmode= in the connection \
              string); never disable TLS with a token",
+        ),
+        AzureRefusal::HostNotAllowed => diagnosis(
+            Cause::HostNotAllowed,
+            format!("the server does not let this host, user or database in ({message})"),
+            "on Azure, add this machine's address to the server's firewall rules (or use its private \
+             endpoint); on another server, add a pg_hba.conf line for this host, user and database",
         ),
         AzureRefusal::PrincipalNotInTenant => diagnosis(
             Cause::PrincipalNotInTenant,
@@ -610,6 +623,28 @@ mod tests {
                 .contains("pgaadauth_create_principal('orders-api', false, false)"),
             "{d}"
         );
+    }
+
+    #[test]
+    fn a_raw_sessions_refused_token_is_diagnosed_through_its_transparent_layer() {
+        let refused = SessionError::Token(ConnectError::TokenRejected {
+            role: "orders-api".into(),
+            kind: AzureRefusal::TokenExpired,
+            code: "28000".into(),
+            message: "The access token has expired. Please acquire a new token and retry.".into(),
+            hint: String::new(),
+        });
+        assert_eq!(diagnose(&refused).cause, Cause::TokenExpired);
+        let pg_hba = SessionError::Server {
+            phase: Phase::BeforePassword,
+            severity: "FATAL".into(),
+            code: "28000".into(),
+            message: "no pg_hba.conf entry for host \"10.1.2.3\", user \"u\", database \"d\", SSL encryption"
+                .into(),
+            detail: None,
+            hint: None,
+        };
+        assert_eq!(diagnose(&pg_hba).cause, Cause::HostNotAllowed);
     }
 
     #[test]

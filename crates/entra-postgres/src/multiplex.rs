@@ -293,7 +293,7 @@ async fn replace(inner: Arc<Inner>, index: usize) {
             inner.reopened.notify_waiters();
         }
         Err(e) => {
-            tracing::warn!(error = %crate::report(&e), "multiplexed pool: opening a connection failed; retrying");
+            tracing::warn!(error = ?crate::report(&e), "multiplexed pool: opening a connection failed; retrying");
             *inner.last_error.lock() = Some(e);
             tokio::time::sleep(Duration::from_millis(500)).await;
         }

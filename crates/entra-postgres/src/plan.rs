@@ -455,6 +455,16 @@ impl ConnectionPlan {
         }
     }
 
+    /// Whether some host is a name that carries a token without TLS, whose addresses must then be
+    /// resolved and checked on every connection ([`loopback_addresses`](Self::loopback_addresses)). A
+    /// front whose client library resolves names itself (sqlx) cannot do that, and refuses such a plan.
+    pub fn checks_addresses_of_names(&self) -> bool {
+        self.hosts
+            .iter()
+            .enumerate()
+            .any(|(i, h)| self.checks_addresses(i, h))
+    }
+
     /// Whether a connection to host `i` would carry a token without TLS to a name: loopback is then
     /// decided by the addresses the name resolves to, on every connection, not by the name.
     pub(crate) fn checks_addresses(&self, i: usize, host: &str) -> bool {
@@ -605,9 +615,9 @@ impl ConnectionPlan {
     }
 }
 
-/// Whether a host is a unix-socket directory (or an abstract socket).
+/// Whether a host is a unix-socket directory (abstract sockets, `@name`, are refused by `check_rules`).
 fn is_socket(host: &str) -> bool {
-    host.starts_with('/') || host.starts_with('@')
+    host.starts_with('/')
 }
 
 /// A host given as an address literal (`127.0.0.1`, `::1`, `[::1]`).
@@ -634,6 +644,16 @@ fn check_rules(settings: &Settings, options: &PlanOptions) -> Result<(Vec<String
             setting: "host",
             how: "PoolBuilder::host, host= in the connection string, AZURE_POSTGRESQL_HOST or PGHOST",
         })?;
+    // libpq reads `@name` as an abstract unix socket; tokio-postgres, raw sessions and sqlx would look it
+    // up as a host name. Refused, so no two paths read one host two ways.
+    if let Some(abstract_socket) = hosts.iter().find(|h| h.starts_with('@')) {
+        return Err(ConfigError::invalid(
+            settings.hosts.as_ref().map_or("host", |h| h.origin.as_str()),
+            abstract_socket.clone(),
+            "abstract unix sockets (@name) are not supported: give a socket directory (/var/run/postgresql) \
+             or a host name",
+        ));
+    }
     let tls = choose_tls(settings, &hosts, token_mode, options.accept_unverified_tls)?;
     Ok((hosts, tls))
 }
@@ -782,7 +802,7 @@ where
 {
     tokio::spawn(async move {
         if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "connection closed with an error");
+            tracing::debug!(error = ?e.to_string(), "connection closed with an error");
         }
     })
 }
@@ -999,6 +1019,18 @@ mod tests {
         )
         .unwrap();
         assert!(static_password.pinned_config().await.unwrap().is_none());
+    }
+
+    #[test]
+    fn an_abstract_socket_is_refused_so_no_path_reads_it_as_a_host_name() {
+        for text in [
+            "host=@db.example.com user=app",
+            "host=@db.example.com sslmode=disable user=app",
+            "host=/tmp,@x user=app",
+        ] {
+            let err = plan(text, &PlanOptions::default()).unwrap_err();
+            assert!(err.to_string().contains("abstract unix sockets"), "{text}: {err}");
+        }
     }
 
     #[test]

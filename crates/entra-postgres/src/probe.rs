@@ -138,10 +138,9 @@ async fn handshake(
         host: host.to_string(),
         source,
     };
-    let name = rustls::pki_types::ServerName::try_from(
-        host.trim_start_matches('[').trim_end_matches(']').to_string(),
-    )
-    .map_err(|e| failed(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+    // The name exactly as sessions give it to their TLS connector, so the probe passes only where they do.
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| failed(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
     let tls = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await

@@ -64,6 +64,9 @@ pub enum AzureRefusal {
     /// The server requires TLS and the connection did not use it (pg_hba's "SSL off" / "no encryption",
     /// Azure's "SSL connection is required").
     TlsRequired,
+    /// The server's pg_hba.conf (or Azure's firewall) does not let this host, user or database in, whatever
+    /// the password.
+    HostNotAllowed,
     /// The server is starting up or shutting down (`57P03`).
     NotReady,
     /// The server has no connection slot left (`53300`).
@@ -87,13 +90,20 @@ impl AzureRefusal {
     /// The meaning of an error response with `sqlstate` and `message`, received in `phase`.
     pub fn classify(phase: Phase, sqlstate: &str, message: &str) -> Self {
         let authorization = sqlstate == INVALID_AUTHORIZATION || sqlstate == INVALID_PASSWORD;
-        // pg_hba.conf answers a connection without TLS under 28000 before any password is asked for.
-        let tls_missing = sqlstate == INVALID_AUTHORIZATION
-            && ((message.contains("pg_hba.conf")
-                && (message.contains("SSL off") || message.contains("no encryption")))
-                || message.starts_with("SSL connection is required"));
-        if tls_missing {
-            return AzureRefusal::TlsRequired;
+        // pg_hba.conf answers under 28000 before any password is asked for: for a connection without TLS
+        // ("SSL off", "no encryption"; Azure: "SSL connection is required"), and for a host, user or
+        // database it does not let in ("no pg_hba.conf entry … SSL encryption", "pg_hba.conf rejects
+        // connection"). No token is judged there.
+        if sqlstate == INVALID_AUTHORIZATION {
+            let pg_hba = message.contains("pg_hba.conf");
+            if (pg_hba && (message.contains("SSL off") || message.contains("no encryption")))
+                || message.starts_with("SSL connection is required")
+            {
+                return AzureRefusal::TlsRequired;
+            }
+            if pg_hba {
+                return AzureRefusal::HostNotAllowed;
+            }
         }
         let token_in_question = match phase {
             Phase::Password => true,
@@ -226,6 +236,11 @@ mod tests {
             (Unknown, "28000", NO_ENCRYPTION, K::TlsRequired),
             (Unknown, "28000", AZURE_NO_TLS, K::TlsRequired),
             (Unknown, "08P01", NO_TLS, K::Other),
+            // pg_hba.conf refusing a host, user or database, before any password: never the token.
+            (Unknown, "28000", "no pg_hba.conf entry for host \"10.1.2.3\", user \"u\", database \"d\", SSL encryption", K::HostNotAllowed),
+            (Unknown, "28000", "no pg_hba.conf entry for host \"10.1.2.3\", user \"u\", database \"d\", SSL on", K::HostNotAllowed),
+            (Unknown, "28000", "pg_hba.conf rejects connection for host \"10.1.2.3\", user \"u\", database \"d\", SSL encryption", K::HostNotAllowed),
+            (BeforePassword, "28000", "pg_hba.conf rejects connection for host \"h\", user \"u\", database \"d\"", K::HostNotAllowed),
             // The server's state and the session's limits.
             (
                 BeforePassword,
@@ -302,6 +317,7 @@ mod tests {
         }
         for kind in [
             K::TlsRequired,
+            K::HostNotAllowed,
             K::NotReady,
             K::TooManyConnections,
             K::DatabaseMissing,

@@ -514,11 +514,13 @@ impl ConnectionPlan {
             let (raw, message) = read_backend(stream, host).await?;
             match message {
                 backend::Message::AuthenticationCleartextPassword if !authenticated => {
-                    let mut out = BytesMut::new();
-                    frontend::password_message(password, &mut out).map_err(io)?;
-                    stream.write_all(&out).await.map_err(io)?;
+                    // Sized for the whole message ('p', length, password, NUL), so it never grows (growing
+                    // would free a copy unwiped), and wiped when dropped, on the error paths too.
+                    let mut out = Wiped(BytesMut::with_capacity(password.len() + 6));
+                    frontend::password_message(password, &mut out.0).map_err(io)?;
+                    stream.write_all(&out.0).await.map_err(io)?;
                     stream.flush().await.map_err(io)?;
-                    zeroize(out);
+                    drop(out);
                     phase = Phase::Password;
                 }
                 backend::Message::AuthenticationOk => {
@@ -792,9 +794,13 @@ async fn show_read_only(session: &mut RawSession) -> Result<bool, SessionError> 
     }
 }
 
-/// Overwrites a buffer that held a password before it is freed.
-fn zeroize(mut buf: BytesMut) {
-    zeroize::Zeroize::zeroize(&mut buf[..]);
+/// A buffer that holds a password, overwritten before it is freed.
+struct Wiped(BytesMut);
+
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0[..]);
+    }
 }
 
 impl From<ConnectError> for SessionError {

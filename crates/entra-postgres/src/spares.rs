@@ -184,7 +184,7 @@ pub(crate) fn spawn_warmer(connect: EntraConnect, spares: Arc<Spares>, pool: dea
                     spares.opened_one(Spare { client, task, made }, made - started);
                 }
                 Err(e) => {
-                    tracing::debug!(error = %crate::report(&e), "replace-ahead could not open a spare; retrying in 1 s");
+                    tracing::debug!(error = ?crate::report(&e), "replace-ahead could not open a spare; retrying in 1 s");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }

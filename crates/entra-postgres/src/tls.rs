@@ -201,7 +201,7 @@ impl ServerCertVerifier for NoVerification {
 /// connection plan resolves it on every connection and checks each address
 /// ([`ConnectionPlan::loopback_addresses`](crate::ConnectionPlan::loopback_addresses)).
 pub fn is_local_host(host: &str) -> bool {
-    if host.starts_with('/') || host.starts_with('@') {
+    if host.starts_with('/') {
         return true;
     }
     if host.eq_ignore_ascii_case("localhost") {

@@ -28,10 +28,20 @@ const TLS_HANDSHAKE: u8 = 0x16;
 const ANSWER_BOUND: Duration = Duration::from_secs(1);
 
 /// Text a client chose (a role or database name, `application_name`, a protocol error quoting its
-/// bytes), made safe for a log line: control characters, newlines included, are escaped, so a client
-/// cannot start a line of its own or forge a field. Every client-controlled log field goes through here.
-pub(crate) fn escaped(text: &str) -> std::str::EscapeDebug<'_> {
-    text.escape_debug()
+/// bytes), made safe for a log line: in double quotes, with quotes, backslashes and control characters
+/// (newlines included) escaped, so a client can neither start a line of its own nor forge a field
+/// (`x client=10.9.9.9` stays one quoted value). Every client-controlled log field goes through here.
+pub(crate) fn escaped(text: &str) -> Quoted<'_> {
+    Quoted(text)
+}
+
+/// See [`escaped`].
+pub(crate) struct Quoted<'a>(&'a str);
+
+impl std::fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
 }
 
 /// Where a connection came from, for logs.
@@ -340,7 +350,7 @@ async fn tcp_startup(shared: &Arc<Shared>, mut tcp: TcpStream, origin: Origin) -
             },
             Ok(FirstPacket::GssEnc) => tcp.write_all(b"N").await.ok()?,
             Ok(FirstPacket::Cancel(cancel)) => {
-                crate::cancel::forward(shared, cancel).await;
+                crate::cancel::forward(shared, cancel);
                 return None;
             }
             Ok(FirstPacket::Startup(_)) if shared.client_tls.is_some() => {
@@ -348,7 +358,7 @@ async fn tcp_startup(shared: &Arc<Shared>, mut tcp: TcpStream, origin: Origin) -
                 return None;
             }
             Ok(FirstPacket::Startup(startup)) => {
-                return local_auth(shared, Box::new(tcp), startup, origin).await
+                return local_auth(shared, Box::new(tcp), startup, buf, origin).await
             }
             Err(e) => {
                 protocol_failure(shared, origin, &mut tcp, e).await;
@@ -362,10 +372,10 @@ async fn tcp_startup(shared: &Arc<Shared>, mut tcp: TcpStream, origin: Origin) -
 /// (tokio-postgres closes its end as soon as its cancel request is written), so all it sent is here and
 /// reading it waits for nothing. Its owner is unknown, but a cancel request needs no owner: its random
 /// key authenticates it, as PostgreSQL's do. Anything else is refused.
-async fn cancel_or_refuse(shared: &Shared, mut tcp: TcpStream, origin: Origin, refusal: Refusal) {
+async fn cancel_or_refuse(shared: &Arc<Shared>, mut tcp: TcpStream, origin: Origin, refusal: Refusal) {
     let mut buf = BytesMut::new();
     match wire::read_first_packet(&mut tcp, &mut buf).await {
-        Ok(FirstPacket::Cancel(cancel)) => crate::cancel::forward(shared, cancel).await,
+        Ok(FirstPacket::Cancel(cancel)) => crate::cancel::forward(shared, cancel),
         _ => refuse(shared, origin, &mut tcp, refusal).await,
     }
 }
@@ -392,11 +402,11 @@ async fn unix_startup(shared: &Arc<Shared>, mut unix: UnixStream) -> Option<Auth
         match wire::read_first_packet(&mut unix, &mut buf).await {
             Ok(FirstPacket::Ssl | FirstPacket::GssEnc) => unix.write_all(b"N").await.ok()?,
             Ok(FirstPacket::Cancel(cancel)) => {
-                crate::cancel::forward(shared, cancel).await;
+                crate::cancel::forward(shared, cancel);
                 return None;
             }
             Ok(FirstPacket::Startup(startup)) => {
-                return local_auth(shared, Box::new(unix), startup, origin).await
+                return local_auth(shared, Box::new(unix), startup, buf, origin).await
             }
             Err(e) => {
                 protocol_failure(shared, origin, &mut unix, e).await;
@@ -414,9 +424,9 @@ async fn after_tls<S: Client + 'static>(
 ) -> Option<Authenticated> {
     let mut buf = BytesMut::new();
     match wire::read_first_packet(&mut stream, &mut buf).await {
-        Ok(FirstPacket::Startup(startup)) => local_auth(shared, Box::new(stream), startup, origin).await,
+        Ok(FirstPacket::Startup(startup)) => local_auth(shared, Box::new(stream), startup, buf, origin).await,
         Ok(FirstPacket::Cancel(cancel)) => {
-            crate::cancel::forward(shared, cancel).await;
+            crate::cancel::forward(shared, cancel);
             None
         }
         Ok(_) => {
@@ -432,15 +442,17 @@ async fn after_tls<S: Client + 'static>(
 
 /// With the local secret, asks for the password and compares it; with peer authentication the client
 /// was checked when accepted. A password a client sends is compared and dropped; it never goes
-/// upstream.
+/// upstream. `pending` holds what the client sent after its startup message, wiped in either case.
 async fn local_auth(
     shared: &Shared,
     mut client: Box<dyn Client>,
     startup: Startup,
+    mut pending: BytesMut,
     origin: Origin,
 ) -> Option<Authenticated> {
     if let LocalAuth::Secret(secret) = &shared.auth {
-        if !secret_matches(shared, &mut client, origin, secret).await {
+        let mut buf = wire::password_buffer(&mut pending);
+        if !secret_matches(shared, &mut client, origin, secret, &mut buf).await {
             return None;
         }
     }
@@ -456,12 +468,12 @@ async fn secret_matches(
     client: &mut Box<dyn Client>,
     origin: Origin,
     secret: &SecretString,
+    buf: &mut BytesMut,
 ) -> bool {
     if Out::new().ask_password().send(client).await.is_err() {
         return false;
     }
-    let mut buf = BytesMut::new();
-    let given = match wire::read_password(client, &mut buf).await {
+    let given = match wire::read_password(client, buf).await {
         Ok(password) => password,
         Err(e) => {
             protocol_failure(shared, origin, client, e).await;
@@ -487,12 +499,23 @@ async fn admit(shared: &Shared, authenticated: Authenticated) -> Option<Admitted
         refuse(shared, origin, &mut client, refusal).await;
         return None;
     }
-    let upstream_slot = match tokio::time::timeout(
+    // Every slot taken and as many clients already waiting: refused at once rather than held.
+    let Ok(waiting) = shared.waiting_slots.clone().try_acquire_owned() else {
+        let refusal = Refusal::Full {
+            max_upstream: shared.max_upstream,
+        };
+        refuse(shared, origin, &mut client, refusal).await;
+        return None;
+    };
+    shared.stats.waiting.add();
+    let slot = tokio::time::timeout(
         shared.upstream_wait,
         shared.upstream_slots.clone().acquire_owned(),
     )
-    .await
-    {
+    .await;
+    shared.stats.waiting.sub();
+    drop(waiting);
+    let upstream_slot = match slot {
         Ok(Ok(slot)) => slot,
         _ => {
             let refusal = Refusal::Full {
@@ -572,9 +595,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn escaped_text_stays_on_one_line() {
+    fn escaped_text_stays_on_one_line_and_in_one_field() {
         let text = escaped("x\nforged line\r\u{1b}[31m").to_string();
-        assert_eq!(text, r"x\nforged line\r\u{1b}[31m");
+        assert_eq!(text, r#""x\nforged line\r\u{1b}[31m""#);
         assert_eq!(text.lines().count(), 1);
+        // A client's `client=…` stays inside the quoted value.
+        let text = escaped("x\" client=10.9.9.9 code=00000").to_string();
+        assert_eq!(text, r#""x\" client=10.9.9.9 code=00000""#);
     }
 }

@@ -42,7 +42,10 @@ impl CancelKeys {
 
 /// Forwards a client's cancel request to the upstream session its key names. Unknown keys are ignored,
 /// as PostgreSQL ignores them.
-pub(crate) async fn forward(shared: &crate::Shared, cancel: pgwire::messages::cancel::CancelRequest) {
+pub(crate) fn forward(
+    shared: &std::sync::Arc<crate::Shared>,
+    cancel: pgwire::messages::cancel::CancelRequest,
+) {
     let Some(secret) = cancel.secret_key.as_i32() else {
         return;
     };
@@ -50,11 +53,16 @@ pub(crate) async fn forward(shared: &crate::Shared, cancel: pgwire::messages::ca
         tracing::debug!("proxy: cancel request for an unknown key ignored");
         return;
     };
-    match target.cancel().await {
-        Ok(()) => shared.stats.cancels.add(),
-        Err(e) => tracing::warn!(
-            error = %crate::admission::escaped(&entra_postgres::report(&e)),
-            "proxy: cancel request failed"
-        ),
-    }
+    // A task of its own, bounded by the cancel's own timeout: the request holds no place among the
+    // unauthenticated and is not cut short by their startup timeout.
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        match target.cancel().await {
+            Ok(()) => shared.stats.cancels.add(),
+            Err(e) => tracing::warn!(
+                error = %crate::admission::escaped(&entra_postgres::report(&e)),
+                "proxy: cancel request failed"
+            ),
+        }
+    });
 }

@@ -246,7 +246,7 @@ impl ProxyBuilder {
 
     /// At most this many upstream sessions at once (default [`DEFAULT_MAX_UPSTREAM`]); a client beyond
     /// waits up to [`upstream_wait`](Self::upstream_wait) for one to close, then is refused with SQLSTATE
-    /// 53300.
+    /// 53300. At most as many clients wait at once; one more is refused with 53300 at once.
     pub fn max_upstream(mut self, sessions: usize) -> Self {
         self.max_upstream = sessions.max(1);
         self
@@ -346,6 +346,7 @@ impl ProxyBuilder {
             auth: self.auth,
             client_tls: self.client_tls.map(|t| t.0),
             upstream_slots: Arc::new(Semaphore::new(self.max_upstream)),
+            waiting_slots: Arc::new(Semaphore::new(self.max_upstream)),
             max_upstream: self.max_upstream,
             upstream_wait: self.upstream_wait,
             unauthenticated_slots: Arc::new(Semaphore::new(self.max_unauthenticated)),
@@ -382,6 +383,9 @@ pub(crate) struct Shared {
     auth: LocalAuth,
     client_tls: Option<tokio_rustls::TlsAcceptor>,
     upstream_slots: Arc<Semaphore>,
+    /// A place for each authenticated client waiting for an upstream slot: as many as the slots, so
+    /// the clients of an allowed user cannot pile up (each holds a file) while the slots are taken.
+    waiting_slots: Arc<Semaphore>,
     max_upstream: usize,
     upstream_wait: Duration,
     /// A place for each accepted connection until it has authenticated.
@@ -412,6 +416,7 @@ struct Counters {
     relayed: Counter,
     active: Counter,
     unauthenticated: Counter,
+    waiting: Counter,
     refused: Counter,
     refused_local_auth: Counter,
     refused_timeout: Counter,
@@ -435,6 +440,8 @@ pub struct ProxyStats {
     /// Connections accepted that have not authenticated yet, now (at most
     /// [`ProxyBuilder::max_unauthenticated`]).
     pub unauthenticated: u64,
+    /// Authenticated clients waiting for an upstream slot, now (at most [`ProxyBuilder::max_upstream`]).
+    pub waiting: u64,
     /// Connections refused by the proxy itself, for any reason.
     pub refused: u64,
     /// … of which failed local authentication.
@@ -507,6 +514,7 @@ impl ProxyHandle {
             relayed: c.relayed.get(),
             active: c.active.get(),
             unauthenticated: c.unauthenticated.get(),
+            waiting: c.waiting.get(),
             refused: c.refused.get(),
             refused_local_auth: c.refused_local_auth.get(),
             refused_timeout: c.refused_timeout.get(),

@@ -148,7 +148,7 @@ pub(crate) async fn read_password<S: AsyncRead + Unpin>(
     buf: &mut BytesMut,
 ) -> Result<Zeroizing<String>, WireError> {
     // Room for the largest message and one byte more, so that a read never finds the buffer full.
-    buf.reserve(MAX_PASSWORD_MESSAGE + 1);
+    buf.reserve((MAX_PASSWORD_MESSAGE + 1).saturating_sub(buf.len()));
     let allocation = buf.capacity();
     let password = read_password_message(stream, buf).await;
     wipe(buf, allocation);
@@ -194,6 +194,18 @@ fn wipe(buf: &mut BytesMut, allocation: usize) {
     }
     buf.resize(buf.capacity(), 0);
     buf[..].zeroize();
+}
+
+/// The buffer for [`read_password`], holding the bytes a client sent early (pipelined after its
+/// startup message, which PostgreSQL would read as the start of its password message); `pending` is
+/// wiped.
+pub(crate) fn password_buffer(pending: &mut BytesMut) -> BytesMut {
+    let mut buf = BytesMut::with_capacity(MAX_PASSWORD_MESSAGE + 1);
+    let early = pending.len().min(MAX_PASSWORD_MESSAGE + 1);
+    buf.extend_from_slice(&pending[..early]);
+    pending[..].zeroize();
+    pending.clear();
+    buf
 }
 
 /// The proxy's messages to a client, encoded.
@@ -426,6 +438,20 @@ mod tests {
         );
         assert!(buf.len() >= bytes.len(), "it covers the message: {}", buf.len());
         assert!(buf.iter().all(|b| *b == 0), "and holds zeros only");
+    }
+
+    #[tokio::test]
+    async fn a_password_message_sent_early_is_read_and_its_bytes_wiped() {
+        let mut early = BytesMut::new();
+        pgwire::messages::startup::Password::new("s3cret".into())
+            .encode(&mut early)
+            .unwrap();
+        let mut buf = password_buffer(&mut early);
+        assert!(early.is_empty());
+        let nothing_more: &[u8] = &[];
+        let password = read_password(&mut &nothing_more[..], &mut buf).await.unwrap();
+        assert_eq!(password.as_str(), "s3cret");
+        assert!(buf.iter().all(|b| *b == 0));
     }
 
     #[test]

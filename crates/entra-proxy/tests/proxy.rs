@@ -557,3 +557,41 @@ async fn a_cancel_request_whose_client_closed_before_the_peer_check_is_still_for
     let stats = proxy.stats();
     assert_eq!((stats.accepted, stats.cancels), (4, 1), "{stats:?}");
 }
+
+/// Authenticated clients of an allowed user cannot pile up while every upstream slot is taken: as many
+/// wait as there are slots, and the next is refused at once (53300), holding no file while it waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_waiting_for_an_upstream_slot_are_as_many_as_the_slots_and_no_more() {
+    let emulator = Emulator::start().await.unwrap();
+    let proxy = proxy(&emulator, short_tokens(), |b| {
+        b.max_upstream(1).upstream_wait(Duration::from_secs(600))
+    })
+    .await;
+    let config = tcp_config(&proxy);
+    let holding = connect(&config).await.unwrap();
+    // The second waits for the slot (upstream_wait is long: it would wait past the test).
+    let waiting = {
+        let config = config.clone();
+        tokio::spawn(async move { connect(&config).await })
+    };
+    let started = Instant::now();
+    while proxy.stats().waiting == 0 {
+        assert!(started.elapsed() < Duration::from_secs(30), "{:?}", proxy.stats());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The third finds every slot taken and the one waiting place too: refused, not queued.
+    let third = tokio::time::timeout(Duration::from_secs(30), connect(&config))
+        .await
+        .expect("refused at once, not queued for 600 s")
+        .unwrap_err();
+    assert_eq!(sqlstate(&third), Some("53300"), "{third}");
+    assert_eq!(proxy.stats().refused_full, 1);
+    // When the slot frees, the waiting client gets it.
+    drop(holding);
+    let second = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("the waiting client got the slot")
+        .unwrap()
+        .unwrap();
+    second.query_one("SELECT 1", &[]).await.unwrap();
+}

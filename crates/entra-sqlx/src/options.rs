@@ -35,6 +35,15 @@ pub(crate) fn connect_options(plan: &ConnectionPlan) -> Result<PgConnectOptions,
             "sqlx cannot connect to an address while verifying another name: drop hostaddr",
         ));
     }
+    // Without TLS, a name carrying the token must resolve to loopback on every connection, which the
+    // plan checks when it connects itself; sqlx resolves names on its own, unchecked.
+    if plan.checks_addresses_of_names() {
+        return Err(unsupported(
+            &host,
+            "with sslmode=disable and a token, sqlx would resolve this name itself, where it could lead off \
+             the machine: give 127.0.0.1 or ::1 (or a unix-socket directory), or use TLS",
+        ));
+    }
     let role = plan.role().ok_or(ConfigError::Missing {
         setting: "user",
         how: "PoolBuilder::user, PGUSER or AZURE_POSTGRESQL_USER (or let the token name it)",
@@ -143,6 +152,14 @@ fn split_options(text: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use entra_postgres::{parse_connection_string, PlanOptions};
+
+    #[test]
+    fn a_name_without_tls_is_refused_because_sqlx_resolves_it_unchecked() {
+        let err = options("host=localhost sslmode=disable user=app").unwrap_err();
+        assert!(err.to_string().contains("127.0.0.1"), "{err}");
+        assert!(options("host=127.0.0.1 sslmode=disable user=app").is_ok());
+        assert!(options("host=/var/run/postgresql user=app").is_ok());
+    }
 
     #[test]
     fn options_are_split_as_the_server_splits_them() {

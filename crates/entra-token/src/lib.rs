@@ -45,7 +45,9 @@
 //! - the pipe buffers of `az`'s output, and kernel socket buffers;
 //! - whatever a consumer copies out of [`AccessToken::secret`]: `entra-postgres` hands it to
 //!   tokio-postgres, whose `Config::password` keeps a plain `Vec<u8>` for the connection attempt and
-//!   writes it into an unzeroized `PasswordMessage` buffer; `entra-sqlx` hands it to sqlx, whose
+//!   writes it into an unzeroized `PasswordMessage` buffer (raw sessions, which `entra-proxy` uses,
+//!   write their own `PasswordMessage` into a buffer sized not to grow and wiped when dropped; rustls's
+//!   plaintext record buffers still see it); `entra-sqlx` hands it to sqlx, whose
 //!   `PgConnectOptions` keeps it as a plain `String` (and whose derived `Debug`, reachable through
 //!   `PgPool::connect_options()`, prints it: never log sqlx's connect options); `entra-pg psql` passes
 //!   it to psql in `PGPASSWORD`, which the child's environment holds.

@@ -34,7 +34,110 @@ pub(crate) struct PsqlArgs {
     args: Vec<String>,
 }
 
+/// psql's options that take a value (short and long), so that their values are not read as a database.
+const VALUE_OPTIONS: &[&str] = &[
+    "-c",
+    "--command",
+    "-d",
+    "--dbname",
+    "-f",
+    "--file",
+    "-h",
+    "--host",
+    "-L",
+    "--log-file",
+    "-o",
+    "--output",
+    "-p",
+    "--port",
+    "-P",
+    "--pset",
+    "-R",
+    "--record-separator",
+    "-T",
+    "--table-attr",
+    "-U",
+    "--username",
+    "-v",
+    "--set",
+    "--variable",
+    "-F",
+    "--field-separator",
+];
+
+/// The first psql argument that would send the token somewhere the plan did not choose: a host
+/// (`-h`, `--host`), or a connection string as the database (`-d`, `--dbname`, or the first positional
+/// argument: `host=… sslmode=disable`, `postgresql://…`), which would override the plan's host and TLS
+/// mode while psql still sends `PGPASSWORD`.
+fn overrides_target(args: &[String]) -> Option<&str> {
+    let conninfo =
+        |v: &str| v.contains('=') || v.starts_with("postgres://") || v.starts_with("postgresql://");
+    let dangerous = |option: &str, value: &str| {
+        matches!(option, "-h" | "--host") || (matches!(option, "-d" | "--dbname") && conninfo(value))
+    };
+    let mut positional = 0;
+    let mut i = 0;
+    while i < args.len() {
+        let arg = args[i].as_str();
+        i += 1;
+        if let Some(long) = arg.strip_prefix("--").filter(|l| !l.is_empty()) {
+            let (name, inline) = match long.split_once('=') {
+                Some((name, value)) => (format!("--{name}"), Some(value)),
+                None => (arg.to_string(), None),
+            };
+            if VALUE_OPTIONS.contains(&name.as_str()) {
+                let value = inline.unwrap_or_else(|| {
+                    i += 1;
+                    args.get(i - 1).map_or("", String::as_str)
+                });
+                if dangerous(&name, value) {
+                    return Some(arg);
+                }
+            }
+        } else if let Some(group) = arg
+            .strip_prefix('-')
+            .filter(|g| !g.is_empty() && !g.starts_with('-'))
+        {
+            // A group of short flags (`-Atc`): the first that takes a value takes the rest of the group,
+            // or the next argument.
+            for (at, flag) in group.char_indices() {
+                let name = format!("-{flag}");
+                if VALUE_OPTIONS.contains(&name.as_str()) {
+                    let rest = &group[at + flag.len_utf8()..];
+                    let value = if rest.is_empty() {
+                        i += 1;
+                        args.get(i - 1).map_or("", String::as_str)
+                    } else {
+                        rest
+                    };
+                    if dangerous(&name, value) {
+                        return Some(arg);
+                    }
+                    break;
+                }
+            }
+        } else if arg != "--" {
+            positional += 1;
+            // psql's first positional argument is the database, which may be a connection string.
+            if positional == 1 && conninfo(arg) {
+                return Some(arg);
+            }
+        }
+    }
+    None
+}
+
 pub(crate) async fn run(args: PsqlArgs) -> Result<ExitCode, CliError> {
+    if let Some(arg) = overrides_target(&args.args) {
+        return Err(CliError::new(
+            Exit::Usage,
+            format!(
+                "psql argument {arg:?} would send the token to a host, or with a TLS mode, the configuration did \
+                 not choose: set the host and sslmode in the configuration (PGHOST, PGSSLMODE, a connection \
+                 string), which entra-pg checks before psql runs"
+            ),
+        ));
+    }
     let builder = args
         .identity
         .builder(&Env::process())
@@ -98,4 +201,44 @@ fn azure_bundle() -> Result<tempfile::NamedTempFile, CliError> {
         .map_err(io)?;
     file.flush().map_err(io)?;
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn psql_arguments_that_change_the_host_or_tls_are_refused() {
+        for refused in [
+            &["-h", "db.example.com"][..],
+            &["-hdb.example.com"],
+            &["--host=db.example.com"],
+            &["--host", "x"],
+            &["host=db.example.com sslmode=disable"],
+            &["postgresql://db.example.com/app"],
+            &["-d", "host=x sslmode=disable"],
+            &["--dbname=sslmode=disable"],
+            &["-c", "SELECT 1", "host=x"],
+            &["-Ath", "x"],
+            &["-qd", "host=x"],
+        ] {
+            assert!(overrides_target(&args(refused)).is_some(), "{refused:?}");
+        }
+        for allowed in [
+            &["-c", "SELECT a = 1"][..],
+            &["-Atc", "SELECT 1"],
+            &["-Atc", "SELECT a = 1"],
+            &["-qAc", "SELECT 'host=x'", "appdb"],
+            &["-v", "x=1", "-f", "a=b.sql"],
+            &["appdb"],
+            &["-d", "appdb", "-U", "someone"],
+            &["--set=ON_ERROR_STOP=1", "-c", "SELECT 1"],
+        ] {
+            assert_eq!(overrides_target(&args(allowed)), None, "{allowed:?}");
+        }
+    }
 }

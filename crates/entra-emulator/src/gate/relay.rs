@@ -112,6 +112,16 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     mut client: S,
     startup: Startup,
 ) -> Option<Admitted<S>> {
+    // The upstream's pg_hba.conf trusts the gate's socket for sessions, not for replication; refused
+    // here too, so that no pg_hba.conf line decides it alone.
+    if startup.get("replication").is_some() {
+        let rejection = Rejection {
+            reason: RejectReason::Protocol,
+            message: "replication connections are not relayed by the emulator's gate".into(),
+        };
+        reject(shared, &mut client, startup.user().map(str::to_string), rejection).await;
+        return None;
+    }
     let Some(role) = startup.user().map(str::to_string) else {
         let rejection = Rejection {
             reason: RejectReason::Protocol,
