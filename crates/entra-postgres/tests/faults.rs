@@ -7,8 +7,6 @@
 //! Timings are scaled down: tokens live 5 s, the backoff cap is 1 s (support's short policy), an HTTP
 //! request times out after 800 ms. Each test starts its own Emulator so the cases can run in parallel.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,9 +16,9 @@ use tokio::time::Instant;
 
 use entra_emulator::{Emulator, Fault, PrincipalKind};
 use entra_postgres::{ConnectError, EntraPool};
+use entra_testkit::{bounded, pool_builder};
 use entra_token::{HttpOptions, RefreshPolicy, TokenError};
 use parking_lot::Mutex;
-use support::{bounded, builder};
 
 /// Lifetime of the tokens in the token-endpoint cases: long enough for a steady-state phase in which
 /// the refresher already fails, short enough to expire within the case.
@@ -34,7 +32,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_millis(800);
 const PHASE_HANG: Duration = Duration::from_secs(30);
 
 fn fast_http() -> HttpOptions {
-    support::http()
+    entra_testkit::http()
         .connect_timeout(REQUEST_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
 }
@@ -125,7 +123,7 @@ async fn token_fault_case(fault: Fault, class: Class) {
         .await
         .unwrap();
     let baseline = alive_tasks();
-    let pool = builder(&emulator)
+    let pool = pool_builder(&emulator)
         .http_options(fast_http())
         // refresh 3 s into a 5 s token: the refresher fails while the token is still good for 1.5 s
         .refresh_policy(RefreshPolicy::short_lived().refresh_margin(Duration::from_secs(2)))
@@ -396,7 +394,7 @@ async fn server_faults_under_a_write_workload_lose_no_acknowledged_row() {
     let user = emulator.user().to_string();
     let gate = emulator.gate();
     let baseline = alive_tasks();
-    let pool = builder(&emulator)
+    let pool = pool_builder(&emulator)
         .max_size(8)
         .connect_timeout(Duration::from_secs(1))
         .create_timeout(Some(Duration::from_secs(2)))
@@ -565,7 +563,7 @@ async fn a_server_certificate_replaced_by_an_untrusted_one_fails_new_connections
     let untrusted = Emulator::start().await.unwrap();
     let target = Arc::new(AtomicU16::new(trusted.port()));
     let (port, forwarder) = switchable_forwarder(target.clone()).await;
-    let pool = builder(&trusted)
+    let pool = pool_builder(&trusted)
         .port(port)
         .max_size(2)
         .connect_timeout(Duration::from_secs(1))

@@ -1,8 +1,6 @@
 //! The multiplexed pool: many tasks on a few connections through token rotations, a server restart that
 //! fails only what was in flight, and PgBouncer in transaction mode.
 
-mod support;
-
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use entra_emulator::{Emulator, PoolMode};
 use entra_postgres::{MultiplexError, MultiplexedPool};
-use support::{bounded, builder};
+use entra_testkit::{bounded, pool_builder};
 use tokio_postgres::types::Type;
 
 /// `tasks` tasks checking `SELECT $1::int8 * 2` until `deadline`; (acknowledged, errors).
@@ -64,7 +62,7 @@ async fn many_tasks_on_two_connections_through_twenty_rotations_without_an_error
         .start()
         .await
         .expect("emulator");
-    let pool = builder(&emulator)
+    let pool = pool_builder(&emulator)
         .max_size(1)
         .max_lifetime(Some(Duration::from_millis(1200)))
         .build_multiplexed(2)
@@ -127,7 +125,7 @@ async fn many_tasks_on_two_connections_through_twenty_rotations_without_an_error
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_restart_fails_only_the_statements_in_flight() {
     let emulator = Emulator::start().await.expect("emulator");
-    let pool = builder(&emulator)
+    let pool = pool_builder(&emulator)
         .max_size(1)
         .build_multiplexed(2)
         .await
@@ -160,7 +158,7 @@ async fn behind_pgbouncer_in_transaction_mode_statements_go_unnamed() {
         .start()
         .await
         .expect("emulator with PgBouncer");
-    let pool = builder(&emulator)
+    let pool = pool_builder(&emulator)
         .transaction_pooling(true)
         .max_size(1)
         .build_multiplexed(2)

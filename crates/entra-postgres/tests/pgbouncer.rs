@@ -2,13 +2,11 @@
 //! gate checks the token and relays to a PgBouncer in front of the server. Simple queries and unnamed
 //! statements (`query_typed`) work; see docs/pgbouncer.md for named prepared statements.
 
-mod support;
-
 use entra_emulator::{Emulator, PoolMode};
 use tokio_postgres::types::Type;
 use tokio_postgres::SimpleQueryMessage;
 
-use support::{bounded, builder};
+use entra_testkit::{bounded, pool_builder};
 
 const TASKS: i32 = 8;
 const CALLS: i32 = 200;
@@ -36,7 +34,7 @@ async fn emulator() -> Emulator {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooled_connections_share_server_connections_through_pgbouncer() {
     let emulator = emulator().await;
-    let pool = builder(&emulator).max_size(4).build().await.unwrap();
+    let pool = pool_builder(&emulator).max_size(4).build().await.unwrap();
     let a = bounded(15, "get a", pool.get()).await.unwrap();
     let b = bounded(15, "get b", pool.get()).await.unwrap();
     // Two pooled connections held at once reach the same backend: only transaction pooling does that.
@@ -52,7 +50,11 @@ async fn pooled_connections_share_server_connections_through_pgbouncer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simple_and_unnamed_statements_run_without_failures_under_load() {
     let emulator = emulator().await;
-    let pool = builder(&emulator).max_size(TASKS as usize).build().await.unwrap();
+    let pool = pool_builder(&emulator)
+        .max_size(TASKS as usize)
+        .build()
+        .await
+        .unwrap();
 
     let mut tasks = tokio::task::JoinSet::new();
     for task in 0..TASKS {
@@ -112,7 +114,7 @@ async fn simple_and_unnamed_statements_run_without_failures_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_pooling_makes_cached_statements_safe_inside_transactions() {
     let emulator = emulator().await;
-    let pool = support::builder(&emulator)
+    let pool = pool_builder(&emulator)
         .max_size(4)
         .transaction_pooling(true)
         .build()
@@ -136,6 +138,6 @@ async fn transaction_pooling_makes_cached_statements_safe_inside_transactions() 
         }));
     }
     for t in tasks {
-        support::bounded(60, "a transaction task", t).await.unwrap();
+        bounded(60, "a transaction task", t).await.unwrap();
     }
 }

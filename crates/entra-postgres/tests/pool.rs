@@ -1,14 +1,12 @@
 //! The pool against the Emulator (a real PostgreSQL behind a gate that checks tokens like Azure): recovery
 //! from rejected tokens, identity-endpoint outages, server restarts, rotation limits and TLS.
 
-mod support;
-
 use std::time::Duration;
 
 use entra_emulator::{Claims, Emulator, Fault, OSSRDBMS_RESOURCE};
 use entra_postgres::{ConnectError, PoolBuilder, SslMode};
+use entra_testkit::{bounded, pool_builder};
 use entra_token::{TokenError, TokenState};
-use support::{bounded, builder};
 
 async fn select_one(pool: &entra_postgres::EntraPool) -> Result<i32, String> {
     let client = pool.get().await.map_err(|e| entra_postgres::report(&e))?;
@@ -31,7 +29,7 @@ async fn backend_pid(pool: &entra_postgres::EntraPool) -> i32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signs_in_as_the_principal_over_verified_tls() {
     let emulator = Emulator::start().await.unwrap();
-    let pool = builder(&emulator).build().await.unwrap();
+    let pool = pool_builder(&emulator).build().await.unwrap();
     let client = bounded(10, "get", pool.get()).await.unwrap();
     let row = client
         .query_one("SELECT current_user, current_database()", &[])
@@ -55,7 +53,7 @@ async fn a_refused_token_is_replaced_once_and_the_pool_recovers() {
     emulator
         .identity()
         .push_faults([Fault::token(&bad, Duration::from_secs(3600), OSSRDBMS_RESOURCE)]);
-    let pool = builder(&emulator).build().await.unwrap();
+    let pool = pool_builder(&emulator).build().await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await; // older than min_invalidate_interval
     assert_eq!(bounded(15, "select", select_one(&pool)).await, Ok(1));
     assert_eq!(emulator.identity().token_requests(), 2, "exactly one refetch");
@@ -66,7 +64,7 @@ async fn a_refused_token_is_replaced_once_and_the_pool_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_principal_refused_for_good_gives_a_clear_error_and_no_request_loop() {
     let emulator = Emulator::start().await.unwrap();
-    let pool = builder(&emulator).build().await.unwrap();
+    let pool = pool_builder(&emulator).build().await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     emulator.gate().revoke_principal(emulator.user());
     let err = bounded(15, "get", pool.get()).await.unwrap_err();
@@ -106,7 +104,7 @@ async fn an_identity_outage_longer_than_a_token_breaks_only_new_connections() {
         .start()
         .await
         .unwrap();
-    let pool = builder(&emulator)
+    let pool = pool_builder(&emulator)
         .max_size(4)
         .max_lifetime(None)
         .build()
@@ -160,7 +158,7 @@ async fn an_identity_outage_longer_than_a_token_breaks_only_new_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovers_from_an_upstream_restart_and_terminated_backends() {
     let emulator = Emulator::start().await.unwrap();
-    let pool = builder(&emulator).max_size(4).build().await.unwrap();
+    let pool = pool_builder(&emulator).max_size(4).build().await.unwrap();
     // fill the pool, and hold the connections until each has seen its backend go
     let clients: Vec<_> = futures_join(&pool, 4).await;
     emulator.gate().terminate_sessions(emulator.user()).await.unwrap();
@@ -214,7 +212,7 @@ async fn futures_join(pool: &entra_postgres::EntraPool, n: usize) -> Vec<deadpoo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_lifetime_rotates_connections_and_idle_timeout_closes_them() {
     let emulator = Emulator::start().await.unwrap();
-    let pool = builder(&emulator)
+    let pool = pool_builder(&emulator)
         .max_size(2)
         .max_lifetime(Some(Duration::from_secs(1)))
         .build()
@@ -231,7 +229,7 @@ async fn max_lifetime_rotates_connections_and_idle_timeout_closes_them() {
     tokio::time::sleep(Duration::from_millis(1300)).await;
     assert_ne!(backend_pid(&pool).await, first, "replaced after max_lifetime");
 
-    let idle = builder(&emulator)
+    let idle = pool_builder(&emulator)
         .max_size(4)
         .max_lifetime(None)
         .idle_timeout(Some(Duration::from_millis(500)))
@@ -254,7 +252,7 @@ async fn max_lifetime_rotates_connections_and_idle_timeout_closes_them() {
 async fn tls_refuses_a_wrong_host_name_and_an_untrusted_ca() {
     let emulator = Emulator::start().await.unwrap();
     // right address, wrong name: verify-full checks the name
-    let err = builder(&emulator)
+    let err = pool_builder(&emulator)
         .host("db.wrong-name.example")
         .hostaddr("127.0.0.1".parse().unwrap())
         .build()
@@ -269,7 +267,7 @@ async fn tls_refuses_a_wrong_host_name_and_an_untrusted_ca() {
         "{text}"
     );
     // verify-ca accepts the same certificate without the name check
-    let pool = builder(&emulator)
+    let pool = pool_builder(&emulator)
         .host("db.wrong-name.example")
         .hostaddr("127.0.0.1".parse().unwrap())
         .ssl_mode(SslMode::VerifyCa)
@@ -283,7 +281,7 @@ async fn tls_refuses_a_wrong_host_name_and_an_untrusted_ca() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("other-ca.pem");
     std::fs::write(&path, other.pem()).unwrap();
-    let err = builder(&emulator)
+    let err = pool_builder(&emulator)
         .ssl_root_cert(&path)
         .build()
         .await
@@ -299,7 +297,7 @@ async fn tls_refuses_a_wrong_host_name_and_an_untrusted_ca() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn works_with_a_token_over_4_kb() {
     let emulator = Emulator::builder().token_padding(5000).start().await.unwrap();
-    let pool = builder(&emulator).build().await.unwrap();
+    let pool = pool_builder(&emulator).build().await.unwrap();
     assert!(pool.tokens().unwrap().current().unwrap().secret().len() > 5000);
     assert_eq!(bounded(10, "select", select_one(&pool)).await, Ok(1));
 }

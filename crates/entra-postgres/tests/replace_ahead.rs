@@ -1,13 +1,11 @@
 //! Replace-ahead: with spares signed in in the background, connections retiring under load are replaced
 //! without any `get()` waiting for a sign-in (the gate adds a sign-in delay, as Azure's sign-in costs).
 
-mod support;
-
 use std::time::Duration;
 
 use entra_emulator::Emulator;
 use entra_postgres::EntraPool;
-use support::{bounded, builder};
+use entra_testkit::{bounded, pool_builder};
 
 /// `tasks` tasks doing `SELECT 1` in a loop until the pool has taken `taken_ahead` connections from its
 /// spares in all (an event, however long a loaded machine takes to get there); any failure fails the
@@ -41,7 +39,7 @@ async fn retiring_connections_are_replaced_by_spares_signed_in_ahead() {
         .start()
         .await
         .expect("emulator");
-    let pool = builder(&emulator)
+    let pool = pool_builder(&emulator)
         .max_size(4)
         .max_lifetime(Some(Duration::from_millis(1500)))
         .replace_ahead(4)
@@ -83,7 +81,7 @@ async fn connections_opened_together_hand_over_to_fewer_spares_one_after_another
         .start()
         .await
         .expect("emulator");
-    let pool = builder(&emulator)
+    let pool = pool_builder(&emulator)
         .max_size(8)
         .max_lifetime(Some(Duration::from_secs(6)))
         .replace_ahead(2)

@@ -1,14 +1,12 @@
 //! Writer and reader hosts: one refresher behind a writer pool and a reader pool over two servers, and a
 //! switch-over (the replica promoted, the primary made read-only) that the pools follow without a restart.
 
-mod support;
-
 use std::time::Duration;
 
 use entra_emulator::Emulator;
 use entra_postgres::{EntraPool, PoolBuilder};
+use entra_testkit::bounded;
 use entra_token::{Env, RefreshPolicy};
-use support::bounded;
 
 /// The upstream server's port, read through the session: which of the two servers answered.
 async fn server_port(pool: &EntraPool) -> Result<String, String> {

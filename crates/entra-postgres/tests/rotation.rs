@@ -3,8 +3,6 @@
 //! never by comparing clocks), token requests follow rotations (no storm), and no log line
 //! carries a token. One test in this binary: it installs the global log capture.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use entra_emulator::{Emulator, TokenFingerprint};
+use entra_testkit::{bounded, pool_builder};
 use parking_lot::Mutex;
-use support::{bounded, builder};
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -47,7 +45,7 @@ async fn pool_outlives_many_tokens_under_load() {
         .start()
         .await
         .unwrap();
-    let pool = builder(&emulator)
+    let pool = pool_builder(&emulator)
         .max_size(16)
         .max_lifetime(Some(Duration::from_secs(1))) // churn connections so many are created
         .reaper_interval(Duration::from_millis(250))

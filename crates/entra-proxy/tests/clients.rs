@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::*;
+use entra_testkit::{pg_client, run, text};
 use entra_emulator::Emulator;
 
 /// Long enough for 20 rotations of 5 s tokens renewed half-way.
@@ -23,7 +24,7 @@ async fn psql_pgbench_and_psycopg_sign_in_through_twenty_token_rotations() {
     let env = libpq_env(&proxy);
 
     // pgbench's tables, made through the proxy (COPY included) as the principal, who owns the database.
-    let Some(mut init) = client("pgbench", &env) else {
+    let Some(mut init) = pg_client("pgbench", &env) else {
         return;
     };
     init.args(["-i", "-q", "-s", "1"]);
@@ -36,7 +37,7 @@ async fn psql_pgbench_and_psycopg_sign_in_through_twenty_token_rotations() {
     let started = Instant::now();
 
     // pgbench -S with a new connection per transaction (-C): every transaction signs in anew.
-    let mut pgbench = client("pgbench", &env).unwrap();
+    let mut pgbench = pg_client("pgbench", &env).unwrap();
     pgbench.args([
         "-n",
         "-S",
@@ -75,7 +76,7 @@ async fn psql_pgbench_and_psycopg_sign_in_through_twenty_token_rotations() {
     // psql, one process (one connection) after another.
     let (mut psql_runs, mut psql_failures) = (0, Vec::new());
     while started.elapsed() < RUN {
-        let mut psql = client("psql", &env).unwrap();
+        let mut psql = pg_client("psql", &env).unwrap();
         psql.args(["-X", "-A", "-t", "-c", "SELECT current_user"]);
         let out = run(psql, 30).await;
         let (stdout, stderr) = text(&out);
@@ -158,7 +159,7 @@ async fn psql_signs_in_over_the_unix_socket() {
     env.retain(|(k, _)| k != "PGHOST" && k != "PGPORT");
     env.push(("PGHOST".into(), socket_dir.display().to_string()));
     env.push(("PGPORT".into(), port));
-    let Some(mut psql) = client("psql", &env) else {
+    let Some(mut psql) = pg_client("psql", &env) else {
         return;
     };
     psql.args(["-X", "-A", "-t", "-c", "SELECT current_user"]);
@@ -227,7 +228,7 @@ async fn a_clients_datestyle_refused_by_the_server_is_its_own_error_and_costs_no
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut env = libpq_env(&proxy);
     env.push(("PGDATESTYLE".into(), "access token".into()));
-    let Some(mut psql) = client("psql", &env) else {
+    let Some(mut psql) = pg_client("psql", &env) else {
         return;
     };
     psql.args(["-X", "-c", "SELECT 1"]);
@@ -239,7 +240,7 @@ async fn a_clients_datestyle_refused_by_the_server_is_its_own_error_and_costs_no
         "the server's own refusal: {stderr}"
     );
     assert_eq!(emulator.identity().token_requests(), 1, "no refetch");
-    let mut psql = client("psql", &libpq_env(&proxy)).unwrap();
+    let mut psql = pg_client("psql", &libpq_env(&proxy)).unwrap();
     psql.args(["-X", "-A", "-t", "-c", "SELECT current_user"]);
     let out = run(psql, 60).await;
     let (stdout, stderr) = text(&out);

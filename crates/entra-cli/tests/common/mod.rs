@@ -41,36 +41,14 @@ pub fn entra_pg(args: &[&str], env: &[(String, String)]) -> Command {
     cmd
 }
 
-/// Runs to completion, failing the test instead of hanging after `secs`.
-pub fn run(mut cmd: Command, secs: u64) -> Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the entra-pg binary runs");
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "entra-pg did not finish within {secs} s\nstdout:\n{}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Runs to completion, failing the test instead of hanging after `secs` (the kit's one way).
+pub fn run(cmd: Command, secs: u64) -> Output {
+    entra_testkit::run_blocking(cmd, secs)
 }
 
+/// stdout and stderr as text.
 pub fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    entra_testkit::text(out)
 }
 
 /// The number on a summary line `  <label>   <n> …`.

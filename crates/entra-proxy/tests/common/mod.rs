@@ -2,13 +2,11 @@
 //! emulator's environment variables (as `entra-pg proxy` is), and the clients we did not write.
 #![allow(dead_code)]
 
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use entra_emulator::Emulator;
-use entra_postgres::PoolBuilder;
 use entra_proxy::{ProxyBuilder, ProxyHandle};
-use entra_token::{Env, HttpOptions, RefreshPolicy};
+use entra_token::RefreshPolicy;
 
 /// Tokens that live 5 s, renewed half-way, so 20 rotations take about 50 s.
 pub fn short_tokens() -> RefreshPolicy {
@@ -17,15 +15,8 @@ pub fn short_tokens() -> RefreshPolicy {
 
 /// The connector a service's `entra-pg proxy` would build from the emulator's environment.
 pub async fn connector(emulator: &Emulator, policy: RefreshPolicy) -> entra_postgres::EntraConnect {
-    PoolBuilder::from_env()
-        .env(Env::from_pairs(emulator.env_vars()))
-        .http_options(
-            HttpOptions::default()
-                .connect_timeout(Duration::from_secs(2))
-                .timeout(Duration::from_secs(5)),
-        )
+    entra_testkit::pool_builder(emulator)
         .refresh_policy(policy)
-        .token_wait(Duration::from_secs(5))
         .build_connector()
         .await
         .expect("connector")
@@ -70,37 +61,4 @@ pub fn tcp_config(proxy: &ProxyHandle) -> tokio_postgres::Config {
         .dbname(proxy.database())
         .connect_timeout(Duration::from_secs(10));
     config
-}
-
-/// `program` with only these variables (and PATH), or `None` (after saying so) when it is missing.
-pub fn client(program: &str, env: &[(String, String)]) -> Option<Command> {
-    let Some(path) = entra_emulator::clients::pg_program(program) else {
-        entra_emulator::clients::skip(&format!("{program} is not installed (Debian: postgresql-client)"));
-        return None;
-    };
-    let mut cmd = Command::new(path);
-    cmd.env_clear().env("PATH", "/usr/bin:/bin");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    Some(cmd)
-}
-
-/// Runs a blocking command on a thread, failing the test if it takes longer than `secs`.
-pub async fn run(mut cmd: Command, secs: u64) -> Output {
-    let child = tokio::task::spawn_blocking(move || cmd.output());
-    match tokio::time::timeout(Duration::from_secs(secs), child).await {
-        Ok(Ok(Ok(out))) => out,
-        Ok(Ok(Err(e))) => panic!("could not run the client: {e}"),
-        Ok(Err(e)) => panic!("client thread failed: {e}"),
-        Err(_) => panic!("the client did not finish within {secs} s"),
-    }
-}
-
-/// stdout and stderr as text.
-pub fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }

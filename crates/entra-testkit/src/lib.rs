@@ -1,0 +1,15 @@
+//! What entra-pool's tests share, written once: the emulator-to-pool set-up ([`pool`]), waits that
+//! fail instead of hanging ([`wait`]), and running the clients we did not write ([`process`]).
+//!
+//! A dev-dependency of the workspace's crates, never published. The emulator itself (the test oracle)
+//! does not depend on the code under test; this kit does, which is why it is a crate of its own.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod pool;
+pub mod process;
+pub mod wait;
+
+pub use pool::{emulator, http, pool_builder};
+pub use process::{pg_client, run, run_blocking, text};
+pub use wait::{bounded, until};

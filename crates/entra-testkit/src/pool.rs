@@ -1,0 +1,39 @@
+//! The one way the tests point a pool at an [`Emulator`]: through the environment variables the
+//! emulator exports, as a service on Azure would be configured, with timings scaled to tokens that live
+//! a few seconds.
+
+use std::time::Duration;
+
+use entra_emulator::Emulator;
+use entra_postgres::PoolBuilder;
+use entra_token::{Env, HttpOptions, RefreshPolicy};
+
+/// An emulator whose tokens live `lifetime`.
+pub async fn emulator(lifetime: Duration) -> Emulator {
+    Emulator::builder()
+        .token_lifetime(lifetime)
+        .start()
+        .await
+        .expect("the emulator starts (is PostgreSQL installed? `bash .ci/setup`)")
+}
+
+/// Network settings for loopback: short, but far above what a healthy local request takes.
+pub fn http() -> HttpOptions {
+    HttpOptions::default()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+}
+
+/// `PoolBuilder::from_env()` reading only the emulator's variables (AZURE_POD_IDENTITY_AUTHORITY_HOST,
+/// PGHOST, PGSSLROOTCERT…), with the refresh policy for short-lived tokens and waits that only catch
+/// a hang. Every front's tests start from it: the pool (`build`), the multiplexed pool, the proxy's
+/// connector (`build_connector`), the sqlx pool.
+pub fn pool_builder(emulator: &Emulator) -> PoolBuilder {
+    PoolBuilder::from_env()
+        .env(Env::from_pairs(emulator.env_vars()))
+        .http_options(http())
+        .refresh_policy(RefreshPolicy::short_lived())
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(10)))
+        .token_wait(Duration::from_secs(5))
+}

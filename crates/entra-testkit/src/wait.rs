@@ -1,0 +1,26 @@
+//! Waits for events under upper bounds that only catch a hang.
+//!
+//! A test on a busy machine asserts on the order of events, never on how soon they came: these bounds
+//! are far above what the awaited step takes on a loaded machine, and exist so that a regression fails
+//! the test instead of hanging it.
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Awaits `future`, failing the test (instead of hanging) after `secs` seconds.
+pub async fn bounded<F: Future>(secs: u64, what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(Duration::from_secs(secs), future).await {
+        Ok(output) => output,
+        Err(_) => panic!("{what} did not finish within {secs} s"),
+    }
+}
+
+/// Waits until `condition()` holds, checking every 20 ms, failing the test after `secs` seconds.
+pub async fn until(secs: u64, what: &str, mut condition: impl FnMut() -> bool) {
+    bounded(secs, what, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
