@@ -289,7 +289,8 @@ async fn a_cancel_request_through_the_gate_reaches_the_query_behind_pgbouncer() 
     let gate = &chain.gate;
     let client = connect(gate).await;
     let cancel = client.cancel_token();
-    let sleeper = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60)").await.map(|_| ()) });
+    // Ten minutes: within the 60 s bound, only the cancel can end it.
+    let sleeper = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(600)").await.map(|_| ()) });
     // The cancel can only hit the query once PgBouncer has passed it on; retry until the query is gone.
     let result = bounded("the cancelled query", async {
         loop {

@@ -12,11 +12,12 @@ pub fn env(pairs: &[(&str, String)]) -> Env {
     Env::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())))
 }
 
-/// Options for loopback tests: short, but far above anything a healthy local request takes.
+/// Options for loopback tests. Their timeouts are hang bounds: far above anything a local request
+/// takes, even on a busy machine (tests of the timeouts themselves set their own).
 pub fn http() -> HttpOptions {
     HttpOptions::default()
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(30))
+        .timeout(Duration::from_secs(30))
 }
 
 /// An IMDS source for the fake's system identity, found as on a VM whose IMDS address was moved.
