@@ -28,15 +28,15 @@ async fn bounded<T>(limit: Duration, what: &str, future: impl Future<Output = T>
 }
 
 /// The identity endpoint's request count and the refresher's status, read at a moment when no fetch was
-/// in flight: the status says every fetch started has ended, and no request arrived between the two
-/// readings of the count around it.
+/// in flight: the status has the next fetch planned (none under way), and no request arrived between the
+/// two readings of the count around it.
 async fn settled(emulator: &Emulator, tokens: &TokenHandle) -> (u64, TokenStatus) {
     bounded(HANG, "a moment with no token fetch in flight", async {
         loop {
             let before = emulator.identity().token_requests();
             let status = tokens.status();
             let after = emulator.identity().token_requests();
-            if before == after && status.fetches == status.refreshes {
+            if before == after && status.next_fetch.is_some() {
                 return (after as u64, status);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
