@@ -1,11 +1,17 @@
 //! A service's pool under load through many token rotations: no query fails, and the identity endpoint
-//! sees one request per rotation, however many connections sign in.
+//! sees one request per rotation, however many connections sign in. The load lasts until events have
+//! happened (rotations, sessions signed in with new tokens, queries), not for a span of wall clock, and
+//! the assertions are on the order of events: a renewal never starts before the refresher planned it.
 
 mod common;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use entra_emulator::TokenFingerprint;
+use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_under_load_outlives_every_token_with_one_request_per_rotation() {
@@ -16,15 +22,48 @@ async fn a_pool_under_load_outlives_every_token_with_one_request_per_rotation() 
         .build()
         .await
         .expect("the pool builds");
-    let built = Instant::now();
+    let tokens = pool.tokens().expect("token mode").clone();
+
+    // Renewals follow the token's lifetime, not the connections: each fetch the refresher starts comes
+    // no earlier than the renewal it planned when it published the token before. A watcher sees a fetch
+    // after it began, and may miss a status (it sees the latest), so it can overlook an early fetch but
+    // never report a timely one as early.
+    let early_fetches = {
+        let mut rx = tokens.watch();
+        tokio::spawn(async move {
+            let (mut early, mut checked) = (Vec::new(), 0);
+            let (mut fetches, mut planned) = {
+                let s = rx.borrow_and_update();
+                (s.fetches, s.next_fetch)
+            };
+            while rx.changed().await.is_ok() {
+                let seen_at = Instant::now();
+                let s = rx.borrow_and_update();
+                if s.fetches > fetches {
+                    if let Some(plan) = planned {
+                        checked += 1;
+                        if seen_at < plan {
+                            early.push((s.fetches, plan - seen_at));
+                        }
+                    }
+                    fetches = s.fetches;
+                }
+                if s.next_fetch.is_some() {
+                    planned = s.next_fetch;
+                }
+            }
+            (early, checked)
+        })
+    };
+
     let queries = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
     for task in 0..16i64 {
-        let (pool, queries) = (pool.clone(), queries.clone());
+        let (pool, queries, stop) = (pool.clone(), queries.clone(), stop.clone());
         tasks.spawn(async move {
             let mut n = 0i64;
-            while Instant::now() < deadline {
+            while !stop.load(Ordering::Relaxed) {
                 let client = pool.get().await.map_err(|e| entra_pool::postgres::report(&e))?;
                 let row = client
                     .query_one("SELECT $1::int8 * 2", &[&(task * 1_000_000 + n)])
@@ -37,34 +76,55 @@ async fn a_pool_under_load_outlives_every_token_with_one_request_per_rotation() 
             Ok::<(), String>(())
         });
     }
-    while let Some(joined) = common::bounded(60, "the load", tasks.join_next()).await {
+    // The load lasts until new sessions have signed in with eleven of the refresher's tokens (so through
+    // at least ten rotations) and 1000 queries have run. A token replaced before any connection was opened
+    // with it is not counted; the next one may be.
+    let mut followed = BTreeSet::new();
+    common::bounded(
+        120,
+        "new sessions signing in with eleven of the refresher's tokens",
+        async {
+            while followed.len() < 11 || queries.load(Ordering::Relaxed) <= 1000 {
+                if let Some(token) = tokens.current() {
+                    let fingerprint = TokenFingerprint::of(token.secret());
+                    if emulator.gate().sessions().iter().any(|s| s.token == fingerprint) {
+                        followed.insert(token.generation());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    while let Some(joined) = common::bounded(60, "the load to stop", tasks.join_next()).await {
         joined.expect("no task panicked").expect("no query failed");
     }
-    let status = pool.status();
-    let token = status.token.expect("token mode");
+
+    let (requests, token) = common::settled(&emulator, &tokens).await;
     let rotations = token.refreshes - 1;
+    assert!(rotations >= 10, "the load spanned ten rotations, saw {rotations}");
     assert!(
-        rotations >= 5,
-        "20 s of 3 s tokens renew at least 5 times, saw {rotations}"
+        emulator.gate().rejections().is_empty(),
+        "no token was refused, so no connection asked for a new one"
     );
-    // Renewals follow the token's lifetime, not the connections. IMDS gives expiry in whole seconds, so
-    // a 3 s token has 2–3 s left on arrival; it renews 1 s before expiry but never before half-life,
-    // up to 10 % earlier (jitter): at most one renewal per 0.9 s, however many connections sign in.
-    let most = (built.elapsed().as_secs_f64() / 0.9).ceil() as u64 + 1;
+    // The watcher ends when the refresher does, once the last handle on it is gone.
+    drop((tokens, pool));
+    let (early, checked) = common::bounded(60, "the watcher to end with the refresher", early_fetches)
+        .await
+        .expect("the watcher ran to the end");
+    assert!(checked > 0, "the watcher saw renewals start");
     assert!(
-        rotations <= most,
-        "{rotations} renewals in {:?}: more than the lifetime allows ({most}); connections must not cause fetches",
-        built.elapsed()
+        early.is_empty(),
+        "fetches started before their planned renewal (fetch number, how early): {early:?}; connections must not cause fetches"
     );
     assert_eq!(
-        emulator.identity().token_requests() as u64,
-        token.refreshes,
+        requests, token.refreshes,
         "one token request per rotation (plus the first)"
     );
-    let sessions = emulator.gate().sessions().len();
     assert!(
-        sessions as u64 > token.refreshes,
-        "connections were re-created on new tokens: {sessions} sessions"
+        followed.len() >= 11,
+        "connections were re-created on new tokens: {followed:?}"
     );
     assert!(queries.load(Ordering::Relaxed) > 1000);
 }

@@ -56,8 +56,9 @@ async fn a_persistent_fault_applies_to_every_request_until_cleared() {
 #[tokio::test]
 async fn delay_answers_normally_after_the_delay() {
     let fake = start().await;
+    // A minute against the impatient client's 200 ms: only its own timeout can end the first request.
     fake.push_faults([
-        Fault::Delay(Duration::from_millis(1500)),
+        Fault::Delay(Duration::from_secs(60)),
         Fault::Delay(Duration::from_millis(50)),
     ]);
     let impatient = imds_get(

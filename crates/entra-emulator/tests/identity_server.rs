@@ -123,9 +123,13 @@ async fn dropping_the_last_handle_stops_the_server_and_frees_its_port() {
     // A held connection must not keep the server alive either.
     keep.push_faults([Fault::NoResponse]);
     let held = tokio::spawn(imds_get(&client(), &keep, &IMDS_QUERY).send());
-    while keep.token_requests() < 2 {
-        tokio::task::yield_now().await;
-    }
+    tokio::time::timeout(HANG_GUARD, async {
+        while keep.token_requests() < 2 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the held request reaches the fake");
     drop(keep);
     let deadline = tokio::time::Instant::now() + HANG_GUARD;
     loop {

@@ -1,15 +1,49 @@
 //! A sqlx pool through the emulator: token rotations under load, a refused token, an identity outage,
-//! and a server whose certificate is not trusted.
+//! and a server whose certificate is not trusted. The tests wait for events (a token published, a
+//! session signed in, a renewal failed) under hang bounds, and assert what happened and in which order,
+//! never that it happened within some time.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use entra_emulator::{Claims, Emulator, Fault, OSSRDBMS_RESOURCE};
+use entra_emulator::{Claims, Emulator, Fault, TokenFingerprint, OSSRDBMS_RESOURCE};
 use entra_postgres::PoolBuilder;
 use entra_sqlx::sqlx::postgres::PgPoolOptions;
 use entra_sqlx::{EntraPgPool, EntraPgPoolBuilder};
-use entra_token::{Env, RefreshPolicy};
+use entra_token::{Env, RefreshPolicy, TokenHandle, TokenState, TokenStatus};
+
+/// Hang prevention only: far above what a passing step takes, even on a busy machine.
+const HANG: Duration = Duration::from_secs(30);
+/// Acquiring a connection waits at most this long: a hang, not a busy machine, would reach it.
+const ACQUIRE_HANG: Duration = Duration::from_secs(30);
+
+/// `future`, or a panic naming `what` once `limit` has passed.
+async fn bounded<T>(limit: Duration, what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(limit, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: still waiting after {limit:?}"))
+}
+
+/// The identity endpoint's request count and the refresher's status, read at a moment when no fetch was
+/// in flight: the status has the next fetch planned (none under way), and no request arrived between the
+/// two readings of the count around it.
+async fn settled(emulator: &Emulator, tokens: &TokenHandle) -> (u64, TokenStatus) {
+    bounded(HANG, "a moment with no token fetch in flight", async {
+        loop {
+            let before = emulator.identity().token_requests();
+            let status = tokens.status();
+            let after = emulator.identity().token_requests();
+            if before == after && status.next_fetch.is_some() {
+                return (after as u64, status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
 
 async fn emulator(lifetime: Duration) -> Emulator {
     Emulator::builder()
@@ -37,7 +71,7 @@ fn builder_with(
     let config = PoolBuilder::from_env()
         .env(Env::from_pairs(env))
         .refresh_policy(policy);
-    EntraPgPoolBuilder::new(config).pool_options(options.acquire_timeout(Duration::from_secs(10)))
+    EntraPgPoolBuilder::new(config).pool_options(options.acquire_timeout(ACQUIRE_HANG))
 }
 
 async fn current_user(pool: &EntraPgPool) -> Result<String, entra_sqlx::sqlx::Error> {
@@ -61,14 +95,15 @@ async fn rotations_under_load_cost_no_query_and_one_token_request_each() {
     .build()
     .await
     .expect("builds");
+    let tokens = pool.tokens().clone();
     let queries = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
     for task in 0..8i64 {
-        let (pool, queries) = (pool.clone(), queries.clone());
+        let (pool, queries, stop) = (pool.clone(), queries.clone(), stop.clone());
         tasks.spawn(async move {
             let mut n = 0i64;
-            while Instant::now() < deadline {
+            while !stop.load(Ordering::Relaxed) {
                 let v = task * 1_000_000 + n;
                 let (doubled,): (i64,) = entra_sqlx::sqlx::query_as("SELECT $1::int8 * 2")
                     .bind(v)
@@ -82,27 +117,40 @@ async fn rotations_under_load_cost_no_query_and_one_token_request_each() {
             Ok::<(), String>(())
         });
     }
-    while let Some(joined) = tasks.join_next().await {
+    // The load lasts until new sessions have signed in with eight of the refresher's tokens (so through
+    // at least seven rotations), and 500 queries have run. A token replaced before any connection was
+    // opened with it is not counted; the next one may be.
+    let mut followed = BTreeSet::new();
+    bounded(
+        Duration::from_secs(120),
+        "new sessions signing in with eight of the refresher's tokens",
+        async {
+            while followed.len() < 8 || queries.load(Ordering::Relaxed) <= 500 {
+                if let Some(token) = tokens.current() {
+                    let fingerprint = TokenFingerprint::of(token.secret());
+                    if emu.gate().sessions().iter().any(|s| s.token == fingerprint) {
+                        followed.insert(token.generation());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    while let Some(joined) = bounded(HANG, "the load to stop", tasks.join_next()).await {
         joined.expect("no panic").expect("no query failed");
     }
-    let status = pool.token_status();
+    let (requests, status) = settled(&emu, &tokens).await;
     assert!(
-        status.refreshes >= 7,
-        "30 s of 4 s tokens: {} fetches",
+        status.refreshes >= 8,
+        "eight tokens used, {} published",
         status.refreshes
     );
-    assert_eq!(
-        emu.identity().token_requests() as u64,
-        status.refreshes,
-        "one request per rotation"
-    );
-    let sessions = emu.gate().sessions();
-    let tokens_used: std::collections::HashSet<_> = sessions.iter().map(|s| s.token.clone()).collect();
+    assert_eq!(requests, status.refreshes, "one request per rotation");
     assert!(
-        tokens_used.len() as u64 >= status.refreshes - 1,
-        "new connections signed in with new tokens: {} tokens over {} sessions",
-        tokens_used.len(),
-        sessions.len()
+        followed.len() >= 8,
+        "new connections signed in with new tokens: {followed:?}"
     );
     assert!(queries.load(Ordering::Relaxed) > 500);
 }
@@ -122,7 +170,8 @@ async fn a_refused_token_is_replaced_and_the_acquire_retried_once() {
         .build()
         .await
         .expect("builds");
-    tokio::time::sleep(Duration::from_millis(300)).await; // older than min_invalidate_interval
+    // Older than min_invalidate_interval (200 ms): a sleep never ends early.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(current_user(&pool).await.expect("recovered"), emu.user());
     assert_eq!(emu.identity().token_requests(), 2, "exactly one refetch");
     assert_eq!(emu.gate().rejections().len(), 1);
@@ -130,8 +179,10 @@ async fn a_refused_token_is_replaced_and_the_acquire_retried_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_identity_outage_while_the_token_is_valid_goes_unnoticed() {
-    // 10 s tokens renewed 7 s before expiry: renewals start failing about 3 s into the outage, while the
-    // cached token stays usable until 9.5 s.
+    // 10 s tokens (9–10 s left on arrival: expiry has whole seconds) are renewed at half-life, about 5 s
+    // in (7 s before expiry would come sooner, but renewal never comes before half-life), and served until
+    // 0.5 s before expiry: the renewals fail from then on, while the cached token stays usable for about
+    // 4 s more.
     let emu = emulator(Duration::from_secs(10)).await;
     let policy = RefreshPolicy::short_lived().refresh_margin(Duration::from_secs(7));
     let pool = builder_with(
@@ -146,23 +197,33 @@ async fn an_identity_outage_while_the_token_is_valid_goes_unnoticed() {
     .await
     .expect("builds");
     emu.identity().set_persistent_fault(Some(Fault::status(503)));
-    let outage = Instant::now();
-    while emu.identity().token_requests() < 3 {
-        assert!(
-            outage.elapsed() < Duration::from_secs(6),
-            "the refresher never tried to renew during the outage"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut status = pool.tokens().watch();
+    let failing = bounded(
+        HANG,
+        "the refresher's renewals to fail during the outage",
+        status.wait_for(|s| s.consecutive_failures >= 2),
+    )
+    .await
+    .expect("the refresher is running")
+    .clone();
+    assert_eq!(
+        failing.state,
+        TokenState::Stale,
+        "the renewals failed while the token was still served: {failing:?}"
+    );
     assert_eq!(emu.identity().tokens_issued(), 1, "every renewal failed");
     let sessions_before = emu.gate().sessions().len();
     for _ in 0..6 {
         assert_eq!(current_user(&pool).await.expect("served"), emu.user());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(
-        outage.elapsed() < Duration::from_millis(9500),
-        "the test outlived the token; it proves nothing"
+    // The queries ran while the token was valid: after the last one the refresher still serves it, and
+    // it could only have stopped by expiring (nothing can renew it during the outage).
+    let after = pool.token_status();
+    assert_eq!(
+        after.state,
+        TokenState::Stale,
+        "the test outlived the token; it proves nothing: {after:?}"
     );
     let sessions = emu.gate().sessions();
     assert!(
@@ -205,7 +266,7 @@ async fn a_datestyle_refused_by_the_server_is_not_taken_for_a_refused_token() {
         .env(Env::from_pairs(env))
         .refresh_policy(RefreshPolicy::short_lived());
     let pool = EntraPgPoolBuilder::new(config)
-        .pool_options(PgPoolOptions::new().acquire_timeout(Duration::from_secs(10)))
+        .pool_options(PgPoolOptions::new().acquire_timeout(ACQUIRE_HANG))
         .build()
         .await
         .unwrap();

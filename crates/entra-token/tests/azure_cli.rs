@@ -122,16 +122,53 @@ async fn garbage_output_is_an_invalid_response() {
     assert!(matches!(err, TokenError::InvalidResponse { .. }), "{err}");
 }
 
+/// Hang prevention only: far above what any of these fetches takes, far below the hanging script's sleep.
+const HANG: Duration = Duration::from_secs(30);
+
+/// A script that writes its pid next to itself, then becomes a `sleep` of 10 minutes (same pid).
+const HANGING_AZ: &str = r#"echo $$ > "$(dirname "$0")/pid"; exec sleep 600"#;
+
+/// On the real clock only the outcome: the fetch ends with the timeout's error, long before the script
+/// would, and the process is killed. How long the source waits is the paused-clock test's subject below.
 #[tokio::test]
 async fn a_hanging_cli_is_killed_after_the_timeout() {
-    let (_dir, env) = fake_az("sleep 30");
-    let started = std::time::Instant::now();
-    let err = AzureCliSource::new()
-        .env(env)
-        .timeout(Duration::from_millis(500))
-        .fetch(OSSRDBMS_SCOPE)
+    let (dir, env) = fake_az(HANGING_AZ);
+    let source = AzureCliSource::new().env(env).timeout(Duration::from_millis(500));
+    let err = tokio::time::timeout(HANG, source.fetch(OSSRDBMS_SCOPE))
         .await
+        .expect("the fetch gives up on its own, not at the hang bound")
         .unwrap_err();
     assert!(matches!(err, TokenError::Transient { .. }), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(err.to_string().contains("did not finish within 500ms"), "{err}");
+    // The kill is sent before the fetch returns, so a process that had written its pid by then is dead
+    // (a zombie until reaped) or gone; one that had not yet written it never will.
+    if let Ok(pid) = std::fs::read_to_string(dir.path().join("pid")) {
+        let stat = format!("/proc/{}/stat", pid.trim());
+        tokio::time::timeout(HANG, async {
+            while let Ok(line) = std::fs::read_to_string(&stat) {
+                let state = line.rsplit(") ").next().unwrap_or_default();
+                if state.starts_with('Z') || state.starts_with('X') {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the Azure CLI (pid {}) still runs", pid.trim()));
+    }
+}
+
+/// The timeout's length, on the paused clock: the source waits exactly its timeout for a CLI that never
+/// finishes, then gives up.
+#[tokio::test(start_paused = true)]
+async fn a_hanging_cli_is_given_exactly_its_timeout() {
+    let (_dir, env) = fake_az(HANGING_AZ);
+    let started = tokio::time::Instant::now();
+    let source = AzureCliSource::new().env(env).timeout(Duration::from_millis(500));
+    let err = tokio::time::timeout(HANG, source.fetch(OSSRDBMS_SCOPE))
+        .await
+        .expect("the source's own timeout ends the fetch")
+        .unwrap_err();
+    assert!(matches!(err, TokenError::Transient { .. }), "{err}");
+    assert_eq!(started.elapsed(), Duration::from_millis(500));
 }

@@ -342,6 +342,54 @@ async fn shutdown_stops_the_task_and_get_says_so() {
     assert_eq!(handle.status().state, TokenState::Stopped);
 }
 
+/// A token shorter than the refresh margin is renewed at half-life (never earlier: no refresh storm for
+/// short tokens), and served without a gap until the renewal replaces it. Over real HTTP,
+/// `refresher_http.rs::rotates_a_short_lived_token_before_it_expires` checks the plan and the rotation;
+/// when they happen is this test's subject.
+#[tokio::test(start_paused = true)]
+async fn a_token_shorter_than_its_refresh_margin_is_served_until_renewed_at_half_life() {
+    let source = Scripted::tokens(secs(3));
+    // Each fetch takes 100 ms, so a token withdrawn before its renewal is published would be seen.
+    let fetch = Duration::from_millis(100);
+    source.set_delay(fetch);
+    let policy = policy()
+        .expiry_margin(secs(1))
+        .refresh_margin(secs(10))
+        .jitter(0.0);
+    let handle = Refresher::start(source.clone(), OSSRDBMS_SCOPE, policy)
+        .await
+        .unwrap();
+    let mut rx = handle.watch();
+    let mut states = Vec::new();
+    loop {
+        let (state, refreshes) = {
+            let s = rx.borrow_and_update();
+            (s.state, s.refreshes)
+        };
+        states.push(state);
+        if refreshes == 4 {
+            break;
+        }
+        rx.changed().await.unwrap();
+    }
+    assert!(
+        states.iter().all(|s| *s == TokenState::Valid),
+        "states through three rotations: {states:?}"
+    );
+    let times = source.fetch_times();
+    assert_eq!(times.len(), 4);
+    for pair in times.windows(2) {
+        // No later than half of the 3 s lifetime after the token arrived (one fetch after the fetch
+        // began). The lifetime is read off the wall clock as the token arrives, so it can only be a little
+        // shorter than 3 s, and the renewal a little earlier.
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap <= fetch + secs(3) / 2,
+            "renewed {gap:?} after the previous fetch began"
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn watch_sees_every_rotation() {
     let source = Scripted::tokens(secs(10 * MIN));

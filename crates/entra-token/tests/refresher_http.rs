@@ -1,5 +1,9 @@
 //! The refresher end to end: `ImdsSource` over real HTTP against `FakeIdentity` on loopback, on Tokio's
-//! real clock (paused time and sockets do not mix). Each test takes a few seconds at most.
+//! real clock (paused time and sockets do not mix). Each test takes a few seconds at most. The tests
+//! assert what happened and in which order (the refresher's status, the fake's request log), never that
+//! something happened within some time: the only durations asserted are lower bounds that the refresher's
+//! own waits guarantee (no retry sooner than `Retry-After`), which a busy machine can only lengthen.
+//! When things happen is `refresher.rs`'s subject, on the paused clock.
 
 mod common;
 
@@ -8,12 +12,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use common::imds_source;
-use entra_emulator::{Endpoint, FakeIdentity, Fault};
+use common::{http, imds_source};
+use entra_emulator::{Claims, Endpoint, FakeIdentity, Fault, OSSRDBMS_RESOURCE};
 use entra_token::{
-    AccessToken, ImdsSource, RefreshPolicy, Refresher, StartMode, TokenError, TokenHandle, TokenState,
-    OSSRDBMS_SCOPE,
+    AccessToken, FetchFuture, ImdsSource, RefreshPolicy, Refresher, StartMode, TokenError, TokenHandle,
+    TokenSource, TokenState, OSSRDBMS_SCOPE,
 };
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{sleep, timeout};
 
@@ -31,12 +36,74 @@ fn spawn(fake: &FakeIdentity, policy: RefreshPolicy) -> TokenHandle {
     Refresher::spawn(imds_source(fake), OSSRDBMS_SCOPE, policy)
 }
 
+/// For 3 s tokens from the fake (2–3 s left on arrival: expiry has whole seconds): renewed at half-life (the
+/// refresh margin is larger than the lifetime, and renewal never comes before half-life), served until
+/// 0.1 s before expiry, so the renewal is planned about a second before the token stops being served.
+fn three_second_policy() -> RefreshPolicy {
+    RefreshPolicy::default()
+        .expiry_margin(Duration::from_millis(100))
+        .refresh_margin(Duration::from_secs(10))
+}
+
+/// Makes the fake's next answer a 3 s token; the answers after it carry its usual hour tokens, so a test
+/// sees exactly one rotation, whenever its own steps run.
+fn first_answer_lasts_three_seconds(fake: &FakeIdentity) {
+    let lifetime = Duration::from_secs(3);
+    let short = fake
+        .issuer()
+        .sign(&Claims::new(fake.system_identity().object_id, lifetime));
+    fake.push_faults([Fault::token(&short, lifetime, OSSRDBMS_RESOURCE)]);
+}
+
+/// An IMDS source whose answers, from its `from`-th fetch on (0: the first), wait after they have arrived
+/// until the test lets them through: the test orders "answer arrived" and "answer handed to the
+/// refresher" around its own steps with an event, where a delayed answer would race them.
+#[derive(Debug)]
+struct Held {
+    inner: ImdsSource,
+    from: usize,
+    fetches: AtomicUsize,
+    released: watch::Sender<bool>,
+}
+
+impl Held {
+    fn new(fake: &FakeIdentity, from: usize) -> Arc<Self> {
+        Arc::new(Held {
+            inner: imds_source(fake),
+            from,
+            fetches: AtomicUsize::new(0),
+            released: watch::Sender::new(false),
+        })
+    }
+
+    /// Lets every held answer, and every later one, through.
+    fn release(&self) {
+        self.released.send_replace(true);
+    }
+}
+
+impl TokenSource for Held {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn fetch<'a>(&'a self, scope: &'a str) -> FetchFuture<'a> {
+        Box::pin(async move {
+            let n = self.fetches.fetch_add(1, Ordering::SeqCst);
+            let answer = self.inner.fetch(scope).await;
+            if n >= self.from {
+                let _ = self.released.subscribe().wait_for(|released| *released).await;
+            }
+            answer
+        })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_cold_gets_cause_one_token_request() {
     let fake = FakeIdentity::start().await.unwrap();
-    // Holding the first answer back keeps the gets below cold (checked once they have all started).
-    fake.push_faults([Fault::Delay(Duration::from_millis(500))]);
-    let handle = spawn(&fake, RefreshPolicy::default());
+    // Holding the first answer back until every get below has started keeps them all cold.
+    let source = Held::new(&fake, 0);
+    let handle = Refresher::spawn(source.clone(), OSSRDBMS_SCOPE, RefreshPolicy::default());
     assert!(handle.current().is_none());
 
     let started = Arc::new(AtomicUsize::new(0));
@@ -58,6 +125,7 @@ async fn a_thousand_cold_gets_cause_one_token_request() {
         handle.current().is_none(),
         "the token arrived before every get() had started"
     );
+    source.release();
     let tokens: Vec<AccessToken> = within("1000 gets", gets.join_all())
         .await
         .into_iter()
@@ -101,7 +169,8 @@ async fn a_hundred_concurrent_invalidations_cause_one_more_request() {
     let second = within("token after invalidation", handle.get()).await.unwrap();
     // Not comparing the texts: the fake signs identical claims within one second into identical tokens.
     assert!(!second.same_as(&first));
-    // A stale copy of the rejected token changes nothing now.
+    // A stale copy of the rejected token changes nothing now. A quiet window for a stray request: a sleep
+    // never ends early, and a busy machine can only make the window miss one, never invent one.
     assert!(!handle.invalidate(&first));
     sleep(Duration::from_millis(300)).await;
     assert_eq!(fake.token_requests(), 2);
@@ -192,6 +261,8 @@ async fn keeps_retrying_through_a_fault_script_at_start() {
         common::claims(&fake, &token).oid,
         fake.system_identity().object_id
     );
+    // Lower bounds only, measured between the fake's receipts: the refresher waits from the moment the
+    // answer reached it, after the fake received the request.
     let after_503 = requests[1].at - requests[0].at;
     assert!(
         after_503 >= Duration::from_secs(1),
@@ -203,59 +274,73 @@ async fn keeps_retrying_through_a_fault_script_at_start() {
     }
 }
 
+/// Over HTTP, with the whole-second expiry IMDS sends, the refresher plans the renewal of a 3 s token
+/// before the token stops being served, and renews it by itself. That the token is then served until the
+/// renewal replaces it is a matter of time, checked on the paused clock
+/// (`refresher.rs::a_token_shorter_than_its_refresh_margin_is_served_until_renewed_at_half_life`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotates_a_short_lived_token_before_it_expires() {
-    let fake = FakeIdentity::builder()
-        .token_lifetime(Duration::from_secs(3))
-        .start()
-        .await
-        .unwrap();
-    // A 3 s token: usable until 1 s before expiry, renewed at half-life (the refresh margin is larger
-    // than the lifetime, and renewal never comes before half-life), so within about 1.5 s.
-    let policy = RefreshPolicy::default()
-        .expiry_margin(Duration::from_secs(1))
-        .refresh_margin(Duration::from_secs(10));
-    let handle = spawn(&fake, policy);
-    let first = within("first token", handle.get()).await.unwrap();
-    // The renewal brings an hour token, so exactly one rotation happens in this test.
-    fake.set_token_lifetime(Duration::from_secs(3600));
-    assert_eq!(fake.tokens_issued(), 1);
-
+    let fake = FakeIdentity::start().await.unwrap();
+    first_answer_lasts_three_seconds(&fake);
+    let handle = spawn(&fake, three_second_policy());
     let mut rx = handle.watch();
-    let states = within("a rotation", async {
-        let mut states = Vec::new();
+    let first = within("first token", handle.get()).await.unwrap();
+
+    // Each status published with a token carries its plan. A watcher sees the latest status, so it may
+    // skip one, but never sees one that was not published.
+    let plans = within("a rotation", async {
+        let mut plans = Vec::new();
         loop {
-            let (state, refreshes) = {
-                let s = rx.borrow_and_update();
-                (s.state, s.refreshes)
-            };
-            states.push(state);
-            if refreshes == 2 {
-                return states;
+            let s = rx.borrow_and_update().clone();
+            if let (Some(renew_at), Some(until)) = (s.next_fetch, s.usable_until) {
+                plans.push((s.refreshes, renew_at, until));
+            }
+            if s.refreshes == 2 {
+                return plans;
             }
             rx.changed().await.expect("the refresher is running");
         }
     })
     .await;
-    // Renewed ahead of expiry: the first token was served until the second replaced it.
-    assert!(
-        states.iter().all(|s| *s == TokenState::Valid),
-        "states during the rotation: {states:?}"
-    );
+    assert!(plans.iter().any(|(generation, ..)| *generation == 2), "{plans:?}");
+    for (generation, renew_at, until) in &plans {
+        assert!(
+            renew_at < until,
+            "token {generation}: renewal planned no earlier than the end of its service"
+        );
+    }
     let second = handle.current().expect("the renewed token is cached");
     assert!(!second.same_as(&first));
+    assert_eq!((first.generation(), second.generation()), (1, 2));
     assert!(second.expires_on() > first.expires_on());
-    assert_eq!(fake.tokens_issued(), 2);
     assert_eq!(fake.token_requests(), 2);
+    assert_eq!(
+        fake.tokens_issued(),
+        1,
+        "the renewal's token (the first was the scripted one)"
+    );
     assert_eq!(handle.status().state, TokenState::Valid);
 }
 
 /// The refresher owns the source through this `Arc`; its weak twin says when the task has let go.
-fn shared_source(fake: &FakeIdentity) -> (Arc<ImdsSource>, std::sync::Weak<ImdsSource>) {
-    let source = Arc::new(imds_source(fake));
+fn shared_source(source: ImdsSource) -> (Arc<ImdsSource>, std::sync::Weak<ImdsSource>) {
+    let source = Arc::new(source);
     let weak = Arc::downgrade(&source);
     (source, weak)
 }
+
+/// An IMDS source for the fake whose requests may wait for an answer far longer than [`HANG`]: only the
+/// refresher giving up on them ends them within it.
+fn patient_source(fake: &FakeIdentity) -> ImdsSource {
+    ImdsSource::builder()
+        .endpoint(fake.imds_authority())
+        .http_options(http().timeout(PATIENT))
+        .build()
+        .expect("a loopback IMDS endpoint is a valid configuration")
+}
+
+/// Far beyond [`HANG`].
+const PATIENT: Duration = Duration::from_secs(600);
 
 /// Waits up to `limit` for the refresher task to drop its source.
 async fn wait_dropped(weak: &std::sync::Weak<ImdsSource>, limit: Duration, what: &str) {
@@ -278,29 +363,42 @@ async fn the_task_ends_after_the_last_handle_drops() {
     let policy = RefreshPolicy::default()
         .expiry_margin(Duration::from_secs(1))
         .refresh_margin(Duration::from_secs(10));
-    let (source, weak) = shared_source(&fake);
+    let (source, weak) = shared_source(imds_source(&fake));
     let handle = Refresher::spawn(source, OSSRDBMS_SCOPE, policy);
     let clone = handle.clone();
+    // The status channel outlives the handles: its last value is the one the task left.
+    let status = handle.watch();
     within("first token", handle.get()).await.unwrap();
-    assert_eq!(fake.token_requests(), 1);
 
     drop(handle);
+    // A quiet window: a sleep never ends early, and a busy machine can only make it miss an early stop.
     sleep(Duration::from_millis(100)).await;
     assert_eq!(weak.strong_count(), 1, "a clone still holds the refresher");
     drop(clone);
     wait_dropped(&weak, HANG, "the refresher task").await;
+    let last = status.borrow().clone();
+    assert_eq!(last.state, TokenState::Stopped);
     // A live refresher renews this 3 s token (2–3 s on arrival: expiry has whole seconds) at half-life,
-    // within 1.5 s of fetching it.
+    // within 1.5 s of its last fetch, which came before the task ended. Two seconds on, every request the
+    // fake has seen is one of the fetches the task started before it ended.
     sleep(Duration::from_secs(2)).await;
-    assert_eq!(fake.token_requests(), 1, "requests after the last handle dropped");
+    assert!(
+        fake.token_requests() as u64 <= last.fetches,
+        "{} requests for {} fetches: requests after the last handle dropped",
+        fake.token_requests(),
+        last.fetches
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_handles_ends_a_fetch_in_flight() {
     let fake = FakeIdentity::start().await.unwrap();
     fake.push_faults([Fault::NoResponse]);
-    let (source, weak) = shared_source(&fake);
-    let handle = Refresher::spawn(source, OSSRDBMS_SCOPE, RefreshPolicy::default());
+    // The request and the refresher's attempt would both wait 10 minutes: within HANG, only the task
+    // abandoning the fetch lets go of the source.
+    let (source, weak) = shared_source(patient_source(&fake));
+    let policy = RefreshPolicy::default().fetch_timeout(PATIENT);
+    let handle = Refresher::spawn(source, OSSRDBMS_SCOPE, policy);
     within("the request to arrive", async {
         while fake.token_requests() == 0 {
             sleep(Duration::from_millis(10)).await;
@@ -320,8 +418,7 @@ async fn dropping_the_handles_ends_a_fetch_in_flight() {
     assert!(matches!(err, TokenError::Shutdown), "{err:?}");
     assert_eq!(handle.status().state, TokenState::Stopped);
     drop(handle);
-    // Well under the HTTP timeout (10 s) the fetch would wait for if the task did not abandon it.
-    wait_dropped(&weak, Duration::from_secs(5), "the refresher task").await;
+    wait_dropped(&weak, HANG, "the refresher task").await;
     assert_eq!(fake.token_requests(), 1);
 }
 
@@ -338,8 +435,9 @@ async fn wait_requests(fake: &FakeIdentity, n: usize) {
     .await
 }
 
-/// The expiry timer is only watched between fetches: a renewal that hangs (here until the 8 s fetch
-/// timeout) must not keep an expired token in the cache.
+/// The expiry timer is only watched between fetches: a renewal that hangs must not keep an expired token
+/// in the cache. The token must be withdrawn while the renewal is still in flight (no failure counted
+/// yet), not once the hanging request has failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_expired_token_is_served_while_a_renewal_hangs() {
     let fake = FakeIdentity::builder()
@@ -350,17 +448,28 @@ async fn no_expired_token_is_served_while_a_renewal_hangs() {
     let policy = RefreshPolicy::default()
         .expiry_margin(Duration::from_secs(1))
         .refresh_margin(Duration::from_secs(10))
-        .fetch_timeout(Duration::from_secs(8));
-    let handle = spawn(&fake, policy);
+        .fetch_timeout(PATIENT);
+    let handle = Refresher::spawn(patient_source(&fake), OSSRDBMS_SCOPE, policy);
     let first = within("first token", handle.get()).await.unwrap();
     fake.push_faults([Fault::NoResponse]);
-    wait_requests(&fake, 2).await;
-    sleep(first.expires_in() + Duration::from_millis(200)).await;
+    let mut rx = handle.watch();
+    let withdrawn = within(
+        "the token to be withdrawn",
+        rx.wait_for(|s| s.state != TokenState::Valid),
+    )
+    .await
+    .expect("the refresher is running")
+    .clone();
+    assert_eq!(withdrawn.state, TokenState::Unavailable, "{withdrawn:?}");
+    assert_eq!(
+        (withdrawn.consecutive_failures, withdrawn.fetches),
+        (0, withdrawn.refreshes + 1),
+        "withdrawn while the renewal was in flight, before it failed: {withdrawn:?}"
+    );
     let served = handle.current();
     assert!(
         served.is_none(),
-        "current() still serves a token that expired {:?} ago",
-        served.map(|t| std::time::SystemTime::now().duration_since(t.expires_on()))
+        "current() still serves a token past its usable life: {served:?} (the first was {first:?})"
     );
 }
 
@@ -383,6 +492,7 @@ async fn an_advised_refresh_in_of_zero_does_not_loop() {
     }))));
     let handle = spawn(&fake, RefreshPolicy::default());
     within("first token", handle.get()).await.unwrap();
+    // A quiet window: a loop would show in it, and a busy machine can only shorten the loop, not invent it.
     sleep(Duration::from_millis(500)).await;
     let n = fake.token_requests();
     assert!(n <= 2, "{n} token requests in 0.5 s");
@@ -392,23 +502,20 @@ async fn an_advised_refresh_in_of_zero_does_not_loop() {
 /// fetch after it only doubles the load on the endpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalidation_during_a_renewal_fetches_once() {
-    let fake = FakeIdentity::builder()
-        .token_lifetime(Duration::from_secs(3))
-        .start()
-        .await
-        .unwrap();
-    let policy = RefreshPolicy::default()
-        .expiry_margin(Duration::from_secs(1))
-        .refresh_margin(Duration::from_secs(10))
-        .min_invalidate_interval(Duration::ZERO);
-    let handle = spawn(&fake, policy);
+    let fake = FakeIdentity::start().await.unwrap();
+    first_answer_lasts_three_seconds(&fake);
+    let policy = three_second_policy().min_invalidate_interval(Duration::ZERO);
+    // The renewal's answer is held until the rejection below has been reported, so the rejection comes
+    // while the renewal is in flight.
+    let source = Held::new(&fake, 1);
+    let handle = Refresher::spawn(source.clone(), OSSRDBMS_SCOPE, policy);
     let first = within("first token", handle.get()).await.unwrap();
-    fake.set_token_lifetime(Duration::from_secs(3600));
-    fake.push_faults([Fault::Delay(Duration::from_millis(500))]);
     wait_requests(&fake, 2).await;
     assert!(handle.invalidate(&first));
+    source.release();
     let second = within("renewed", handle.get()).await.unwrap();
     assert!(!second.same_as(&first));
+    // A quiet window for a redundant fetch: a busy machine can only make it miss one, never invent one.
     sleep(Duration::from_millis(400)).await;
     assert_eq!(
         fake.token_requests(),

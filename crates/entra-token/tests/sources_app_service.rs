@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use common::{assert_hides, assert_lifetime, claims, env, http, status_of};
 use entra_emulator::{Endpoint, FakeIdentity, Fault, ManagedIdentity, NumberFormat};
@@ -38,9 +38,10 @@ fn source(env: Env, id: Option<UserAssignedId>) -> AppServiceSource {
 #[tokio::test]
 async fn system_identity_with_identity_header() {
     let fake = FakeIdentity::start().await.unwrap();
+    let before = SystemTime::now();
     let token = source(app_env(&fake), None).fetch(OSSRDBMS_SCOPE).await.unwrap();
     assert_eq!(claims(&fake, &token).oid, fake.system_identity().object_id);
-    assert_lifetime(&token, Duration::from_secs(3600));
+    assert_lifetime(before, &token, Duration::from_secs(3600));
     let r = &fake.requests()[0];
     assert_eq!(r.endpoint, Endpoint::AppService);
     assert_eq!(r.query("api-version"), Some("2019-08-01"));
@@ -100,11 +101,12 @@ async fn numbers_as_strings_numbers_and_dates() {
         NumberFormat::Dates,
     ] {
         fake.set_number_format(format);
+        let before = SystemTime::now();
         let token = s
             .fetch(OSSRDBMS_SCOPE)
             .await
             .unwrap_or_else(|e| panic!("{format:?}: {e}"));
-        assert_lifetime(&token, Duration::from_secs(3600));
+        assert_lifetime(before, &token, Duration::from_secs(3600));
     }
 }
 
@@ -183,10 +185,11 @@ async fn without_its_variables_the_source_is_unavailable() {
 async fn legacy_api_with_secret_header_and_date_expiry() {
     let fake = FakeIdentity::start().await.unwrap();
     let s = source(legacy_env(&fake), None);
+    let before = SystemTime::now();
     let token = s.fetch(OSSRDBMS_SCOPE).await.unwrap();
     assert_eq!(claims(&fake, &token).oid, fake.system_identity().object_id);
     // The legacy API sends expires_on as a date: parsing it right gives the fake's lifetime.
-    assert_lifetime(&token, Duration::from_secs(3600));
+    assert_lifetime(before, &token, Duration::from_secs(3600));
     let r = &fake.requests()[0];
     assert_eq!(r.endpoint, Endpoint::AppServiceLegacy);
     assert_eq!(r.query("api-version"), Some("2017-09-01"));

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use common::{assert_hides, assert_lifetime, claims, env, http, imds, status_of};
 use entra_emulator::{Endpoint, FakeIdentity, Fault, ManagedIdentity, NumberFormat};
@@ -21,10 +21,11 @@ fn imds_for(fake: &FakeIdentity, id: UserAssignedId) -> ImdsSource {
 #[tokio::test]
 async fn system_identity_token_with_metadata_header_and_resource() {
     let fake = FakeIdentity::start().await.unwrap();
+    let before = SystemTime::now();
     let token = imds(&fake).fetch(OSSRDBMS_SCOPE).await.unwrap();
 
     assert_eq!(claims(&fake, &token).oid, fake.system_identity().object_id);
-    assert_lifetime(&token, Duration::from_secs(3600));
+    assert_lifetime(before, &token, Duration::from_secs(3600));
     let requests = fake.requests();
     assert_eq!(requests.len(), 1);
     let r = &requests[0];
@@ -101,11 +102,12 @@ async fn every_number_format_gives_the_same_expiry() {
         NumberFormat::Dates,
     ] {
         fake.set_number_format(format);
+        let before = SystemTime::now();
         let token = source
             .fetch(OSSRDBMS_SCOPE)
             .await
             .unwrap_or_else(|e| panic!("{format:?}: {e}"));
-        assert_lifetime(&token, Duration::from_secs(3600));
+        assert_lifetime(before, &token, Duration::from_secs(3600));
     }
 }
 

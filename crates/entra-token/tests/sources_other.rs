@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use common::{assert_hides, assert_lifetime, claims, env, http, status_of, tls_http};
 use entra_emulator::{Endpoint, FakeIdentity, Fault, NumberFormat, ServicePrincipal};
@@ -24,9 +24,10 @@ fn arc(fake: &FakeIdentity) -> AzureArcSource {
 #[tokio::test]
 async fn arc_answers_the_key_file_challenge() {
     let fake = FakeIdentity::start().await.unwrap();
+    let before = SystemTime::now();
     let token = arc(&fake).fetch(OSSRDBMS_SCOPE).await.unwrap();
     assert_eq!(claims(&fake, &token).oid, fake.system_identity().object_id);
-    assert_lifetime(&token, Duration::from_secs(3600));
+    assert_lifetime(before, &token, Duration::from_secs(3600));
 
     let requests = fake.requests();
     assert_eq!(requests.len(), 2);
@@ -104,8 +105,9 @@ async fn cloud_shell_posts_the_resource_as_a_form() {
         .http_options(http())
         .build()
         .unwrap();
+    let before = SystemTime::now();
     let token = source.fetch(OSSRDBMS_SCOPE).await.unwrap();
-    assert_lifetime(&token, Duration::from_secs(3600));
+    assert_lifetime(before, &token, Duration::from_secs(3600));
     let r = &fake.requests()[0];
     assert_eq!(r.endpoint, Endpoint::CloudShell);
     assert_eq!(r.method, "POST");
@@ -186,9 +188,10 @@ impl Workload {
 async fn workload_identity_exchanges_the_file_over_tls() {
     let w = Workload::start().await;
     let assertion = std::fs::read_to_string(w.token_file()).unwrap();
+    let before = SystemTime::now();
     let token = w.source().fetch(OSSRDBMS_SCOPE).await.unwrap();
     assert_eq!(claims(&w.fake, &token).oid, w.app.object_id);
-    assert_lifetime(&token, Duration::from_secs(3600));
+    assert_lifetime(before, &token, Duration::from_secs(3600));
     let r = &w.fake.requests()[0];
     assert_eq!(r.endpoint, Endpoint::EntraToken);
     assert_eq!(r.path, format!("/{}/oauth2/v2.0/token", w.fake.tenant_id()));
@@ -303,19 +306,25 @@ async fn entra_numbers_may_be_strings_and_refresh_in_is_honoured() {
     let w = Workload::start().await;
     let source = w.source();
     w.fake.set_number_format(NumberFormat::Strings);
+    let before = SystemTime::now();
     let token = source.fetch(OSSRDBMS_SCOPE).await.unwrap();
-    assert_lifetime(&token, Duration::from_secs(3600));
+    assert_lifetime(before, &token, Duration::from_secs(3600));
     w.fake.push_faults([Fault::Json(serde_json::json!({
         "token_type": "Bearer", "expires_in": "7200", "ext_expires_in": 7200,
         "refresh_in": 1800, "access_token": "opaque-token"
     }))]);
+    let before = SystemTime::now();
     let token = source.fetch(OSSRDBMS_SCOPE).await.unwrap();
-    assert_lifetime(&token, Duration::from_secs(7200));
+    assert_lifetime(before, &token, Duration::from_secs(7200));
+    // `refresh_in` counts from the moment the answer arrived, which lies between these two readings.
+    let after = SystemTime::now();
     let refresh_on = token.refresh_on().expect("refresh_in is honoured");
-    let until = refresh_on.duration_since(std::time::SystemTime::now()).unwrap();
+    let refresh_in = Duration::from_secs(1800);
     assert!(
-        until > Duration::from_secs(1700) && until <= Duration::from_secs(1800),
-        "{until:?}"
+        refresh_on >= before + refresh_in && refresh_on <= after + refresh_in,
+        "refresh advised {:?} after the fetch began, not 30 min after a moment of it ({:?} long)",
+        refresh_on.duration_since(before).unwrap_or_default(),
+        after.duration_since(before).unwrap_or_default()
     );
 }
 

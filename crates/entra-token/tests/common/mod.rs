@@ -12,11 +12,12 @@ pub fn env(pairs: &[(&str, String)]) -> Env {
     Env::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())))
 }
 
-/// Options for loopback tests: short, but far above anything a healthy local request takes.
+/// Options for loopback tests. Their timeouts are hang bounds: far above anything a local request
+/// takes, even on a busy machine (tests of the timeouts themselves set their own).
 pub fn http() -> HttpOptions {
     HttpOptions::default()
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(30))
+        .timeout(Duration::from_secs(30))
 }
 
 /// An IMDS source for the fake's system identity, found as on a VM whose IMDS address was moved.
@@ -45,18 +46,25 @@ pub fn claims(fake: &FakeIdentity, token: &AccessToken) -> Claims {
         .expect("the token is one the fake signed")
 }
 
-/// Asserts the token expires about `lifetime` from now (a wide window: this is no timing test).
-pub fn assert_lifetime(token: &AccessToken, lifetime: Duration) {
-    let now = SystemTime::now();
-    let low = now + lifetime - Duration::from_secs(120);
-    let high = now + lifetime + Duration::from_secs(120);
+/// Asserts the token expires `lifetime` after it was issued. The moment of issue is bracketed by two
+/// readings of the wall clock: `before`, taken before the fetch, and one taken now, after it; no window is
+/// allowed beyond that bracket, except that an expiry sent as a date or as Unix seconds is cut to the
+/// whole second, which can put it up to 1 s before `before + lifetime`.
+pub fn assert_lifetime(before: SystemTime, token: &AccessToken, lifetime: Duration) {
+    let after = SystemTime::now();
+    let earliest = before + lifetime - WHOLE_SECOND;
+    let latest = after + lifetime;
     let at = token.expires_on();
     assert!(
-        at > low && at < high,
-        "expiry {:?} not about {lifetime:?} from now",
-        at.duration_since(now)
+        at >= earliest && at <= latest,
+        "expiry {:?} after the fetch began, not {lifetime:?} after a moment of the fetch ({:?} long)",
+        at.duration_since(before).unwrap_or_default(),
+        after.duration_since(before).unwrap_or_default()
     );
 }
+
+/// The resolution of an expiry sent as a date or as Unix seconds.
+pub const WHOLE_SECOND: Duration = Duration::from_secs(1);
 
 /// Asserts neither the error's `Display` nor its `Debug` quotes `secret`.
 pub fn assert_hides(err: &TokenError, secret: &str) {
