@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::*;
-use entra_testkit::{pg_client, run, text};
 use entra_emulator::Emulator;
+use entra_testkit::{pg_client, run, text};
 
 /// Long enough for 20 rotations of 5 s tokens renewed half-way.
 const RUN: Duration = Duration::from_secs(56);
