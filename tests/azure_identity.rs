@@ -2,8 +2,6 @@
 //! through App Service's variables: it fetches from our fake (which checks its requests like Azure),
 //! feeds our refresher, signs a pool in; and our refresher serves Azure SDK clients in turn.
 
-mod common;
-
 use std::time::Duration;
 
 use azure_core::credentials::TokenCredential;
@@ -17,7 +15,7 @@ async fn azure_identitys_managed_identity_credential_feeds_our_refresher_and_poo
     // azure_core's default HTTP client is reqwest, which entra-token builds without a crypto provider of
     // its own (it passes one per client): a process using both installs one, as rustls asks.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let emulator = common::emulator(Duration::from_secs(8)).await;
+    let emulator = entra_testkit::emulator(Duration::from_secs(8)).await;
     for (name, value) in emulator.app_service_env_vars() {
         std::env::set_var(name, value);
     }
@@ -25,7 +23,7 @@ async fn azure_identitys_managed_identity_credential_feeds_our_refresher_and_poo
     let source = AzureCredentialSource::new(credential);
 
     // A token from Microsoft's client, through our fake, verified with the fake's key.
-    let token = common::bounded(30, "a token", source.fetch(OSSRDBMS_SCOPE))
+    let token = entra_testkit::bounded(30, "a token", source.fetch(OSSRDBMS_SCOPE))
         .await
         .expect("a token");
     let claims = emulator
@@ -53,7 +51,7 @@ async fn azure_identitys_managed_identity_credential_feeds_our_refresher_and_poo
     let mut status = tokens.watch();
     // Each status published with a token carries its plan: the renewal comes before the token stops being
     // served. A watcher may skip a status (it sees the latest), never see one that was not published.
-    let plans = common::bounded(30, "a renewal", async {
+    let plans = entra_testkit::bounded(30, "a renewal", async {
         let mut plans = Vec::new();
         loop {
             let s = status.borrow_and_update().clone();
@@ -80,7 +78,7 @@ async fn azure_identitys_managed_identity_credential_feeds_our_refresher_and_poo
     // A renewal that starts after this meets the outage: while it is under way (or has failed), the token
     // is still served.
     let before_outage = tokens.status().fetches;
-    let during = common::bounded(
+    let during = entra_testkit::bounded(
         30,
         "a renewal during the outage",
         status.wait_for(|s| s.fetches > before_outage),
@@ -95,12 +93,12 @@ async fn azure_identitys_managed_identity_credential_feeds_our_refresher_and_poo
     emulator.identity().set_persistent_fault(None);
 
     // A pool signs in with tokens from Microsoft's credential.
-    let pool = common::pool_builder(&emulator)
+    let pool = entra_testkit::pool_builder(&emulator)
         .token_handle(tokens.clone())
         .build()
         .await
         .expect("builds");
-    let client = common::bounded(30, "a connection", pool.get())
+    let client = entra_testkit::bounded(30, "a connection", pool.get())
         .await
         .expect("signs in");
     let row = client

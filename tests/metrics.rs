@@ -4,8 +4,6 @@
 //! clock, and values are read at moments the test knows to be settled: after a gauge refresh that began
 //! once the load had ended, and while no token fetch is in flight.
 
-mod common;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -145,7 +143,7 @@ async fn settled_read(
     entra_pool::token::TokenStatus,
     entra_pool::token::AccessToken,
 ) {
-    common::bounded(30, "a moment with no token fetch in flight", async {
+    entra_testkit::bounded(30, "a moment with no token fetch in flight", async {
         loop {
             let before = tokens.status();
             let entries = read(registry);
@@ -166,7 +164,7 @@ async fn settled_read(
 /// first may have read the pool's state before the call).
 async fn a_later_gauge_refresh(refreshes: &AtomicU64) {
     let seen = refreshes.load(Ordering::SeqCst);
-    common::bounded(30, "a refresh of the pool's gauges", async {
+    entra_testkit::bounded(30, "a refresh of the pool's gauges", async {
         while refreshes.load(Ordering::SeqCst) < seen + 2 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -193,8 +191,8 @@ async fn pool_and_token_metrics_carry_otel_names_and_true_values() {
     })
     .expect("the only recorder of this binary");
 
-    let emulator: Emulator = common::emulator(Duration::from_secs(3)).await;
-    let pool = common::pool_builder(&emulator)
+    let emulator: Emulator = entra_testkit::emulator(Duration::from_secs(3)).await;
+    let pool = entra_testkit::pool_builder(&emulator)
         // The wrong-audience token below arrives at a renewal whose moment the test does not choose; a
         // connection opened within `min_invalidate_interval` of it would be refused without a refetch (by
         // design: a token refused moments after its fetch is usually refused for good), so this test, whose
@@ -211,7 +209,7 @@ async fn pool_and_token_metrics_carry_otel_names_and_true_values() {
     // One query at a time, until three tokens were published, four connections signed in (so three were
     // retired and re-created) and more than 50 checkouts were made.
     let mut checkouts = 0;
-    common::bounded(60, "three tokens, four connections and 50 checkouts", async {
+    entra_testkit::bounded(60, "three tokens, four connections and 50 checkouts", async {
         while tokens.status().refreshes < 3 || emulator.gate().sessions().len() < 4 || checkouts <= 50 {
             one_query(&pool, "a connection").await;
             checkouts += 1;
@@ -302,7 +300,7 @@ async fn pool_and_token_metrics_carry_otel_names_and_true_values() {
         Fault::status(503),
         Fault::token(&wrong_audience, Duration::from_secs(3600), OSSRDBMS_RESOURCE),
     ]);
-    common::bounded(60, "the wrong audience refused, and a query after it", async {
+    entra_testkit::bounded(60, "the wrong audience refused, and a query after it", async {
         while emulator.gate().rejections().is_empty() {
             one_query(&pool, "a connection, the refused token replaced").await;
         }

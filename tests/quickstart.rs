@@ -1,8 +1,6 @@
 //! The README's quick start, compiled and run as a user runs it: configuration from the process's
 //! environment (here the emulator's variables), nothing else.
 
-mod common;
-
 use std::time::Duration;
 
 /// The README's quick start, line for line (checked below against README.md).
@@ -38,11 +36,11 @@ fn the_readme_shows_this_very_quick_start() {
 // One test in this binary: it sets the process environment, which no other test shares.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_quick_start_signs_in_against_the_emulator_from_the_environment() {
-    let emulator = common::emulator(Duration::from_secs(3600)).await;
+    let emulator = entra_testkit::emulator(Duration::from_secs(3600)).await;
     for (name, value) in emulator.env_vars() {
         std::env::set_var(name, value);
     }
-    let user = common::bounded(60, "the quick start", quick_start())
+    let user = entra_testkit::bounded(60, "the quick start", quick_start())
         .await
         .unwrap_or_else(|e| panic!("{}", entra_pool::postgres::report(e.as_ref())));
     assert_eq!(user, emulator.user());

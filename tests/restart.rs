@@ -1,8 +1,6 @@
 //! Restarts a service lives through: the database server restarting under it, and the service itself
 //! restarting (a new process, a new pool, the same identity).
 
-mod common;
-
 use std::time::Duration;
 
 async fn current_user(pool: &entra_pool::postgres::EntraPool) -> Result<String, String> {
@@ -16,14 +14,14 @@ async fn current_user(pool: &entra_pool::postgres::EntraPool) -> Result<String, 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_pool_serves_again_after_the_server_restarts() {
-    let emulator = common::emulator(Duration::from_secs(3600)).await;
-    let pool = common::pool_builder(&emulator)
+    let emulator = entra_testkit::emulator(Duration::from_secs(3600)).await;
+    let pool = entra_testkit::pool_builder(&emulator)
         .max_size(4)
         .build()
         .await
         .expect("builds");
     assert_eq!(current_user(&pool).await.as_deref(), Ok(emulator.user()));
-    common::bounded(60, "the restart", emulator.gate().restart_upstream())
+    entra_testkit::bounded(60, "the restart", emulator.gate().restart_upstream())
         .await
         .expect("the server restarts");
     // The connection that was open died with the server; deadpool notices at recycling (or the first
@@ -50,11 +48,14 @@ async fn the_pool_serves_again_after_the_server_restarts() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restarted_service_signs_in_with_a_token_of_its_own() {
-    let emulator = common::emulator(Duration::from_secs(3600)).await;
-    let first = common::pool_builder(&emulator).build().await.expect("builds");
+    let emulator = entra_testkit::emulator(Duration::from_secs(3600)).await;
+    let first = entra_testkit::pool_builder(&emulator)
+        .build()
+        .await
+        .expect("builds");
     assert_eq!(current_user(&first).await.as_deref(), Ok(emulator.user()));
     drop(first); // the process ends: its refresher and connections go with it
-    let second = common::pool_builder(&emulator)
+    let second = entra_testkit::pool_builder(&emulator)
         .build()
         .await
         .expect("builds again");

@@ -3,8 +3,6 @@
 //! happened (rotations, sessions signed in with new tokens, queries), not for a span of wall clock, and
 //! the assertions are on the order of events: a renewal never starts before the refresher planned it.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,8 +13,8 @@ use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_under_load_outlives_every_token_with_one_request_per_rotation() {
-    let emulator = common::emulator(Duration::from_secs(3)).await;
-    let pool = common::pool_builder(&emulator)
+    let emulator = entra_testkit::emulator(Duration::from_secs(3)).await;
+    let pool = entra_testkit::pool_builder(&emulator)
         .max_size(4)
         .max_lifetime(Some(Duration::from_millis(1500)))
         .build()
@@ -80,7 +78,7 @@ async fn a_pool_under_load_outlives_every_token_with_one_request_per_rotation() 
     // at least ten rotations) and 1000 queries have run. A token replaced before any connection was opened
     // with it is not counted; the next one may be.
     let mut followed = BTreeSet::new();
-    common::bounded(
+    entra_testkit::bounded(
         120,
         "new sessions signing in with eleven of the refresher's tokens",
         async {
@@ -97,11 +95,11 @@ async fn a_pool_under_load_outlives_every_token_with_one_request_per_rotation() 
     )
     .await;
     stop.store(true, Ordering::Relaxed);
-    while let Some(joined) = common::bounded(60, "the load to stop", tasks.join_next()).await {
+    while let Some(joined) = entra_testkit::bounded(60, "the load to stop", tasks.join_next()).await {
         joined.expect("no task panicked").expect("no query failed");
     }
 
-    let (requests, token) = common::settled(&emulator, &tokens).await;
+    let (requests, token) = entra_testkit::settled(&emulator, &tokens).await;
     let rotations = token.refreshes - 1;
     assert!(rotations >= 10, "the load spanned ten rotations, saw {rotations}");
     assert!(
@@ -110,7 +108,7 @@ async fn a_pool_under_load_outlives_every_token_with_one_request_per_rotation() 
     );
     // The watcher ends when the refresher does, once the last handle on it is gone.
     drop((tokens, pool));
-    let (early, checked) = common::bounded(60, "the watcher to end with the refresher", early_fetches)
+    let (early, checked) = entra_testkit::bounded(60, "the watcher to end with the refresher", early_fetches)
         .await
         .expect("the watcher ran to the end");
     assert!(checked > 0, "the watcher saw renewals start");

@@ -95,9 +95,7 @@ async fn backend_pid(client: &Client) -> String {
 
 /// Bounds a step that could hang if relaying broke.
 async fn bounded<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(60), f)
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not finish within 60 s"))
+    entra_testkit::bounded(60, what, f).await
 }
 
 /// Client `a` prepares a named statement; `b` then opens a transaction, taking the server connection the

@@ -4,54 +4,20 @@
 //! never that it happened within some time.
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use entra_emulator::{Claims, Emulator, Fault, TokenFingerprint, OSSRDBMS_RESOURCE};
-use entra_postgres::PoolBuilder;
 use entra_sqlx::sqlx::postgres::PgPoolOptions;
 use entra_sqlx::{EntraPgPool, EntraPgPoolBuilder};
-use entra_token::{Env, RefreshPolicy, TokenHandle, TokenState, TokenStatus};
+use entra_testkit::{bounded, emulator, pool_builder, settled};
+use entra_token::{Env, RefreshPolicy, TokenState};
 
 /// Hang prevention only: far above what a passing step takes, even on a busy machine.
 const HANG: Duration = Duration::from_secs(30);
 /// Acquiring a connection waits at most this long: a hang, not a busy machine, would reach it.
 const ACQUIRE_HANG: Duration = Duration::from_secs(30);
-
-/// `future`, or a panic naming `what` once `limit` has passed.
-async fn bounded<T>(limit: Duration, what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(limit, future)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: still waiting after {limit:?}"))
-}
-
-/// The identity endpoint's request count and the refresher's status, read at a moment when no fetch was
-/// in flight: the status has the next fetch planned (none under way), and no request arrived between the
-/// two readings of the count around it.
-async fn settled(emulator: &Emulator, tokens: &TokenHandle) -> (u64, TokenStatus) {
-    bounded(HANG, "a moment with no token fetch in flight", async {
-        loop {
-            let before = emulator.identity().token_requests();
-            let status = tokens.status();
-            let after = emulator.identity().token_requests();
-            if before == after && status.next_fetch.is_some() {
-                return (after as u64, status);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-}
-
-async fn emulator(lifetime: Duration) -> Emulator {
-    Emulator::builder()
-        .token_lifetime(lifetime)
-        .start()
-        .await
-        .expect("the emulator starts (is PostgreSQL installed?)")
-}
 
 /// The emulator's environment, as a service on Azure would have it, minus `skip`.
 fn builder(emulator: &Emulator, skip: &[&str], options: PgPoolOptions) -> EntraPgPoolBuilder {
@@ -68,7 +34,7 @@ fn builder_with(
         .env_vars()
         .into_iter()
         .filter(|(k, _)| !skip.contains(&k.as_str()));
-    let config = PoolBuilder::from_env()
+    let config = pool_builder(emulator)
         .env(Env::from_pairs(env))
         .refresh_policy(policy);
     EntraPgPoolBuilder::new(config).pool_options(options.acquire_timeout(ACQUIRE_HANG))
@@ -122,7 +88,7 @@ async fn rotations_under_load_cost_no_query_and_one_token_request_each() {
     // opened with it is not counted; the next one may be.
     let mut followed = BTreeSet::new();
     bounded(
-        Duration::from_secs(120),
+        120,
         "new sessions signing in with eight of the refresher's tokens",
         async {
             while followed.len() < 8 || queries.load(Ordering::Relaxed) <= 500 {
@@ -138,7 +104,7 @@ async fn rotations_under_load_cost_no_query_and_one_token_request_each() {
     )
     .await;
     stop.store(true, Ordering::Relaxed);
-    while let Some(joined) = bounded(HANG, "the load to stop", tasks.join_next()).await {
+    while let Some(joined) = bounded(HANG.as_secs(), "the load to stop", tasks.join_next()).await {
         joined.expect("no panic").expect("no query failed");
     }
     let (requests, status) = settled(&emu, &tokens).await;
@@ -199,7 +165,7 @@ async fn an_identity_outage_while_the_token_is_valid_goes_unnoticed() {
     emu.identity().set_persistent_fault(Some(Fault::status(503)));
     let mut status = pool.tokens().watch();
     let failing = bounded(
-        HANG,
+        HANG.as_secs(),
         "the refresher's renewals to fail during the outage",
         status.wait_for(|s| s.consecutive_failures >= 2),
     )
@@ -262,9 +228,7 @@ async fn a_datestyle_refused_by_the_server_is_not_taken_for_a_refused_token() {
     // sign-in (22023).
     let mut env = emu.env_vars();
     env.push(("PGOPTIONS".into(), "-c DateStyle=access\\ token".into()));
-    let config = PoolBuilder::from_env()
-        .env(Env::from_pairs(env))
-        .refresh_policy(RefreshPolicy::short_lived());
+    let config = pool_builder(&emu).env(Env::from_pairs(env));
     let pool = EntraPgPoolBuilder::new(config)
         .pool_options(PgPoolOptions::new().acquire_timeout(ACQUIRE_HANG))
         .build()

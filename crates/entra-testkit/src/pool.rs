@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use entra_emulator::Emulator;
 use entra_postgres::PoolBuilder;
-use entra_token::{Env, HttpOptions, RefreshPolicy};
+use entra_token::{Env, HttpOptions, RefreshPolicy, TokenHandle, TokenStatus};
 
 /// An emulator whose tokens live `lifetime`.
 pub async fn emulator(lifetime: Duration) -> Emulator {
@@ -26,14 +26,33 @@ pub fn http() -> HttpOptions {
 
 /// `PoolBuilder::from_env()` reading only the emulator's variables (AZURE_POD_IDENTITY_AUTHORITY_HOST,
 /// PGHOST, PGSSLROOTCERT…), with the refresh policy for short-lived tokens and waits that only catch
-/// a hang. Every front's tests start from it: the pool (`build`), the multiplexed pool, the proxy's
+/// a hang (30 s for a connection, far above what a busy machine needs). Every front's tests start from it: the pool (`build`), the multiplexed pool, the proxy's
 /// connector (`build_connector`), the sqlx pool.
 pub fn pool_builder(emulator: &Emulator) -> PoolBuilder {
     PoolBuilder::from_env()
         .env(Env::from_pairs(emulator.env_vars()))
         .http_options(http())
         .refresh_policy(RefreshPolicy::short_lived())
-        .wait_timeout(Some(Duration::from_secs(10)))
-        .create_timeout(Some(Duration::from_secs(10)))
+        .wait_timeout(Some(Duration::from_secs(30)))
+        .create_timeout(Some(Duration::from_secs(30)))
         .token_wait(Duration::from_secs(5))
+}
+
+/// The identity endpoint's request count and the refresher's status, read at a moment when no fetch was
+/// in flight: the status has the next fetch planned (none under way), and no request arrived between the
+/// two readings of the count around it. A renewal in flight would otherwise be counted by one and not yet
+/// by the other.
+pub async fn settled(emulator: &Emulator, tokens: &TokenHandle) -> (u64, TokenStatus) {
+    crate::bounded(30, "a moment with no token fetch in flight", async {
+        loop {
+            let before = emulator.identity().token_requests();
+            let status = tokens.status();
+            let after = emulator.identity().token_requests();
+            if before == after && status.next_fetch.is_some() {
+                return (after as u64, status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
 }
