@@ -1,4 +1,4 @@
-//! [`PoolBuilder`] and [`EntraPool`]: from configuration to a standard `deadpool_postgres::Pool`.
+//! [`PoolBuilder`]: from configuration to a standard `deadpool_postgres::Pool` ([`EntraPool`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,16 +7,17 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use entra_token::{
     AccessToken, Env, HttpOptions, RefreshPolicy, Refresher, ServicePrincipalSecret, SourceKind,
-    SourceSelection, TokenHandle, TokenSource, TokenStatus, UserAssignedId, OSSRDBMS_SCOPE,
+    SourceSelection, TokenHandle, TokenSource, UserAssignedId, OSSRDBMS_SCOPE,
 };
 use rustls::pki_types::CertificateDer;
 use secrecy::SecretString;
 
 use crate::config::{settings_from_env, ConfigError, Settings, Sourced, SslMode};
 use crate::connect::{EntraConnect, DEFAULT_TOKEN_WAIT};
-use crate::error::{BuildError, GetError};
+use crate::error::BuildError;
 use crate::lifetime::Limits;
 use crate::plan::{ConnectionPlan, CredentialKind, PlanOptions};
+use crate::pool::EntraPool;
 
 /// Builds a `deadpool_postgres::Pool` whose connections sign in with Entra ID tokens.
 ///
@@ -671,116 +672,4 @@ impl PoolBuilder {
         let source = self.build_token_source()?;
         Ok(Refresher::start(source, self.scope.clone(), self.policy.clone()).await?)
     }
-}
-
-/// A built pool: the standard `deadpool_postgres::Pool` (reach it with [`pool`](Self::pool) or through
-/// `Deref`, and pass it to anything that takes one) plus the token handle behind it.
-#[derive(Clone)]
-pub struct EntraPool {
-    pool: Pool,
-    tokens: Option<TokenHandle>,
-    user: String,
-    check_timeout: Duration,
-    name: Arc<str>,
-    /// A clone of the pool's connector, for its counts.
-    connector: EntraConnect,
-}
-
-impl std::fmt::Debug for EntraPool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EntraPool")
-            .field("pool", &self.pool.status())
-            .field("tokens", &self.tokens)
-            .finish()
-    }
-}
-
-impl std::ops::Deref for EntraPool {
-    type Target = Pool;
-    fn deref(&self) -> &Pool {
-        &self.pool
-    }
-}
-
-/// A pool's state: deadpool's counts and the token's state.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct PoolStatus {
-    /// deadpool's status (size, available, waiting).
-    pub pool: deadpool_postgres::Status,
-    /// The token refresher's status (`None` in static-password mode).
-    pub token: Option<TokenStatus>,
-    /// How the pool's connections were opened: inside a `get()`, or ahead by replace-ahead.
-    pub connections: crate::ConnectionCounts,
-}
-
-impl EntraPool {
-    /// A connection from the pool, opened with the current token when none is free.
-    ///
-    /// The same as deadpool's `Pool::get` (reachable through [`pool`](Self::pool)), with an error whose
-    /// chain shows each layer once.
-    pub async fn get(&self) -> Result<deadpool_postgres::Object, GetError> {
-        let started = std::time::Instant::now();
-        let result = self.pool.get().await;
-        let timed_out = matches!(result, Err(deadpool_postgres::PoolError::Timeout(_)));
-        crate::metrics::checkout(&self.name, started.elapsed(), timed_out);
-        Ok(result?)
-    }
-
-    /// The deadpool pool.
-    pub fn pool(&self) -> &Pool {
-        &self.pool
-    }
-
-    /// The deadpool pool, owned.
-    pub fn into_pool(self) -> Pool {
-        self.pool
-    }
-
-    /// The role connections sign in as (configured, or read from the token).
-    pub fn user(&self) -> &str {
-        &self.user
-    }
-
-    /// The token handle (`None` in static-password mode).
-    pub fn tokens(&self) -> Option<&TokenHandle> {
-        self.tokens.as_ref()
-    }
-
-    /// deadpool's status plus the token's.
-    pub fn status(&self) -> PoolStatus {
-        PoolStatus {
-            pool: self.pool.status(),
-            token: self.tokens.as_ref().map(TokenHandle::status),
-            connections: self.connector.counts(),
-        }
-    }
-
-    /// Runs `SELECT 1` on a pooled connection within the check timeout (5 s): for health endpoints.
-    pub async fn check(&self) -> Result<(), CheckError> {
-        let run = async {
-            let client = self.get().await.map_err(CheckError::Pool)?;
-            client.simple_query("SELECT 1").await.map_err(CheckError::Query)?;
-            Ok(())
-        };
-        match tokio::time::timeout(self.check_timeout, run).await {
-            Ok(result) => result,
-            Err(_) => Err(CheckError::Timeout(self.check_timeout)),
-        }
-    }
-}
-
-/// Why [`EntraPool::check`] failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CheckError {
-    /// No connection could be had.
-    #[error("no connection for the check")]
-    Pool(#[source] GetError),
-    /// `SELECT 1` failed.
-    #[error("SELECT 1 failed")]
-    Query(#[source] tokio_postgres::Error),
-    /// The check took too long.
-    #[error("the check did not finish within {0:?}")]
-    Timeout(Duration),
 }

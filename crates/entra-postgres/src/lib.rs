@@ -43,6 +43,7 @@ mod lifetime;
 pub mod metrics;
 pub mod multiplex;
 pub mod plan;
+mod pool;
 mod probe;
 mod refusal;
 mod role_check;
@@ -52,7 +53,7 @@ pub mod sql;
 pub mod tls;
 mod tunnel;
 
-pub use builder::{CheckError, EntraPool, PoolBuilder, PoolStatus};
+pub use builder::PoolBuilder;
 pub use claims::user_from_token;
 pub use config::{parse_connection_string, ConfigError, SessionAttrs, Settings, SslMode};
 pub use connect::EntraConnect;
@@ -60,6 +61,7 @@ pub use diagnose::{diagnose, diagnose_audience, diagnose_with, Cause, Diagnosis,
 pub use error::{report, BuildError, ConnectError, GetError};
 pub use multiplex::{MultiplexError, MultiplexedPool};
 pub use plan::{ConnectionPlan, CredentialKind, PlanOptions, Roots, TlsChoice};
+pub use pool::{CheckError, EntraPool, PoolStatus};
 pub use probe::{Reach, ReachStep};
 pub use refusal::{AzureRefusal, Phase};
 pub use session::{CancelTarget, RawSession, SessionError, SessionStream};

@@ -107,6 +107,10 @@ mod tests {
         assert_eq!(reported_read_only(Some("on"), Some("off")), Some(true));
         assert_eq!(reported_read_only(Some("off"), Some("on")), Some(true));
         assert_eq!(reported_read_only(Some("off"), Some("off")), Some(false));
-        assert_eq!(reported_read_only(None, Some("off")), None, "asked with SHOW instead");
+        assert_eq!(
+            reported_read_only(None, Some("off")),
+            None,
+            "asked with SHOW instead"
+        );
     }
 }
