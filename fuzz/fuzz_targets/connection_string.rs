@@ -2,7 +2,7 @@
 //! or an error naming the key, never a panic.
 #![no_main]
 
-use entra_postgres::config::settings_from_env;
+use entra_postgres::__fuzz::settings_from_env;
 use entra_postgres::entra_token::Env;
 use libfuzzer_sys::fuzz_target;
 

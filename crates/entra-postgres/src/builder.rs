@@ -608,7 +608,7 @@ impl PoolBuilder {
                 Ok(())
             }));
         }
-        builder.build().map_err(|e| BuildError::Pool(e.to_string()))
+        builder.build().map_err(BuildError::Pool)
     }
 
     /// Starts the reaper that retires idle connections past their lifetime or idle timeout.

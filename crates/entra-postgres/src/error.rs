@@ -118,9 +118,10 @@ pub enum BuildError {
     /// failures within the retry budget).
     #[error("could not get an Entra token")]
     Token(#[from] TokenError),
-    /// deadpool refused the pool settings.
-    #[error("invalid pool settings: {0}")]
-    Pool(String),
+    /// deadpool refused the pool settings (its error says which: for example a `max_size` of 0, or timeouts
+    /// without a runtime).
+    #[error("deadpool refused the pool settings")]
+    Pool(#[source] deadpool_postgres::BuildError),
     /// A pool that opens its connections at once (multiplexed) could not open one.
     #[error("could not open the first connections")]
     Connect(#[source] tokio_postgres::Error),

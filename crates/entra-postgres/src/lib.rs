@@ -70,3 +70,10 @@ pub use spares::ConnectionCounts;
 pub use deadpool_postgres;
 pub use entra_token;
 pub use tokio_postgres;
+
+/// Entry points for the fuzz targets and property tests (`fuzz/`, `tests/proptest_*.rs`, the CLI's
+/// tests): not part of the API, and may change at any time.
+#[doc(hidden)]
+pub mod __fuzz {
+    pub use crate::config::env::{settings_from_env, LIBPQ_VARS, SERVICE_CONNECTOR_VARS};
+}

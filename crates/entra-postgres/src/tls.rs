@@ -30,7 +30,7 @@ pub fn azure_roots() -> RootCertStore {
 }
 
 /// Reads every certificate of a PEM file (libpq's `sslrootcert`).
-pub fn load_pem_file(path: &Path, origin: &str) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+pub(crate) fn load_pem_file(path: &Path, origin: &str) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let shown = path.display().to_string();
     let bytes = std::fs::read(path)
         .map_err(|e| ConfigError::invalid(origin, &shown, format!("cannot read the CA file: {e}")))?;
@@ -77,7 +77,10 @@ impl Verification {
 }
 
 /// A rustls client configuration that verifies as `verification` says, with these roots.
-pub fn client_config(verification: Verification, roots: RootCertStore) -> Result<ClientConfig, ConfigError> {
+pub(crate) fn client_config(
+    verification: Verification,
+    roots: RootCertStore,
+) -> Result<ClientConfig, ConfigError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| ConfigError::invalid("TLS", "ring", format!("cannot set up TLS: {e}")))?;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use base64::Engine;
-use entra_postgres::config::settings_from_env;
+use entra_postgres::__fuzz::settings_from_env;
 use entra_postgres::{parse_connection_string, user_from_token, PoolBuilder, SslMode};
 use entra_token::Env;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};

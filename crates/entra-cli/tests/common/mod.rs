@@ -29,9 +29,9 @@ pub const AMBIENT_IDENTITY: &[&str] = &[
 pub fn entra_pg(args: &[&str], env: &[(String, String)]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(args).stdin(Stdio::null());
-    let config = entra_postgres::config::LIBPQ_VARS
+    let config = entra_postgres::__fuzz::LIBPQ_VARS
         .iter()
-        .chain(entra_postgres::config::SERVICE_CONNECTOR_VARS);
+        .chain(entra_postgres::__fuzz::SERVICE_CONNECTOR_VARS);
     for var in config.chain(AMBIENT_IDENTITY) {
         cmd.env_remove(var);
     }

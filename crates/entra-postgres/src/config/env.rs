@@ -103,3 +103,17 @@ pub(crate) fn service_connector_string(env: &Env) -> Result<Option<Settings>, Co
         .map(|text| conn_string::parse(&text, "AZURE_POSTGRESQL_CONNECTIONSTRING"))
         .transpose()
 }
+
+/// The layers below the builder, merged: libpq < Service Connector < connection string (`explicit`, else
+/// `AZURE_POSTGRESQL_CONNECTIONSTRING`).
+pub fn settings_from_env(env: &Env, explicit: Option<&str>) -> Result<Settings, ConfigError> {
+    let mut merged = libpq(env)?.overlaid_with(service_connector(env)?);
+    let string_layer = match explicit {
+        Some(text) => Some(super::conn_string::parse(text, "connection string")?),
+        None => service_connector_string(env)?,
+    };
+    if let Some(layer) = string_layer {
+        merged = merged.overlaid_with(layer);
+    }
+    Ok(merged)
+}

@@ -5,13 +5,11 @@
 //! (`AZURE_POSTGRESQL_HOST`…) > libpq's (`PGHOST`…).
 
 mod conn_string;
-mod env;
+pub(crate) mod env;
 mod settings;
 
-pub use env::{LIBPQ_VARS, SERVICE_CONNECTOR_VARS};
+pub(crate) use env::settings_from_env;
 pub use settings::{SessionAttrs, Settings, Sourced, SslMode};
-
-use entra_token::Env;
 
 /// A configuration that cannot be used. Every variant names the variable, key or builder call at fault
 /// and says what to do; none shows a secret's value.
@@ -106,18 +104,4 @@ impl ConfigError {
 /// ```
 pub fn parse_connection_string(text: &str) -> Result<Settings, ConfigError> {
     conn_string::parse(text, "connection string")
-}
-
-/// The layers below the builder, merged: libpq < Service Connector < connection string (`explicit`, else
-/// `AZURE_POSTGRESQL_CONNECTIONSTRING`).
-pub fn settings_from_env(env: &Env, explicit: Option<&str>) -> Result<Settings, ConfigError> {
-    let mut merged = env::libpq(env)?.overlaid_with(env::service_connector(env)?);
-    let string_layer = match explicit {
-        Some(text) => Some(conn_string::parse(text, "connection string")?),
-        None => env::service_connector_string(env)?,
-    };
-    if let Some(layer) = string_layer {
-        merged = merged.overlaid_with(layer);
-    }
-    Ok(merged)
 }
