@@ -182,7 +182,7 @@ impl AzureArcSource {
                     NAME,
                     format!(
                         "the Arc agent's challenge is not `Basic realm=<key file>`: {:?}",
-                        crate::http::cap_chars(header, 200)
+                        crate::redact::cap_chars(header, 200)
                     ),
                 )
             })?;

@@ -76,7 +76,7 @@ pub(super) fn validate_tenant(tenant: &str) -> Result<(), TokenError> {
     {
         return Err(TokenError::Config(format!(
             "AZURE_TENANT_ID (the tenant id) may contain only letters, digits, '.' and '-', not {:?}",
-            crate::http::cap_chars(tenant, 100)
+            crate::redact::cap_chars(tenant, 100)
         )));
     }
     Ok(())

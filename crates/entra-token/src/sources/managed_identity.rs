@@ -285,7 +285,7 @@ impl ErrorBody {
             .or(self.app_service_message.as_deref())
             .or(self.error.as_deref());
         match text {
-            Some(text) => crate::http::redacted_snippet(text),
+            Some(text) => crate::redact::redacted_snippet(text),
             None if response.body.trim().is_empty() => "(empty body)".to_string(),
             None => response.snippet(),
         }
