@@ -76,19 +76,22 @@ impl From<HttpError> for TokenError {
 }
 
 impl HttpClient {
-    /// Builds the client; fails with [`TokenError::Config`] only if the TLS setup is impossible.
+    /// Builds the client; fails with [`TokenError::HttpClientSetup`] only if the TLS setup is impossible.
     pub(crate) fn new(options: &HttpOptions) -> Result<Self, TokenError> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         for cert in &options.extra_root_certificates {
-            roots
-                .add(cert.clone())
-                .map_err(|e| TokenError::Config(format!("an extra root certificate is unusable: {e}")))?;
+            roots.add(cert.clone()).map_err(|e| {
+                setup_failed(
+                    "an extra root certificate is unusable; remove or replace it in HttpOptions",
+                    e,
+                )
+            })?;
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| TokenError::Config(format!("TLS setup failed: {e}")))?
+            .map_err(|e| setup_failed("the TLS configuration failed", e))?
             .with_root_certificates(roots)
             .with_no_client_auth();
         let client = reqwest::Client::builder()
@@ -99,7 +102,7 @@ impl HttpClient {
             .tls_backend_preconfigured(tls)
             .user_agent(concat!("entra-token/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| TokenError::Config(format!("building the HTTP client failed: {}", chain(&e))))?;
+            .map_err(|e| setup_failed("building the client failed", e))?;
         Ok(HttpClient {
             client,
             max_body_bytes: options.max_body_bytes,
@@ -124,7 +127,7 @@ impl HttpClient {
         let mut response = request
             .send()
             .await
-            .map_err(|e| classify_send_error(source_name, &e))?;
+            .map_err(|e| classify_send_error(source_name, e))?;
         let status = response.status().as_u16();
         if (300..400).contains(&status) {
             let location = response
@@ -224,6 +227,13 @@ fn append_zeroizing(buf: &mut Zeroizing<Vec<u8>>, chunk: &[u8]) {
     buf.extend_from_slice(chunk);
 }
 
+fn setup_failed(problem: &'static str, error: impl std::error::Error + Send + Sync + 'static) -> TokenError {
+    TokenError::HttpClientSetup {
+        problem,
+        error: Arc::new(error),
+    }
+}
+
 fn other(error: TokenError) -> HttpError {
     HttpError {
         kind: FailureKind::Other,
@@ -231,8 +241,8 @@ fn other(error: TokenError) -> HttpError {
     }
 }
 
-fn classify_send_error(source_name: &str, e: &reqwest::Error) -> HttpError {
-    let detail = chain(e);
+fn classify_send_error(source_name: &str, e: reqwest::Error) -> HttpError {
+    let detail = chain(&e);
     let (kind, reason) = if e.is_connect() {
         (FailureKind::NoConnection, format!("could not connect: {detail}"))
     } else if e.is_timeout() {
@@ -241,9 +251,10 @@ fn classify_send_error(source_name: &str, e: &reqwest::Error) -> HttpError {
             format!("no response within the timeout: {detail}"),
         )
     } else if e.is_builder() {
-        return other(TokenError::Config(format!(
-            "{source_name}: the request could not be built: {detail}"
-        )));
+        return other(TokenError::RequestNotBuilt {
+            source_name: source_name.to_string(),
+            error: Arc::new(e),
+        });
     } else {
         (FailureKind::Other, format!("the request failed: {detail}"))
     };

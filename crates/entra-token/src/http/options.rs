@@ -1,6 +1,7 @@
 //! [`HttpOptions`]: the timeouts, body cap and extra trusted roots of token requests.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
@@ -71,20 +72,18 @@ impl HttpOptions {
 
     /// Adds every certificate of a PEM bundle as a trusted root.
     ///
-    /// Fails with [`TokenError::Config`] when the text holds no certificate or a malformed one.
+    /// Fails with [`TokenError::CaPemEmpty`] when the text holds no certificate, and
+    /// [`TokenError::CaPemMalformed`] when one is malformed.
     pub fn with_ca_pem(mut self, pem: &str) -> Result<Self, TokenError> {
         let mut reader = pem.as_bytes();
         let mut added = 0;
         for cert in rustls_pemfile::certs(&mut reader) {
-            let cert = cert
-                .map_err(|e| TokenError::Config(format!("the CA PEM holds a malformed certificate: {e}")))?;
+            let cert = cert.map_err(|e| TokenError::CaPemMalformed { error: Arc::new(e) })?;
             self.extra_root_certificates.push(cert);
             added += 1;
         }
         if added == 0 {
-            return Err(TokenError::Config(
-                "the CA PEM holds no certificate (expected -----BEGIN CERTIFICATE-----)".into(),
-            ));
+            return Err(TokenError::CaPemEmpty);
         }
         Ok(self)
     }
@@ -109,7 +108,7 @@ mod tests {
     fn ca_pem_without_certificates_is_a_config_error() {
         assert!(matches!(
             HttpOptions::default().with_ca_pem("nothing here"),
-            Err(TokenError::Config(_))
+            Err(TokenError::CaPemEmpty)
         ));
     }
 

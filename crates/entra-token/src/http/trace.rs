@@ -39,7 +39,7 @@ fn error_outcome(e: &TokenError) -> &'static str {
         TokenError::AuthenticationFailed { .. } => "auth_failed",
         TokenError::Transient { .. } => "transient",
         TokenError::InvalidResponse { .. } => "invalid_response",
-        TokenError::Config(_) => "config",
+        e if e.is_config() => "config",
         _ => "error",
     }
 }
