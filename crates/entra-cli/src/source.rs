@@ -102,8 +102,9 @@ pub(crate) fn http_options() -> HttpOptions {
 
 /// Exit code for a token failure (configuration mistakes are usage errors).
 pub(crate) fn token_exit(e: &entra_token::TokenError) -> Exit {
-    match e {
-        entra_token::TokenError::Config(_) => Exit::Usage,
-        _ => Exit::Token,
+    if e.is_config() {
+        Exit::Usage
+    } else {
+        Exit::Token
     }
 }

@@ -1,9 +1,13 @@
 //! Errors of the emulator's parts: each names what failed and what to do about it.
+//!
+//! A variant with a cause returns it from `source()` and leaves it out of its own message, so a chain
+//! printed layer by layer (anyhow's `{:#}`, `entra_postgres::report`) shows each layer once.
 
 use std::path::PathBuf;
 
 /// Why an emulator part (a throwaway PostgreSQL, the gate, the fake endpoints) could not do its job.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EmulatorError {
     /// [`Emulator::switch_over`](crate::Emulator::switch_over) on an emulator started without a replica.
     #[error("this emulator has no replica to switch over to: start it with EmulatorBuilder::replica(true)")]
@@ -51,7 +55,7 @@ pub enum EmulatorError {
     },
 
     /// A file-system or socket operation failed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// What was being done, with the path or address involved.
         what: String,
@@ -83,7 +87,7 @@ pub enum EmulatorError {
     },
 
     /// A SQL statement run by the harness failed.
-    #[error("{what} failed: {source}; the server log is at {}", log.display())]
+    #[error("{what} failed; the server log is at {}", log.display())]
     Sql {
         /// What was being done.
         what: String,
@@ -95,11 +99,11 @@ pub enum EmulatorError {
     },
 
     /// Generating the emulator's CA or a certificate failed.
-    #[error("generating the emulator's TLS certificates failed: {0}")]
+    #[error("generating the emulator's TLS certificates failed")]
     Certificate(#[from] rcgen::Error),
 
     /// Building a TLS configuration failed.
-    #[error("building the TLS configuration for {what} failed: {source}")]
+    #[error("building the TLS configuration for {what} failed")]
     Tls {
         /// Which side (gate, cluster).
         what: String,
@@ -126,6 +130,47 @@ impl EmulatorError {
         EmulatorError::Io {
             what: what.into(),
             source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+
+    /// Every layer of the chain, as a reporter that walks `source()` prints them.
+    fn layers(error: &(dyn Error + 'static)) -> Vec<String> {
+        let mut layers = Vec::new();
+        let mut current = Some(error);
+        while let Some(e) = current {
+            layers.push(e.to_string());
+            current = e.source();
+        }
+        layers
+    }
+
+    #[test]
+    fn a_chain_shows_each_cause_once() {
+        let errors = [
+            EmulatorError::io(
+                "binding the gate to 127.0.0.1:0",
+                std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use"),
+            ),
+            EmulatorError::Tls {
+                what: "the gate".into(),
+                source: rustls::Error::General("no usable key".into()),
+            },
+            EmulatorError::Certificate(rcgen::Error::CouldNotParseKeyPair),
+        ];
+        for error in &errors {
+            let layers = layers(error);
+            assert!(layers.len() >= 2, "{layers:?}");
+            let full = layers.join(": ");
+            for layer in &layers[1..] {
+                assert_eq!(full.matches(layer.as_str()).count(), 1, "{full}");
+            }
         }
     }
 }

@@ -2,6 +2,8 @@
 //! client would drive Azure: fetch a token over HTTP, sign in over verify-full TLS.
 
 mod common;
+#[path = "common/report.rs"]
+mod report;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -19,7 +21,10 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 const HANG_GUARD: Duration = Duration::from_secs(30);
 
 async fn start(builder: entra_emulator::EmulatorBuilder) -> Emulator {
-    builder.start().await.unwrap_or_else(|e| panic!("{e}"))
+    builder
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("{}", report::report(&e)))
 }
 
 /// Trust exactly the certificates in the PEM file at `path`.

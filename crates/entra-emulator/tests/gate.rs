@@ -16,6 +16,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 #[path = "common/postgres_startup.rs"]
 mod postgres_startup;
+#[path = "common/report.rs"]
+mod report;
 
 use postgres_startup::{first_bytes, pairs, startup, PROTOCOL_3};
 
@@ -26,7 +28,11 @@ const OID: &str = "11111111-2222-3333-4444-555555555555";
 const HANG: Duration = Duration::from_secs(30);
 
 async fn gate_with(skew: Duration) -> EntraGate {
-    let pg = Arc::new(TestPostgres::start().await.unwrap_or_else(|e| panic!("{e}")));
+    let pg = Arc::new(
+        TestPostgres::start()
+            .await
+            .unwrap_or_else(|e| panic!("{}", report::report(&e))),
+    );
     let gate = EntraGate::builder(pg).skew(skew).start().await.unwrap();
     gate.create_principal(ROLE, OID, PrincipalKind::Service)
         .await

@@ -1,6 +1,9 @@
 //! `TestPgBouncer` behind the `EntraGate`: client → gate (TLS, token check) → PgBouncer → PostgreSQL,
 //! in session and transaction pooling, with what each mode does to named prepared statements.
 
+#[path = "common/report.rs"]
+mod report;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,10 +30,14 @@ struct Chain {
 }
 
 async fn chain(mode: PoolMode) -> Chain {
-    let pg = Arc::new(TestPostgres::start().await.unwrap_or_else(|e| panic!("{e}")));
+    let pg = Arc::new(
+        TestPostgres::start()
+            .await
+            .unwrap_or_else(|e| panic!("{}", report::report(&e))),
+    );
     let bouncer = TestPgBouncer::start(&pg, mode)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap_or_else(|e| panic!("{}", report::report(&e)));
     let gate = EntraGate::builder(pg.clone())
         .upstream_socket(bouncer.socket_dir(), bouncer.port())
         .start()

@@ -1,6 +1,8 @@
 //! `TestPostgres`: a real, throwaway PostgreSQL that tests can start, use, restart and drop.
 
 mod common;
+#[path = "common/report.rs"]
+mod report;
 
 use entra_emulator::TestPostgres;
 use tokio_postgres::config::SslMode;
@@ -9,7 +11,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 async fn start() -> TestPostgres {
     match TestPostgres::start().await {
         Ok(pg) => pg,
-        Err(e) => panic!("{e}"),
+        Err(e) => panic!("{}", report::report(&e)),
     }
 }
 

@@ -378,10 +378,11 @@ fn token_diagnosis(e: &TokenError) -> Diagnosis {
             _ => {}
         }
     }
-    if let Some(TokenError::Config(text)) = leaves.iter().find(|l| matches!(l, TokenError::Config(_))) {
+    if let Some(config) = leaves.iter().find(|l| l.is_config()) {
         return diagnosis(
             Cause::Configuration,
-            format!("the token source is misconfigured: {text}"),
+            // With its causes: the I/O error behind an unreadable file is the variant's source.
+            format!("the token source is misconfigured: {}", crate::report(*config)),
             "fix the variable or flag named there",
         );
     }

@@ -118,7 +118,7 @@ fn status_of(e: &azure_core::Error) -> Option<u16> {
 /// Azure's retry guidance (`azure-protocols.md` §1) on an SDK error: 404, 410, 429, 5xx and
 /// connection or I/O failures are transient; other statuses and credential errors are not.
 fn classify(source: &str, e: &azure_core::Error) -> TokenError {
-    let reason = crate::http::redacted_snippet(&e.to_string());
+    let reason = crate::redact::redacted_snippet(&e.to_string());
     match (status_of(e), e.kind()) {
         (Some(status), _) if crate::retry::is_transient_status(status) => TokenError::Transient {
             source_name: source.to_string(),

@@ -1,7 +1,13 @@
 //! [`TokenError`]: why a token could not be had, and what a caller should do about it.
 
+use std::error::Error as StdError;
 use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::UserAssignedId;
 
 /// Why a token could not be had.
 ///
@@ -69,9 +75,144 @@ pub enum TokenError {
         /// What is wrong with the response.
         reason: String,
     },
-    /// The configuration or environment is wrong: names the variable or setting and the problem.
-    #[error("configuration error: {0}")]
-    Config(String),
+    /// A setting the source cannot do without was not given. [`is_config`](Self::is_config), like
+    /// every variant down to [`EmptyChain`](Self::EmptyChain).
+    #[error("{source_name} needs {setting}: set it with {set_by}")]
+    MissingSetting {
+        /// The source's name.
+        source_name: String,
+        /// What is missing: `a tenant id`, `a non-empty secret`…
+        setting: &'static str,
+        /// Where it is given: the builder method and the environment variable.
+        set_by: &'static str,
+    },
+    /// An endpoint or authority is not a URL.
+    #[error("{setting} is not a valid URL: {value:?}")]
+    MalformedUrl {
+        /// Where the value came from: a variable (`AZURE_AUTHORITY_HOST`) or a builder setting (`the IMDS
+        /// endpoint`).
+        setting: &'static str,
+        /// The value as given.
+        value: String,
+        /// Why it does not parse.
+        #[source]
+        error: url::ParseError,
+    },
+    /// An endpoint or authority is a URL the source refuses: not http(s), without a host, or plain http
+    /// where a secret would be sent.
+    #[error("{setting} must be {required}, not {value:?}")]
+    UrlNotAllowed {
+        /// Where the value came from: a variable or a builder setting.
+        setting: &'static str,
+        /// The value as given.
+        value: String,
+        /// What the URL must be.
+        required: &'static str,
+    },
+    /// A tenant id holds a character no tenant id has; it would change the token URL's path.
+    #[error("AZURE_TENANT_ID (the tenant id) may contain only letters, digits, '.' and '-', not {tenant:?}")]
+    InvalidTenantId {
+        /// The value as given, cut to 100 characters.
+        tenant: String,
+    },
+    /// The source serves one identity of its own (Azure Arc: the machine's system-assigned identity;
+    /// Cloud Shell: the signed-in user's) and cannot be asked for a user-assigned one.
+    #[error(
+        "{source_name} serves only {serves}; remove the user-assigned identity ({identity}) from the \
+         configuration"
+    )]
+    UserAssignedUnsupported {
+        /// The source's name.
+        source_name: String,
+        /// The one identity it serves.
+        serves: &'static str,
+        /// The identity asked for.
+        identity: UserAssignedId,
+    },
+    /// The source selects a user-assigned identity only by its client id (workload identity, the
+    /// legacy App Service API).
+    #[error(
+        "{source_name} selects a user-assigned identity only by client id, not by {identity}; name the \
+         identity by its client id"
+    )]
+    ClientIdRequired {
+        /// The source's name.
+        source_name: String,
+        /// The identity asked for.
+        identity: UserAssignedId,
+    },
+    /// The federated token file cannot be read (workload identity reads it on every fetch, since the
+    /// kubelet rotates it).
+    #[error(
+        "cannot read the federated token file {} (AZURE_FEDERATED_TOKEN_FILE); check the path and that \
+         the pod's service-account token is projected there",
+        path.display()
+    )]
+    FederatedTokenUnreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why it cannot be read.
+        #[source]
+        error: Arc<io::Error>,
+    },
+    /// The federated token file holds nothing but white space.
+    #[error("the federated token file {} (AZURE_FEDERATED_TOKEN_FILE) is empty", path.display())]
+    FederatedTokenEmpty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key file the Azure Arc agent named cannot be read.
+    #[error(
+        "cannot read the Arc key file {}; the process must run as root or in the himds group",
+        path.display()
+    )]
+    ArcKeyUnreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why it cannot be read.
+        #[source]
+        error: Arc<io::Error>,
+    },
+    /// The key file the Azure Arc agent named is not UTF-8 text.
+    #[error("the Arc key file {} is not text", path.display())]
+    ArcKeyNotText {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A CA bundle given to [`HttpOptions::with_ca_pem`](crate::HttpOptions::with_ca_pem) holds no
+    /// certificate.
+    #[error("the CA PEM holds no certificate (expected -----BEGIN CERTIFICATE-----)")]
+    CaPemEmpty,
+    /// A CA bundle given to [`HttpOptions::with_ca_pem`](crate::HttpOptions::with_ca_pem) holds a
+    /// certificate that cannot be read.
+    #[error("the CA PEM holds a malformed certificate")]
+    CaPemMalformed {
+        /// The PEM reader's error.
+        #[source]
+        error: Arc<io::Error>,
+    },
+    /// The HTTP client for token requests cannot be set up with these [`HttpOptions`](crate::HttpOptions).
+    #[error("cannot set up the HTTP client for token requests: {problem}")]
+    HttpClientSetup {
+        /// What failed, and what to change.
+        problem: &'static str,
+        /// The TLS or HTTP library's error.
+        #[source]
+        error: Arc<dyn StdError + Send + Sync>,
+    },
+    /// A token request cannot be built from the source's settings: the HTTP library refuses a URL or a
+    /// header value (an `IDENTITY_HEADER` with a line break…).
+    #[error("{source_name}: the token request could not be built; check the endpoint and header values it is configured with")]
+    RequestNotBuilt {
+        /// The source's name.
+        source_name: String,
+        /// The HTTP library's error.
+        #[source]
+        error: Arc<dyn StdError + Send + Sync>,
+    },
+    /// A [`ChainSource`](crate::ChainSource) with no source in it was asked for a token.
+    #[error("the token source chain is empty: add a source with ChainSource::with")]
+    EmptyChain,
     /// Every source of a chain failed; lists each one's reason.
     #[error("no token source succeeded:{}", list_errors(.0))]
     ChainFailed(Vec<TokenError>),
@@ -134,11 +275,23 @@ fn identity_text(identity: Option<&str>) -> String {
     }
 }
 
+/// One line per error, each with its causes: this error's own `source` is `None`, so a member's
+/// cause (the I/O error behind an unreadable file) would otherwise be lost.
 fn list_errors(errors: &[TokenError]) -> String {
     let mut out = String::new();
     for e in errors {
+        let mut line = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            let text = c.to_string();
+            if !line.contains(&text) {
+                line.push_str(": ");
+                line.push_str(&text);
+            }
+            cause = c.source();
+        }
         out.push_str("\n  - ");
-        out.push_str(&e.to_string());
+        out.push_str(&line);
     }
     out
 }
@@ -185,6 +338,40 @@ impl TokenError {
                 (None, TokenError::InvalidResponse { .. }) => "invalid response".into(),
                 (None, _) => "failed".into(),
             },
+        }
+    }
+
+    /// Whether the configuration or the environment is wrong ([`MissingSetting`](Self::MissingSetting)
+    /// down to [`EmptyChain`](Self::EmptyChain)): retrying will not help until it is fixed, and the
+    /// message names the variable or setting. Looks at this error only, not at a chain's members (see
+    /// [`leaves`](Self::leaves)).
+    pub fn is_config(&self) -> bool {
+        // Exhaustive, so that a new variant must be classified here.
+        match self {
+            TokenError::MissingSetting { .. }
+            | TokenError::MalformedUrl { .. }
+            | TokenError::UrlNotAllowed { .. }
+            | TokenError::InvalidTenantId { .. }
+            | TokenError::UserAssignedUnsupported { .. }
+            | TokenError::ClientIdRequired { .. }
+            | TokenError::FederatedTokenUnreadable { .. }
+            | TokenError::FederatedTokenEmpty { .. }
+            | TokenError::ArcKeyUnreadable { .. }
+            | TokenError::ArcKeyNotText { .. }
+            | TokenError::CaPemEmpty
+            | TokenError::CaPemMalformed { .. }
+            | TokenError::HttpClientSetup { .. }
+            | TokenError::RequestNotBuilt { .. }
+            | TokenError::EmptyChain => true,
+            TokenError::CredentialUnavailable { .. }
+            | TokenError::AuthenticationFailed { .. }
+            | TokenError::IdentityNotFound { .. }
+            | TokenError::Transient { .. }
+            | TokenError::InvalidResponse { .. }
+            | TokenError::ChainFailed(_)
+            | TokenError::RetriesExhausted { .. }
+            | TokenError::Unavailable { .. }
+            | TokenError::Shutdown => false,
         }
     }
 
@@ -245,5 +432,55 @@ impl TokenError {
             status: None,
             error_code: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unreadable_file() -> TokenError {
+        TokenError::FederatedTokenUnreadable {
+            path: PathBuf::from("/var/run/secrets/token"),
+            error: Arc::new(io::Error::new(io::ErrorKind::NotFound, "no such file")),
+        }
+    }
+
+    #[test]
+    fn configuration_errors_are_neither_retried_nor_skipped_by_a_chain() {
+        let errors = [
+            unreadable_file(),
+            TokenError::InvalidTenantId { tenant: "a/b".into() },
+            TokenError::EmptyChain,
+        ];
+        for e in &errors {
+            assert!(e.is_config(), "{e}");
+            assert!(!e.is_retryable(), "{e}");
+            assert!(!e.is_unavailable(), "{e}");
+        }
+        assert!(!TokenError::transient("imds", "timeout").is_config());
+    }
+
+    #[test]
+    fn a_cause_is_the_source_and_not_repeated_in_the_message() {
+        let e = unreadable_file();
+        let text = e.to_string();
+        assert!(text.contains("/var/run/secrets/token"), "{text}");
+        assert!(!text.contains("no such file"), "{text}");
+        assert_eq!(
+            e.source().map(ToString::to_string).as_deref(),
+            Some("no such file")
+        );
+    }
+
+    #[test]
+    fn a_chain_lists_each_members_causes() {
+        let e = TokenError::ChainFailed(vec![
+            TokenError::unavailable("imds", "nothing listening"),
+            unreadable_file(),
+        ]);
+        let text = e.to_string();
+        assert_eq!(text.matches("no such file").count(), 1, "{text}");
+        assert_eq!(text.lines().count(), 3, "{text}");
     }
 }

@@ -62,6 +62,7 @@ mod error;
 mod http;
 pub mod metrics;
 mod policy;
+mod redact;
 mod refresher;
 mod response;
 mod retry;

@@ -24,11 +24,13 @@ pub(crate) fn failure_kind(e: &TokenError) -> &'static str {
         } => "throttled",
         TokenError::Transient { .. } => "transient",
         TokenError::InvalidResponse { .. } => "invalid_response",
-        TokenError::Config(_) => "config",
         TokenError::ChainFailed(all) => all.last().map_or("chain", failure_kind),
         TokenError::RetriesExhausted { last, .. } => failure_kind(last),
         TokenError::Unavailable { .. } => "unavailable",
         TokenError::Shutdown => "shutdown",
+        e if e.is_config() => "config",
+        // Unreachable while `is_config` classifies every other variant.
+        _ => "error",
     }
 }
 

@@ -28,7 +28,7 @@ pub(crate) fn parse_token_response(
             source_name,
             format!(
                 "the body is not JSON ({e}): {}",
-                crate::http::redacted_snippet(body)
+                crate::redact::redacted_snippet(body)
             ),
         )
     })?;

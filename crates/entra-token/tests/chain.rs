@@ -89,7 +89,7 @@ async fn an_unconfigured_source_with_a_config_error_stops_the_chain() {
     let chain = ChainSource::new()
         .with_unconfigured(
             "workload-identity",
-            TokenError::Config("AZURE_TENANT_ID has invalid characters".into()),
+            TokenError::InvalidTenantId { tenant: "a/b".into() },
         )
         .with(after.clone());
     let err = chain.fetch(OSSRDBMS_SCOPE).await.unwrap_err();

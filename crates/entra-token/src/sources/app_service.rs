@@ -138,8 +138,9 @@ impl AppServiceSourceBuilder {
     /// The source.
     ///
     /// [`TokenError::CredentialUnavailable`] when the API's variables are not set;
-    /// [`TokenError::Config`] when the endpoint is not a URL, or the legacy API is asked for an identity
-    /// by anything but its client id.
+    /// [`TokenError::MalformedUrl`] or [`TokenError::UrlNotAllowed`] when the endpoint is not an
+    /// http(s) URL; [`TokenError::ClientIdRequired`] when the legacy API is asked for an identity by
+    /// anything but its client id.
     pub fn build(self) -> Result<AppServiceSource, TokenError> {
         let env = self.env.unwrap_or_else(Env::process);
         let set = |api: Api| env.var(api.endpoint_var()).is_some() && env.var(api.secret_var()).is_some();
@@ -159,10 +160,10 @@ impl AppServiceSourceBuilder {
         source.endpoint_and_secret()?;
         if let Some(id) = &source.id {
             if api.id_param(id).is_none() {
-                return Err(TokenError::Config(format!(
-                    "the legacy App Service API (MSI_ENDPOINT) selects a user-assigned identity only by \
-                     client id, not by {id}"
-                )));
+                return Err(TokenError::ClientIdRequired {
+                    source_name: api.name().to_string(),
+                    identity: id.clone(),
+                });
             }
         }
         Ok(source)
@@ -279,7 +280,7 @@ mod tests {
                 .user_assigned(id)
                 .build()
                 .unwrap_err();
-            assert!(matches!(err, TokenError::Config(_)), "{err:?}");
+            assert!(matches!(err, TokenError::ClientIdRequired { .. }), "{err:?}");
         }
         AppServiceSource::builder()
             .env(env)

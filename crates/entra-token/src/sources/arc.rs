@@ -1,6 +1,7 @@
 //! [`AzureArcSource`]: the managed identity of an Azure Arc-enabled server (`azure-protocols.md` §3).
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use reqwest::header::WWW_AUTHENTICATE;
 use url::Url;
@@ -91,13 +92,15 @@ impl AzureArcSourceBuilder {
         self
     }
 
-    /// The source; [`TokenError::Config`] for a user-assigned identity or an invalid endpoint.
+    /// The source; [`TokenError::UserAssignedUnsupported`] for a user-assigned identity, a URL error
+    /// for an invalid endpoint.
     pub fn build(self) -> Result<AzureArcSource, TokenError> {
         if let Some(id) = self.id {
-            return Err(TokenError::Config(format!(
-                "Azure Arc supports only the machine's system-assigned identity; remove the \
-                 user-assigned identity ({id}) from the configuration"
-            )));
+            return Err(TokenError::UserAssignedUnsupported {
+                source_name: NAME.to_string(),
+                serves: "the machine's system-assigned identity",
+                identity: id,
+            });
         }
         let env = self.env.unwrap_or_else(Env::process);
         let url = match (self.endpoint, env.var("IDENTITY_ENDPOINT")) {
@@ -182,7 +185,7 @@ impl AzureArcSource {
                     NAME,
                     format!(
                         "the Arc agent's challenge is not `Basic realm=<key file>`: {:?}",
-                        crate::http::cap_chars(header, 200)
+                        crate::redact::cap_chars(header, 200)
                     ),
                 )
             })?;
@@ -217,12 +220,9 @@ impl TokenSource for AzureArcSource {
 }
 
 async fn read_key(path: &Path) -> Result<Zeroizing<String>, TokenError> {
-    let unreadable = |e: std::io::Error| {
-        TokenError::Config(format!(
-            "cannot read the Arc key file {} ({e}); the process must run as root or in the \
-             himds group",
-            path.display()
-        ))
+    let unreadable = |e: std::io::Error| TokenError::ArcKeyUnreadable {
+        path: path.to_path_buf(),
+        error: Arc::new(e),
     };
     let metadata = tokio::fs::metadata(path).await.map_err(unreadable)?;
     if !metadata.is_file() || metadata.len() > MAX_KEY_BYTES {
@@ -244,8 +244,9 @@ async fn read_key(path: &Path) -> Result<Zeroizing<String>, TokenError> {
             ),
         ));
     }
-    let key = std::str::from_utf8(&bytes)
-        .map_err(|_| TokenError::Config(format!("the Arc key file {} is not text", path.display())))?;
+    let key = std::str::from_utf8(&bytes).map_err(|_| TokenError::ArcKeyNotText {
+        path: path.to_path_buf(),
+    })?;
     Ok(Zeroizing::new(key.trim().to_string()))
 }
 
@@ -327,7 +328,8 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(
-            matches!(&err, TokenError::Config(m) if m.contains("system-assigned")),
+            matches!(&err, TokenError::UserAssignedUnsupported { .. })
+                && err.to_string().contains("system-assigned"),
             "{err:?}"
         );
     }

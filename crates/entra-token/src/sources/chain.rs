@@ -139,7 +139,7 @@ impl TokenSource for ChainSource {
                 }
             }
             if errors.is_empty() {
-                return Err(TokenError::Config("the token source chain is empty".into()));
+                return Err(TokenError::EmptyChain);
             }
             Err(TokenError::ChainFailed(errors))
         })

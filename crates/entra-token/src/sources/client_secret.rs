@@ -102,14 +102,30 @@ impl ClientSecretSourceBuilder {
         self
     }
 
-    /// The source; [`TokenError::Config`] names a missing or invalid setting.
+    /// The source; [`TokenError::MissingSetting`] names a missing setting, and the URL and tenant
+    /// variants ([`TokenError::is_config`]) an invalid one.
     pub fn build(self) -> Result<ClientSecretSource, TokenError> {
-        let missing = |what: &str| TokenError::Config(format!("a client-secret source needs {what}"));
-        let tenant_id = self.tenant_id.ok_or_else(|| missing("a tenant id"))?;
-        let client_id = self.client_id.ok_or_else(|| missing("a client id"))?;
-        let secret = self.secret.ok_or_else(|| missing("a secret"))?;
+        let missing = |setting, set_by| TokenError::MissingSetting {
+            source_name: NAME.to_string(),
+            setting,
+            set_by,
+        };
+        const SET_SECRET: &str = "ClientSecretSourceBuilder::secret or AZURE_CLIENT_SECRET";
+        let tenant_id = self.tenant_id.ok_or_else(|| {
+            missing(
+                "a tenant id",
+                "ClientSecretSourceBuilder::tenant_id or AZURE_TENANT_ID",
+            )
+        })?;
+        let client_id = self.client_id.ok_or_else(|| {
+            missing(
+                "a client id",
+                "ClientSecretSourceBuilder::client_id or AZURE_CLIENT_ID",
+            )
+        })?;
+        let secret = self.secret.ok_or_else(|| missing("a secret", SET_SECRET))?;
         if secret.expose_secret().is_empty() {
-            return Err(missing("a non-empty secret"));
+            return Err(missing("a non-empty secret", SET_SECRET));
         }
         let env = self.env.unwrap_or_else(Env::process);
         let endpoint = EntraEndpoint::new(self.authority_host.as_deref(), &env, &tenant_id, &self.http)?;
@@ -123,7 +139,7 @@ impl ClientSecretSourceBuilder {
 
 impl ClientSecretSource {
     /// A source for this app; the authority comes from `AZURE_AUTHORITY_HOST` in the process
-    /// environment or is the public cloud's. [`TokenError::Config`] for an invalid tenant id.
+    /// environment or is the public cloud's. [`TokenError::InvalidTenantId`] for an invalid tenant id.
     pub fn new(
         tenant_id: impl Into<String>,
         client_id: impl Into<String>,
@@ -213,6 +229,8 @@ mod tests {
     #[test]
     fn invalid_tenant_is_a_config_error() {
         let err = ClientSecretSource::new("bad/tenant", "c", "s").unwrap_err();
-        assert!(matches!(&err, TokenError::Config(m) if m.contains("AZURE_TENANT_ID")));
+        assert!(
+            matches!(&err, TokenError::InvalidTenantId { .. }) && err.to_string().contains("AZURE_TENANT_ID")
+        );
     }
 }

@@ -66,14 +66,16 @@ impl CloudShellSourceBuilder {
         self
     }
 
-    /// The source: [`TokenError::CredentialUnavailable`] without an endpoint, [`TokenError::Config`]
-    /// for a user-assigned identity or an invalid URL.
+    /// The source: [`TokenError::CredentialUnavailable`] without an endpoint,
+    /// [`TokenError::UserAssignedUnsupported`] for a user-assigned identity, a URL error for an invalid
+    /// endpoint.
     pub fn build(self) -> Result<CloudShellSource, TokenError> {
         if let Some(id) = self.id {
-            return Err(TokenError::Config(format!(
-                "Cloud Shell provides only the signed-in user's identity; remove the user-assigned \
-                 identity ({id}) from the configuration"
-            )));
+            return Err(TokenError::UserAssignedUnsupported {
+                source_name: NAME.to_string(),
+                serves: "the signed-in user's identity",
+                identity: id,
+            });
         }
         let env = self.env.unwrap_or_else(Env::process);
         let url = match (self.endpoint, env.var("MSI_ENDPOINT")) {

@@ -21,8 +21,8 @@ pub(super) struct EntraEndpoint {
 
 impl EntraEndpoint {
     /// The endpoint of `tenant` at the authority given explicitly, else `AZURE_AUTHORITY_HOST`, else the
-    /// public cloud's. The authority must be https and the tenant id well-formed
-    /// ([`TokenError::Config`] otherwise).
+    /// public cloud's. The authority must be https ([`TokenError::MalformedUrl`],
+    /// [`TokenError::UrlNotAllowed`]) and the tenant id well-formed ([`TokenError::InvalidTenantId`]).
     pub(super) fn new(
         authority: Option<&str>,
         env: &Env,
@@ -35,19 +35,26 @@ impl EntraEndpoint {
             (None, Some(a)) => ("AZURE_AUTHORITY_HOST", a),
             (None, None) => ("the default authority host", DEFAULT_AUTHORITY.to_string()),
         };
-        let base = Url::parse(authority.trim())
-            .map_err(|e| TokenError::Config(format!("{what} is not a valid URL ({e}): {authority:?}")))?;
+        let base = Url::parse(authority.trim()).map_err(|error| TokenError::MalformedUrl {
+            setting: what,
+            value: authority.clone(),
+            error,
+        })?;
         if base.scheme() != "https" || base.host().is_none() {
-            return Err(TokenError::Config(format!(
-                "{what} must be an https URL (secrets are sent to it), not {authority:?}"
-            )));
+            return Err(TokenError::UrlNotAllowed {
+                setting: what,
+                value: authority,
+                required: "an https URL with a host (secrets are sent to it)",
+            });
         }
         let token_url = format!(
             "{}/{tenant}/oauth2/v2.0/token",
             base.as_str().trim_end_matches('/')
         );
-        let token_url = Url::parse(&token_url).map_err(|e| {
-            TokenError::Config(format!("{what} gives no valid token URL ({e}): {authority:?}"))
+        let token_url = Url::parse(&token_url).map_err(|error| TokenError::MalformedUrl {
+            setting: what,
+            value: token_url.clone(),
+            error,
         })?;
         Ok(EntraEndpoint {
             token_url,
@@ -74,10 +81,9 @@ pub(super) fn validate_tenant(tenant: &str) -> Result<(), TokenError> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
     {
-        return Err(TokenError::Config(format!(
-            "AZURE_TENANT_ID (the tenant id) may contain only letters, digits, '.' and '-', not {:?}",
-            crate::http::cap_chars(tenant, 100)
-        )));
+        return Err(TokenError::InvalidTenantId {
+            tenant: crate::redact::cap_chars(tenant, 100),
+        });
     }
     Ok(())
 }
@@ -205,7 +211,8 @@ mod tests {
         for bad in ["", "a/b", "../x", "t?x=1", "t#", "t t", "tenanté"] {
             let err = validate_tenant(bad).unwrap_err();
             assert!(
-                matches!(&err, TokenError::Config(m) if m.contains("AZURE_TENANT_ID")),
+                matches!(&err, TokenError::InvalidTenantId { .. })
+                    && err.to_string().contains("AZURE_TENANT_ID"),
                 "{bad}"
             );
         }
@@ -216,11 +223,13 @@ mod tests {
         let env = Env::from_pairs([("AZURE_AUTHORITY_HOST", "http://127.0.0.1:1")]);
         let err = EntraEndpoint::new(None, &env, "t", &HttpOptions::default()).unwrap_err();
         assert!(
-            matches!(&err, TokenError::Config(m) if m.contains("AZURE_AUTHORITY_HOST") && m.contains("https")),
+            matches!(&err, TokenError::UrlNotAllowed { .. })
+                && err.to_string().contains("AZURE_AUTHORITY_HOST")
+                && err.to_string().contains("https"),
             "{err:?}"
         );
         let err = EntraEndpoint::new(Some("ftp://x"), &env, "t", &HttpOptions::default()).unwrap_err();
-        assert!(matches!(err, TokenError::Config(_)));
+        assert!(matches!(err, TokenError::UrlNotAllowed { .. }));
     }
 
     #[test]

@@ -86,7 +86,8 @@ impl ImdsSourceBuilder {
         self
     }
 
-    /// The source; [`TokenError::Config`] when an endpoint is not a valid http(s) URL.
+    /// The source; [`TokenError::MalformedUrl`] or [`TokenError::UrlNotAllowed`] when an endpoint is
+    /// not a valid http(s) URL.
     pub fn build(self) -> Result<ImdsSource, TokenError> {
         let env = self.env.unwrap_or_else(Env::process);
         let url = if let Some(endpoint) = self.endpoint {
@@ -113,13 +114,18 @@ impl ImdsSourceBuilder {
 }
 
 /// Parses an endpoint URL, which must be http or https; the error names where it came from.
-pub(super) fn parse_url(what: &str, value: &str) -> Result<Url, TokenError> {
-    let url = Url::parse(value.trim())
-        .map_err(|e| TokenError::Config(format!("{what} is not a valid URL ({e}): {value:?}")))?;
+pub(super) fn parse_url(what: &'static str, value: &str) -> Result<Url, TokenError> {
+    let url = Url::parse(value.trim()).map_err(|error| TokenError::MalformedUrl {
+        setting: what,
+        value: value.to_string(),
+        error,
+    })?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(TokenError::Config(format!(
-            "{what} must be an http(s) URL with a host, not {value:?}"
-        )));
+        return Err(TokenError::UrlNotAllowed {
+            setting: what,
+            value: value.to_string(),
+            required: "an http(s) URL with a host",
+        });
     }
     Ok(url)
 }
@@ -244,7 +250,10 @@ mod tests {
                 .build()
                 .unwrap_err();
             assert!(
-                matches!(&err, TokenError::Config(m) if m.contains(name)),
+                matches!(
+                    &err,
+                    TokenError::MalformedUrl { .. } | TokenError::UrlNotAllowed { .. }
+                ) && err.to_string().contains(name),
                 "{err:?}"
             );
         }

@@ -117,7 +117,7 @@ impl ManagedIdentitySource {
     /// 7. otherwise IMDS.
     ///
     /// `id` selects a user-assigned identity; Arc and Cloud Shell support only the system identity and
-    /// fail with [`TokenError::Config`] when given one.
+    /// fail with [`TokenError::UserAssignedUnsupported`] when given one.
     pub fn detect(env: &Env, id: Option<UserAssignedId>, http: HttpOptions) -> Result<Self, TokenError> {
         Self::detect_with(env, id, http, Path::new(HIMDS_PATH).exists())
     }
@@ -285,7 +285,7 @@ impl ErrorBody {
             .or(self.app_service_message.as_deref())
             .or(self.error.as_deref());
         match text {
-            Some(text) => crate::http::redacted_snippet(text),
+            Some(text) => crate::redact::redacted_snippet(text),
             None if response.body.trim().is_empty() => "(empty body)".to_string(),
             None => response.snippet(),
         }
@@ -532,7 +532,10 @@ mod tests {
             let env = Env::from_pairs(pairs);
             let err = ManagedIdentitySource::detect_with(&env, id.clone(), HttpOptions::default(), false)
                 .unwrap_err();
-            assert!(matches!(err, TokenError::Config(_)), "{err:?}");
+            assert!(
+                matches!(err, TokenError::UserAssignedUnsupported { .. }),
+                "{err:?}"
+            );
         }
     }
 }

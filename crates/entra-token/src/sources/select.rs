@@ -128,7 +128,8 @@ impl SourceSelection {
         self
     }
 
-    /// Builds the source; [`TokenError::Config`] or an unavailable error names what is missing.
+    /// Builds the source; a configuration error ([`TokenError::is_config`]) or an unavailable error
+    /// names what is missing or wrong.
     pub fn build(&self) -> Result<Arc<dyn TokenSource>, TokenError> {
         let env = self.env.clone().unwrap_or_else(Env::process);
         let http = self.http.clone();
@@ -183,9 +184,10 @@ impl SourceSelection {
                     Arc::new(b.build()?)
                 }
                 Some(other) => {
-                    return Err(TokenError::Config(format!(
-                        "workload identity signs in by client id, not by {other}"
-                    )))
+                    return Err(TokenError::ClientIdRequired {
+                        source_name: "workload-identity".to_string(),
+                        identity: other,
+                    })
                 }
                 None => Arc::new(WorkloadIdentitySource::from_env(&env, http)?),
             },

@@ -2,6 +2,7 @@
 //! Entra token (`azure-protocols.md` §4).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
@@ -84,12 +85,32 @@ impl WorkloadIdentitySourceBuilder {
         self
     }
 
-    /// The source; [`TokenError::Config`] names a missing or invalid setting.
+    /// The source; [`TokenError::MissingSetting`] names a missing setting, and the URL and tenant
+    /// variants ([`TokenError::is_config`]) an invalid one.
     pub fn build(self) -> Result<WorkloadIdentitySource, TokenError> {
-        let missing = |what: &str| TokenError::Config(format!("workload identity needs {what}"));
-        let client_id = self.client_id.ok_or_else(|| missing("a client id"))?;
-        let tenant_id = self.tenant_id.ok_or_else(|| missing("a tenant id"))?;
-        let token_file = self.token_file.ok_or_else(|| missing("a token file"))?;
+        let missing = |setting, set_by| TokenError::MissingSetting {
+            source_name: NAME.to_string(),
+            setting,
+            set_by,
+        };
+        let client_id = self.client_id.ok_or_else(|| {
+            missing(
+                "a client id",
+                "WorkloadIdentitySourceBuilder::client_id or AZURE_CLIENT_ID",
+            )
+        })?;
+        let tenant_id = self.tenant_id.ok_or_else(|| {
+            missing(
+                "a tenant id",
+                "WorkloadIdentitySourceBuilder::tenant_id or AZURE_TENANT_ID",
+            )
+        })?;
+        let token_file = self.token_file.ok_or_else(|| {
+            missing(
+                "a token file",
+                "WorkloadIdentitySourceBuilder::token_file or AZURE_FEDERATED_TOKEN_FILE",
+            )
+        })?;
         let env = self.env.unwrap_or_else(Env::process);
         let endpoint = EntraEndpoint::new(self.authority_host.as_deref(), &env, &tenant_id, &self.http)?;
         Ok(WorkloadIdentitySource {
@@ -160,19 +181,18 @@ impl WorkloadIdentitySource {
 }
 
 async fn read_assertion(path: &Path) -> Result<Zeroizing<String>, TokenError> {
-    let text = tokio::fs::read_to_string(path).await.map_err(|e| {
-        TokenError::Config(format!(
-            "cannot read the federated token file {} (AZURE_FEDERATED_TOKEN_FILE): {e}",
-            path.display()
-        ))
-    })?;
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|e| TokenError::FederatedTokenUnreadable {
+            path: path.to_path_buf(),
+            error: Arc::new(e),
+        })?;
     let text = Zeroizing::new(text);
     let assertion = Zeroizing::new(text.trim().to_string());
     if assertion.is_empty() {
-        return Err(TokenError::Config(format!(
-            "the federated token file {} (AZURE_FEDERATED_TOKEN_FILE) is empty",
-            path.display()
-        )));
+        return Err(TokenError::FederatedTokenEmpty {
+            path: path.to_path_buf(),
+        });
     }
     Ok(assertion)
 }
@@ -209,7 +229,9 @@ mod tests {
             ("AZURE_FEDERATED_TOKEN_FILE", "/nonexistent"),
         ]);
         let err = WorkloadIdentitySource::from_env(&env, HttpOptions::default()).unwrap_err();
-        assert!(matches!(&err, TokenError::Config(m) if m.contains("AZURE_TENANT_ID")));
+        assert!(
+            matches!(&err, TokenError::InvalidTenantId { .. }) && err.to_string().contains("AZURE_TENANT_ID")
+        );
     }
 
     #[tokio::test]
@@ -221,7 +243,10 @@ mod tests {
         for path in [&empty, &missing] {
             let err = read_assertion(path).await.unwrap_err();
             assert!(
-                matches!(&err, TokenError::Config(m) if m.contains(&path.display().to_string())),
+                matches!(
+                    &err,
+                    TokenError::FederatedTokenEmpty { .. } | TokenError::FederatedTokenUnreadable { .. }
+                ) && err.to_string().contains(&path.display().to_string()),
                 "{err:?}"
             );
         }
