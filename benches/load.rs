@@ -32,7 +32,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(entra_load::bench::run(cli.bench.config()));
+    // Each step of the run as a line on stderr, as `entra-pg bench` shows it.
+    let show = |event: entra_load::Event| eprintln!("{event}");
+    let result = runtime.block_on(entra_load::bench::run(cli.bench.config(), &show));
     match result {
         Ok(report) => {
             print!("{}", report.table());

@@ -3,6 +3,7 @@
 //!
 //! - [`drive`]: tasks over a deadpool pool until a deadline, every operation timed (checkout included),
 //!   token rotations watched, acknowledged writes recorded.
+//! - [`event`]: what a run reports as it goes, to a callback the caller gives; this crate prints nothing.
 //! - [`stats`]: percentiles (nearest rank) and one-second windows classed by whether a rotation happened
 //!   in them.
 //! - [`bench`]: the benchmark: through the emulator's gate, directly, and `pgbench -S`, in interleaved
@@ -18,6 +19,7 @@
 pub mod bench;
 mod bystander;
 pub mod drive;
+pub mod event;
 mod pairs;
 pub mod pgbench;
 pub mod plot;
@@ -28,5 +30,6 @@ pub mod workload;
 
 pub use bench::{BenchConfig, BenchReport};
 pub use drive::{drive, drive_with, Driven, Live, Rotations};
+pub use event::Event;
 pub use pairs::{load_average, PairedRatio};
 pub use workload::{Mix, Target, Workload};

@@ -19,6 +19,7 @@ use entra_proxy::ProxyBuilder;
 use entra_token::Env;
 use serde_json::json;
 
+use crate::event::Event;
 use crate::pairs::{load_average, PairedRatio};
 use crate::{pgbench, setup};
 
@@ -75,13 +76,16 @@ pub struct ProxyBenchReport {
     pub socat_over_gate: Option<PairedRatio>,
 }
 
-/// Runs the benchmark against a fresh emulator; `Ok(None)` when pgbench is not installed. Progress
-/// lines go to stderr.
-pub async fn run(config: ProxyBenchConfig) -> Result<Option<ProxyBenchReport>, String> {
+/// Runs the benchmark against a fresh emulator, telling `on_event` each step as it begins; `Ok(None)` when
+/// pgbench is not installed.
+pub async fn run(
+    config: ProxyBenchConfig,
+    on_event: &(dyn Fn(Event) + Sync),
+) -> Result<Option<ProxyBenchReport>, String> {
     if config.clients == 0 || config.cycles == 0 || config.run_duration.is_zero() {
         return Err("clients, cycles and the run duration must be at least 1".into());
     }
-    eprintln!("starting the local emulator (PostgreSQL, fake IMDS, Entra gate)…");
+    on_event(Event::EmulatorStarting);
     let emulator = Emulator::builder()
         .token_lifetime(Duration::from_secs(3600))
         .start()
@@ -112,12 +116,15 @@ pub async fn run(config: ProxyBenchConfig) -> Result<Option<ProxyBenchReport>, S
     let (relay_addr, relay) = byte_relay(gate_addr).await?;
     let socat = socat_relay(gate_addr).await;
     if socat.is_none() {
-        eprintln!("socat is not installed: no C relay run (apt-get install socat adds one)");
+        on_event(Event::SocatMissing);
     }
 
     let mut runs = Vec::new();
     for cycle in 0..config.cycles {
-        eprintln!("cycle {}/{}", cycle + 1, config.cycles);
+        on_event(Event::Cycle {
+            number: cycle + 1,
+            of: config.cycles,
+        });
         let token = tokens.get().await.map_err(|e| entra_postgres::report(&e))?;
         let gate = [
             ("PGHOST", emulator.host().to_string()),
@@ -152,11 +159,11 @@ pub async fn run(config: ProxyBenchConfig) -> Result<Option<ProxyBenchReport>, S
         for (target, env) in &arms {
             let target = *target;
             let before = load_average();
-            eprintln!(
-                "  pgbench -S -M prepared -c {} -j 2 -T {} ({target})…",
-                config.clients,
-                config.run_duration.as_secs()
-            );
+            on_event(Event::Pgbench {
+                clients: config.clients,
+                duration: config.run_duration,
+                through: Some(target),
+            });
             let Some(tps) =
                 pgbench::run_with(env, setup::PGBENCH_DB, config.clients, config.run_duration).await?
             else {

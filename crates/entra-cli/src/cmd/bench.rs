@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use entra_load::bench::{BenchArgs, Mode};
 use entra_load::proxy_bench::ProxyBenchConfig;
+use entra_load::Event;
 
 use crate::exit::{CliError, Exit};
 
@@ -16,7 +17,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
         )
         .await;
     }
-    let report = entra_load::bench::run(args.config())
+    let report = entra_load::bench::run(args.config(), &show)
         .await
         .map_err(|e| CliError::new(Exit::Environment, e))?;
     print!("{}", report.table());
@@ -41,7 +42,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
 
 /// `--mode proxy`: pgbench through the proxy against the same straight at the gate.
 async fn proxy(config: ProxyBenchConfig, args: &BenchArgs) -> Result<ExitCode, CliError> {
-    let Some(report) = entra_load::proxy_bench::run(config)
+    let Some(report) = entra_load::proxy_bench::run(config, &show)
         .await
         .map_err(|e| CliError::new(Exit::Environment, e))?
     else {
@@ -67,4 +68,9 @@ async fn proxy(config: ProxyBenchConfig, args: &BenchArgs) -> Result<ExitCode, C
         Err(e) => eprintln!("entra-pg: could not write the results: {e}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Each step of the run, as a line on stderr (stdout keeps the table).
+fn show(event: Event) {
+    eprintln!("{event}");
 }

@@ -11,6 +11,7 @@ use super::pools::{gate_lifetime, Loaded};
 use super::report::RunResult;
 use crate::bystander::Bystander;
 use crate::drive::{drive, Live};
+use crate::event::Event;
 use crate::pairs::load_average;
 use crate::setup::{self, WriteCheck};
 use crate::workload::{Target, Workload, ACCOUNTS_POINT, PGBENCH_POINT};
@@ -67,6 +68,7 @@ pub(super) async fn run_gate(
     label: &'static str,
     cycle: usize,
     bystander: Option<(&Pool, Vec<Duration>)>,
+    on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<RunResult, String> {
     let pool = &loaded.pool;
     // Counted from a full pool: the run's own sign-ins, not those filling it.
@@ -82,15 +84,15 @@ pub(super) async fn run_gate(
         point_sql: ACCOUNTS_POINT,
         run_id: run_id(label, cycle),
     };
-    eprintln!(
-        "  {label}: {} tasks on a pool of {} as {:?}, {} mix, {} s, tokens live {} s",
-        config.tasks,
-        config.connections,
-        pool.user(),
-        config.mix.name(),
-        config.run_duration.as_secs(),
-        config.token_lifetime.as_secs()
-    );
+    on_event(Event::GateRun {
+        label,
+        tasks: config.tasks,
+        connections: config.connections,
+        user: pool.user().to_string(),
+        mix: config.mix,
+        duration: config.run_duration,
+        token_lifetime: config.token_lifetime,
+    });
     let sign_ins = || gate_sign_ins(emulator);
     let driven = crate::drive::drive_with(
         &loaded.target,
@@ -103,7 +105,7 @@ pub(super) async fn run_gate(
     .await;
     if let Some(b) = bystander {
         let sessions = b.stop().await?;
-        eprintln!("  bystander: {sessions} sessions signed in and out beside the load");
+        on_event(Event::BystanderSessions { sessions });
     }
     let refreshes = pool.tokens().map_or(0, |t| t.status().refreshes);
     let writes = check(
@@ -147,6 +149,7 @@ pub(super) async fn run_plain(
     config: &BenchConfig,
     emulator: &Emulator,
     cycle: usize,
+    on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<RunResult, String> {
     use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, RecyclingMethod, Runtime};
     let lifetime = gate_lifetime(config);
@@ -195,12 +198,11 @@ pub(super) async fn run_plain(
         point_sql: ACCOUNTS_POINT,
         run_id: run_id("plain", cycle),
     };
-    eprintln!(
-        "  plain deadpool through the gate: {} tasks, pool of {}, connections retire after {} ms",
-        config.tasks,
-        config.connections,
-        lifetime.as_millis()
-    );
+    on_event(Event::PlainRun {
+        tasks: config.tasks,
+        connections: config.connections,
+        lifetime,
+    });
     let sign_ins = || gate_sign_ins(emulator);
     let windows = match config.sign_in_delay.is_zero() {
         true => crate::drive::Rotations::Recorded(retired),
@@ -245,6 +247,7 @@ pub(super) async fn run_direct(
     loaded: &Loaded,
     database: &str,
     cycle: usize,
+    on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<RunResult, String> {
     let before = load_average();
     let point_sql = if database == setup::PGBENCH_DB {
@@ -257,7 +260,7 @@ pub(super) async fn run_direct(
         point_sql,
         run_id: run_id("direct", cycle),
     };
-    eprintln!("  direct: the same load against PostgreSQL itself (superuser, static password)");
+    on_event(Event::DirectRun);
     let driven = drive(
         &loaded.target,
         None,

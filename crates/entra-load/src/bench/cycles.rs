@@ -8,13 +8,14 @@ use super::arms::{bystander_schedule, run_direct, run_gate, run_plain};
 use super::config::{BenchConfig, Mode};
 use super::pools::{bystander_pools, direct_pool, gate_pool};
 use super::report::{ratios, BenchReport, PgbenchRun};
+use crate::event::Event;
 use crate::pairs::load_average;
 use crate::pgbench;
 use crate::setup;
 use crate::workload::Mix;
 
-/// Runs the benchmark against a fresh emulator. Progress lines go to stderr.
-pub async fn run(config: BenchConfig) -> Result<BenchReport, String> {
+/// Runs the benchmark against a fresh emulator, telling `on_event` each step as it begins.
+pub async fn run(config: BenchConfig, on_event: &(dyn Fn(Event) + Sync)) -> Result<BenchReport, String> {
     if config.mode == Mode::Proxy {
         return Err("the proxy mode is crate::proxy_bench::run (`entra-pg bench --mode proxy`)".into());
     }
@@ -32,7 +33,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, String> {
         );
     }
     let load_start = load_average();
-    eprintln!("starting the local emulator (PostgreSQL, fake IMDS, Entra gate)…");
+    on_event(Event::EmulatorStarting);
     let emulator = Emulator::builder()
         .token_lifetime(config.token_lifetime)
         .sign_in_delay(config.sign_in_delay)
@@ -69,20 +70,23 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, String> {
     let mut pgbench_runs = Vec::new();
     let mut pgbench_missing = false;
     for cycle in 0..config.cycles {
-        eprintln!("cycle {}/{}", cycle + 1, config.cycles);
-        runs.push(run_gate(&config, &emulator, &gate, "gate", cycle, None).await?);
+        on_event(Event::Cycle {
+            number: cycle + 1,
+            of: config.cycles,
+        });
+        runs.push(run_gate(&config, &emulator, &gate, "gate", cycle, None, on_event).await?);
         if let Some((load, sessions)) = &bystander {
             let beside = Some((sessions, bystander_schedule(&config, runs.last())));
-            runs.push(run_gate(&config, &emulator, load, "bystander", cycle, beside).await?);
+            runs.push(run_gate(&config, &emulator, load, "bystander", cycle, beside, on_event).await?);
         }
         if let Some(pool) = &no_spares {
-            runs.push(run_gate(&config, &emulator, pool, "no-spares", cycle, None).await?);
+            runs.push(run_gate(&config, &emulator, pool, "no-spares", cycle, None, on_event).await?);
         }
         if config.plain_deadpool && config.mode == Mode::Checkout {
-            runs.push(run_plain(&config, &emulator, cycle).await?);
+            runs.push(run_plain(&config, &emulator, cycle, on_event).await?);
         }
         if let Some((pool, database)) = &direct {
-            runs.push(run_direct(&config, &pg, pool, database, cycle).await?);
+            runs.push(run_direct(&config, &pg, pool, database, cycle, on_event).await?);
             if point && config.pgbench && !pgbench_missing {
                 let mut clients = vec![config.connections];
                 if config.mode == Mode::Multiplexed && config.connections != 16 {
@@ -90,10 +94,11 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, String> {
                 }
                 for c in clients {
                     let before = load_average();
-                    eprintln!(
-                        "  pgbench -S -M prepared -c {c} -j 2 -T {}…",
-                        config.run_duration.as_secs()
-                    );
+                    on_event(Event::Pgbench {
+                        clients: c,
+                        duration: config.run_duration,
+                        through: None,
+                    });
                     match pgbench::run(&pg, c, config.run_duration).await? {
                         Some(tps) => pgbench_runs.push(PgbenchRun {
                             cycle,
@@ -102,7 +107,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, String> {
                             load: (before, load_average()),
                         }),
                         None => {
-                            eprintln!("pgbench is not installed (Debian: postgresql-contrib); skipping it");
+                            on_event(Event::PgbenchSkipped);
                             pgbench_missing = true;
                             break;
                         }
