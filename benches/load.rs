@@ -40,7 +40,10 @@ fn main() -> ExitCode {
             print!("{}", report.table());
             match report.write(&cli.bench.out) {
                 Ok((json, svg)) => println!("\n  results: {}\n  plot:    {}", json.display(), svg.display()),
-                Err(e) => eprintln!("load bench: could not write the results: {e}"),
+                Err(e) => eprintln!(
+                    "load bench: could not write the results: {}",
+                    entra_postgres::report(&e)
+                ),
             }
             if report.failed() {
                 ExitCode::FAILURE
@@ -49,7 +52,7 @@ fn main() -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("load bench: {e}");
+            eprintln!("load bench: {}", entra_postgres::report(&e));
             ExitCode::FAILURE
         }
     }

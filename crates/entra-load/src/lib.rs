@@ -19,6 +19,7 @@
 pub mod bench;
 mod bystander;
 pub mod drive;
+mod error;
 pub mod event;
 mod pairs;
 pub mod pgbench;
@@ -30,6 +31,7 @@ pub mod workload;
 
 pub use bench::{BenchConfig, BenchReport};
 pub use drive::{drive, drive_with, Driven, Live, Rotations};
+pub use error::LoadError;
 pub use event::Event;
 pub use pairs::{load_average, PairedRatio};
 pub use workload::{Mix, Target, Workload};

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use entra_load::bench::{BenchArgs, Mode};
 use entra_load::proxy_bench::ProxyBenchConfig;
-use entra_load::Event;
+use entra_load::{Event, LoadError};
 
 use crate::exit::{CliError, Exit};
 
@@ -19,11 +19,14 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
     }
     let report = entra_load::bench::run(args.config(), &show)
         .await
-        .map_err(|e| CliError::new(Exit::Environment, e))?;
+        .map_err(|e| failed(&e))?;
     print!("{}", report.table());
     match report.write(&args.out) {
         Ok((json, svg)) => println!("\n  results: {}\n  plot:    {}", json.display(), svg.display()),
-        Err(e) => eprintln!("entra-pg: could not write the results: {e}"),
+        Err(e) => eprintln!(
+            "entra-pg: could not write the results: {}",
+            entra_postgres::report(&e)
+        ),
     }
     for r in report.runs.iter().filter(|r| !r.first_errors.is_empty()) {
         println!(
@@ -42,14 +45,15 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
 
 /// `--mode proxy`: pgbench through the proxy against the same straight at the gate.
 async fn proxy(config: ProxyBenchConfig, args: &BenchArgs) -> Result<ExitCode, CliError> {
-    let Some(report) = entra_load::proxy_bench::run(config, &show)
-        .await
-        .map_err(|e| CliError::new(Exit::Environment, e))?
-    else {
-        return Err(CliError::new(
-            Exit::Environment,
-            "pgbench is not installed (Debian: postgresql-contrib); the proxy mode needs it",
-        ));
+    let report = match entra_load::proxy_bench::run(config, &show).await {
+        Ok(report) => report,
+        Err(LoadError::PgbenchMissing) => {
+            return Err(CliError::new(
+                Exit::Environment,
+                "pgbench is not installed (Debian: postgresql-contrib); the proxy mode needs it",
+            ))
+        }
+        Err(e) => return Err(failed(&e)),
     };
     print!("{}", report.table());
     let write = || -> std::io::Result<std::path::PathBuf> {
@@ -68,6 +72,11 @@ async fn proxy(config: ProxyBenchConfig, args: &BenchArgs) -> Result<ExitCode, C
         Err(e) => eprintln!("entra-pg: could not write the results: {e}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The benchmark could not run: every cause, as an environment failure (exit 4).
+fn failed(e: &LoadError) -> CliError {
+    CliError::new(Exit::Environment, entra_postgres::report(e))
 }
 
 /// Each step of the run, as a line on stderr (stdout keeps the table).

@@ -11,6 +11,7 @@ use super::pools::{gate_lifetime, Loaded};
 use super::report::RunResult;
 use crate::bystander::Bystander;
 use crate::drive::{drive, Live};
+use crate::error::LoadError;
 use crate::event::Event;
 use crate::pairs::load_average;
 use crate::setup::{self, WriteCheck};
@@ -69,7 +70,7 @@ pub(super) async fn run_gate(
     cycle: usize,
     bystander: Option<(&Pool, Vec<Duration>)>,
     on_event: &(dyn Fn(Event) + Sync),
-) -> Result<RunResult, String> {
+) -> Result<RunResult, LoadError> {
     let pool = &loaded.pool;
     // Counted from a full pool: the run's own sign-ins, not those filling it.
     crate::drive::warm_up(&loaded.target, config.tasks).await;
@@ -104,7 +105,10 @@ pub(super) async fn run_gate(
     )
     .await;
     if let Some(b) = bystander {
-        let sessions = b.stop().await?;
+        let sessions = b
+            .stop()
+            .await
+            .map_err(|first_error| LoadError::Bystander { first_error })?;
         on_event(Event::BystanderSessions { sessions });
     }
     let refreshes = pool.tokens().map_or(0, |t| t.status().refreshes);
@@ -150,7 +154,7 @@ pub(super) async fn run_plain(
     emulator: &Emulator,
     cycle: usize,
     on_event: &(dyn Fn(Event) + Sync),
-) -> Result<RunResult, String> {
+) -> Result<RunResult, LoadError> {
     use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, RecyclingMethod, Runtime};
     let lifetime = gate_lifetime(config);
     let token = emulator.token_for_lifetime(emulator.principal(), Duration::from_secs(24 * 3600));
@@ -165,7 +169,10 @@ pub(super) async fn run_plain(
         .postgres()
         .ca()
         .client_config()
-        .map_err(|e| entra_postgres::report(&e))?;
+        .map_err(|source| LoadError::Emulator {
+            action: "give plain deadpool-postgres a TLS configuration",
+            source,
+        })?;
     let manager = Manager::from_config(
         pg,
         tokio_postgres_rustls::MakeRustlsConnect::new(tls_config),
@@ -188,7 +195,7 @@ pub(super) async fn run_plain(
             Ok(())
         }))
         .build()
-        .map_err(|e| format!("plain deadpool: {e}"))?;
+        .map_err(LoadError::PlainPool)?;
     let target = Target::Checkout(pool);
     crate::drive::warm_up(&target, config.tasks).await;
     let before = load_average();
@@ -248,7 +255,7 @@ pub(super) async fn run_direct(
     database: &str,
     cycle: usize,
     on_event: &(dyn Fn(Event) + Sync),
-) -> Result<RunResult, String> {
+) -> Result<RunResult, LoadError> {
     let before = load_average();
     let point_sql = if database == setup::PGBENCH_DB {
         PGBENCH_POINT
@@ -292,7 +299,7 @@ async fn check(
     database: &str,
     run_id: i16,
     acked: &[(i32, i64)],
-) -> Result<Option<WriteCheck>, String> {
+) -> Result<Option<WriteCheck>, LoadError> {
     if !config.mix.writes() {
         return Ok(None);
     }

@@ -8,6 +8,7 @@ use super::arms::{bystander_schedule, run_direct, run_gate, run_plain};
 use super::config::{BenchConfig, Mode};
 use super::pools::{bystander_pools, direct_pool, gate_pool};
 use super::report::{ratios, BenchReport, PgbenchRun};
+use crate::error::LoadError;
 use crate::event::Event;
 use crate::pairs::load_average;
 use crate::pgbench;
@@ -15,22 +16,25 @@ use crate::setup;
 use crate::workload::Mix;
 
 /// Runs the benchmark against a fresh emulator, telling `on_event` each step as it begins.
-pub async fn run(config: BenchConfig, on_event: &(dyn Fn(Event) + Sync)) -> Result<BenchReport, String> {
+pub async fn run(config: BenchConfig, on_event: &(dyn Fn(Event) + Sync)) -> Result<BenchReport, LoadError> {
     if config.mode == Mode::Proxy {
-        return Err("the proxy mode is crate::proxy_bench::run (`entra-pg bench --mode proxy`)".into());
+        return Err(LoadError::invalid(
+            "the proxy mode is crate::proxy_bench::run (`entra-pg bench --mode proxy`)",
+        ));
     }
     if config.tasks == 0 || config.connections == 0 || config.cycles == 0 || config.run_duration.is_zero() {
-        return Err("tasks, connections, cycles and the run duration must be at least 1".into());
+        return Err(LoadError::invalid(
+            "tasks, connections, cycles and the run duration must be at least 1",
+        ));
     }
     if config.token_lifetime < Duration::from_secs(2) {
-        return Err("the token lifetime must be at least 2 s".into());
+        return Err(LoadError::invalid("the token lifetime must be at least 2 s"));
     }
     if config.bystander && (config.mode != Mode::Checkout || config.sign_in_delay.is_zero()) {
-        return Err(
+        return Err(LoadError::invalid(
             "the bystander control classes windows by the gate's sign-ins: it needs the checkout mode and \
-             a sign-in delay (--sign-in-delay-ms)"
-                .into(),
-        );
+             a sign-in delay (--sign-in-delay-ms)",
+        ));
     }
     let load_start = load_average();
     on_event(Event::EmulatorStarting);
@@ -39,7 +43,7 @@ pub async fn run(config: BenchConfig, on_event: &(dyn Fn(Event) + Sync)) -> Resu
         .sign_in_delay(config.sign_in_delay)
         .start()
         .await
-        .map_err(|e| entra_postgres::report(&e))?;
+        .map_err(LoadError::EmulatorStart)?;
     let pg = emulator.postgres().clone();
     setup::prepare_app_tables(&pg, emulator.dbname(), emulator.user()).await?;
     let point = config.mix == Mix::Point && config.direct;
@@ -99,18 +103,19 @@ pub async fn run(config: BenchConfig, on_event: &(dyn Fn(Event) + Sync)) -> Resu
                         duration: config.run_duration,
                         through: None,
                     });
-                    match pgbench::run(&pg, c, config.run_duration).await? {
-                        Some(tps) => pgbench_runs.push(PgbenchRun {
+                    match pgbench::run(&pg, c, config.run_duration).await {
+                        Ok(tps) => pgbench_runs.push(PgbenchRun {
                             cycle,
                             clients: c,
                             tps,
                             load: (before, load_average()),
                         }),
-                        None => {
+                        Err(LoadError::PgbenchMissing) => {
                             on_event(Event::PgbenchSkipped);
                             pgbench_missing = true;
                             break;
                         }
+                        Err(e) => return Err(e),
                     }
                 }
             }

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::config::Mode;
 use super::report::{BenchReport, RunResult};
+use crate::error::LoadError;
 use crate::pairs::PairedRatio;
 use crate::plot;
 use crate::stats::Percentiles;
@@ -123,17 +124,23 @@ impl BenchReport {
     }
 
     /// Writes `load-<timestamp>.json` and an SVG of the first gate run into `dir`; returns both paths.
-    pub fn write(&self, dir: &Path) -> Result<(PathBuf, PathBuf), String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    pub fn write(&self, dir: &Path) -> Result<(PathBuf, PathBuf), LoadError> {
+        std::fs::create_dir_all(dir).map_err(|source| LoadError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let stamp = time::OffsetDateTime::now_utc()
             .format(time::macros::format_description!(
                 "[year][month][day]-[hour][minute][second]"
             ))
-            .map_err(|e| e.to_string())?;
+            .map_err(LoadError::Timestamp)?;
         let json_path = dir.join(format!("load-{stamp}.json"));
         let svg_path = dir.join(format!("load-{stamp}.svg"));
-        let text = serde_json::to_string_pretty(&self.json()).map_err(|e| e.to_string())?;
-        std::fs::write(&json_path, text).map_err(|e| format!("writing {}: {e}", json_path.display()))?;
+        let text = serde_json::to_string_pretty(&self.json()).map_err(LoadError::Json)?;
+        std::fs::write(&json_path, text).map_err(|source| LoadError::Write {
+            path: json_path.clone(),
+            source,
+        })?;
         if let Some(gate) = self.runs.iter().find(|r| r.label == "gate") {
             let title = format!(
                 "gate, {} mix, tokens live {} s",

@@ -8,6 +8,7 @@ use entra_postgres::{EntraPool, PoolBuilder};
 use entra_token::{Env, HttpOptions, RefreshPolicy};
 
 use super::config::{BenchConfig, Mode};
+use crate::error::LoadError;
 use crate::setup;
 use crate::workload::Target;
 
@@ -17,22 +18,27 @@ pub(super) struct Loaded {
     pub(super) pool: EntraPool,
 }
 
-async fn load_target(config: &BenchConfig, builder: PoolBuilder) -> Result<Loaded, String> {
-    let report = |e: &entra_postgres::BuildError| entra_postgres::report(e);
+/// Builds `builder` for `config`'s mode; `name` says which pool failed.
+async fn load_target(
+    config: &BenchConfig,
+    builder: PoolBuilder,
+    name: &'static str,
+) -> Result<Loaded, LoadError> {
+    let failed = |source| LoadError::PoolBuild { pool: name, source };
     match config.mode {
         Mode::Checkout => {
-            let pool = builder.build().await.map_err(|e| report(&e))?;
+            let pool = builder.build().await.map_err(failed)?;
             Ok(Loaded {
                 target: Target::Checkout(pool.pool().clone()),
                 pool,
             })
         }
-        Mode::Proxy => Err("the proxy mode is crate::proxy_bench::run".into()),
+        Mode::Proxy => Err(LoadError::invalid("the proxy mode is crate::proxy_bench::run")),
         Mode::Multiplexed => {
             let m = builder
                 .build_multiplexed(config.connections)
                 .await
-                .map_err(|e| report(&e))?;
+                .map_err(failed)?;
             Ok(Loaded {
                 pool: m.checkout().clone(),
                 target: Target::Multiplexed(m),
@@ -49,7 +55,7 @@ pub(super) fn gate_lifetime(config: &BenchConfig) -> Duration {
         .max(Duration::from_millis(100))
 }
 
-pub(super) async fn gate_pool(config: &BenchConfig, emulator: &Emulator) -> Result<Loaded, String> {
+pub(super) async fn gate_pool(config: &BenchConfig, emulator: &Emulator) -> Result<Loaded, LoadError> {
     let max_lifetime = gate_lifetime(config);
     let builder = PoolBuilder::from_env()
         .env(Env::from_pairs(emulator.env_vars()))
@@ -65,7 +71,7 @@ pub(super) async fn gate_pool(config: &BenchConfig, emulator: &Emulator) -> Resu
         .create_timeout(Some(Duration::from_secs(10)))
         .token_wait(Duration::from_secs(5))
         .replace_ahead(config.replace_ahead);
-    load_target(config, builder).await
+    load_target(config, builder, "gate").await
 }
 
 /// For the bystander control: the load's pool (no connection retires within the run, no spares) and a
@@ -73,7 +79,7 @@ pub(super) async fn gate_pool(config: &BenchConfig, emulator: &Emulator) -> Resu
 pub(super) async fn bystander_pools(
     config: &BenchConfig,
     emulator: &Emulator,
-) -> Result<(Loaded, Pool), String> {
+) -> Result<(Loaded, Pool), LoadError> {
     let mut steady = config.clone();
     steady.replace_ahead = 0;
     steady.max_lifetime = Some(Duration::from_secs(86_400));
@@ -81,7 +87,7 @@ pub(super) async fn bystander_pools(
     // Room for as many overlapping sessions as the pool under test can sign in at once.
     let sessions = gate_pool(&steady, emulator).await?;
     let Target::Checkout(pool) = sessions.target else {
-        return Err("the bystander needs a checkout pool".into());
+        return Err(LoadError::invalid("the bystander needs a checkout pool"));
     };
     Ok((load, pool))
 }
@@ -93,7 +99,7 @@ pub(super) async fn direct_pool(
     pg: &TestPostgres,
     point: bool,
     app_database: &str,
-) -> Result<(Loaded, String), String> {
+) -> Result<(Loaded, String), LoadError> {
     let database = if point {
         setup::PGBENCH_DB.to_string()
     } else {
@@ -113,5 +119,5 @@ pub(super) async fn direct_pool(
         .max_lifetime(None)
         .wait_timeout(Some(Duration::from_secs(10)))
         .create_timeout(Some(Duration::from_secs(10)));
-    Ok((load_target(config, builder).await?, database))
+    Ok((load_target(config, builder, "direct").await?, database))
 }
