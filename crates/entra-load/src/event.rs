@@ -69,6 +69,13 @@ pub enum Event {
     PgbenchSkipped,
     /// socat is not installed: the proxy benchmark goes on without the C relay's run.
     SocatMissing,
+    /// The failover drill takes the server away.
+    FailoverBegins {
+        /// For how long the gate accepts nothing.
+        pause: Duration,
+    },
+    /// The failover drill is over: the pool served a statement again.
+    ServedAgain,
 }
 
 impl fmt::Display for Event {
@@ -126,6 +133,12 @@ impl fmt::Display for Event {
             Event::SocatMissing => {
                 f.write_str("socat is not installed: no C relay run (apt-get install socat adds one)")
             }
+            Event::FailoverBegins { pause } => write!(
+                f,
+                "failover drill: the server goes away for {} s…",
+                pause.as_secs()
+            ),
+            Event::ServedAgain => f.write_str("failover drill: served again"),
         }
     }
 }

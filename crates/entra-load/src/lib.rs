@@ -4,6 +4,8 @@
 //! - [`drive`]: tasks over a deadpool pool until a deadline, every operation timed (checkout included),
 //!   token rotations watched, acknowledged writes recorded.
 //! - [`event`]: what a run reports as it goes, to a callback the caller gives; this crate prints nothing.
+//! - [`failover`]: the drill behind `entra-pg demo --failover`: the server goes away under the load and
+//!   comes back; what failed, and how long the pool took to serve again.
 //! - [`stats`]: percentiles (nearest rank) and one-second windows classed by whether a rotation happened
 //!   in them.
 //! - [`bench`]: the benchmark: through the emulator's gate, directly, and `pgbench -S`, in interleaved
@@ -21,6 +23,7 @@ mod bystander;
 pub mod drive;
 mod error;
 pub mod event;
+pub mod failover;
 mod pairs;
 pub mod pgbench;
 pub mod plot;
@@ -33,5 +36,6 @@ pub use bench::{BenchConfig, BenchReport};
 pub use drive::{drive, drive_with, Driven, Live, Rotations};
 pub use error::LoadError;
 pub use event::Event;
+pub use failover::Drill;
 pub use pairs::{load_average, PairedRatio};
 pub use workload::{Mix, Target, Workload};

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use entra_emulator::Emulator;
 use entra_load::stats::{format_us, RunStats};
-use entra_load::{Live, Mix, Workload};
+use entra_load::{Event, Live, Mix, Workload};
 use entra_postgres::{EntraPool, PoolBuilder};
 use entra_token::{Env, RefreshPolicy};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -46,54 +46,6 @@ pub(crate) struct DemoArgs {
     /// How long the gate stays away during the drill.
     #[arg(long, value_name = "SECS", default_value_t = 3)]
     failover_pause: u64,
-}
-
-/// What the failover drill saw.
-struct Drill {
-    /// Errors before the drill began (must be 0).
-    errors_before: u64,
-    /// Errors from the failure until the pool served again: what was in flight when the server went.
-    errors: u64,
-    /// From the failure to the first acknowledged statement after it.
-    recovered_after: Duration,
-    /// From the gate's return to the first acknowledged statement.
-    served_after_return: Duration,
-    /// Token requests during the drill.
-    token_fetches: usize,
-}
-
-/// Halfway through the run: the gate stops accepting, the server restarts (killing every session), the
-/// gate waits `pause`, then accepts again. Measures until the load is served again.
-async fn failover(emulator: &Emulator, live: &Live, at: Duration, pause: Duration) -> Result<Drill, String> {
-    tokio::time::sleep(at).await;
-    eprintln!("failover drill: the server goes away for {} s…", pause.as_secs());
-    let (errors_before, fetches_before) = (live.errors(), emulator.identity().token_requests());
-    let failed_at = Instant::now();
-    emulator.gate().pause_accepting(true);
-    emulator
-        .gate()
-        .restart_upstream()
-        .await
-        .map_err(|e| entra_postgres::report(&e))?;
-    let away = pause.saturating_sub(failed_at.elapsed());
-    tokio::time::sleep(away).await;
-    emulator.gate().pause_accepting(false);
-    let back_at = Instant::now();
-    let ops = live.ops();
-    while live.ops() == ops {
-        if back_at.elapsed() > Duration::from_secs(60) {
-            return Err("the pool did not serve again within 60 s of the gate's return".into());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    eprintln!("failover drill: served again");
-    Ok(Drill {
-        errors_before,
-        errors: live.errors() - errors_before,
-        recovered_after: failed_at.elapsed(),
-        served_after_return: back_at.elapsed(),
-        token_fetches: emulator.identity().token_requests() - fetches_before,
-    })
 }
 
 pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
@@ -146,11 +98,12 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     let drill = async {
         match args.failover {
             true => Some(
-                failover(
+                entra_load::failover::drill(
                     &emulator,
                     &live,
                     Duration::from_secs(args.duration) / 2,
                     Duration::from_secs(args.failover_pause),
+                    &show,
                 )
                 .await,
             ),
@@ -172,18 +125,22 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     print!("{}", summary.table(&args));
     let style = Style::stdout();
     if let Some(drill) = drill {
-        let drill =
-            drill.map_err(|e| CliError::new(Exit::Failure, format!("the failover drill failed: {e}")))?;
+        let drill = drill.map_err(|e| {
+            CliError::new(
+                Exit::Failure,
+                format!("the failover drill failed: {}", entra_postgres::report(&e)),
+            )
+        })?;
         println!(
             "\nfailover drill: the server restarted and the gate was away {} s",
-            args.failover_pause
+            drill.pause.as_secs()
         );
         println!(
             "  {:<20} {} while the server was away (statements and sign-ins in flight when it went), {} before, {} after it served again",
             "errors",
             drill.errors,
             drill.errors_before,
-            summary.errors - drill.errors_before - drill.errors
+            drill.errors_after(summary.errors)
         );
         println!(
             "  {:<20} {:.1} s after the failure, {} ms after the gate came back",
@@ -195,8 +152,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
             "  {:<20} {} during the drill",
             "token fetches", drill.token_fetches
         );
-        let in_flight_only = drill.errors == summary.errors;
-        if in_flight_only {
+        if drill.only_in_flight_failed(summary.errors) {
             println!(
                 "\n{} only statements in flight failed; the pool served again by itself",
                 style.ok()
@@ -227,6 +183,11 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         }
         Err(CliError::silent(Exit::Failure))
     }
+}
+
+/// A step of the run (the failover drill's), as a line on stderr.
+fn show(event: Event) {
+    eprintln!("{event}");
 }
 
 /// A live line until the deadline: a bar on a terminal, a plain line every 5 s otherwise.
