@@ -69,6 +69,21 @@ pub enum Event {
     PgbenchSkipped,
     /// socat is not installed: the proxy benchmark goes on without the C relay's run.
     SocatMissing,
+    /// The demo's load begins.
+    DemoRunning {
+        /// Concurrent tasks.
+        tasks: usize,
+        /// The pool's size.
+        connections: usize,
+        /// The role the pool signs in as.
+        user: String,
+        /// How long the load lasts.
+        duration: Duration,
+        /// Lifetime of the emulator's tokens.
+        token_lifetime: Duration,
+    },
+    /// Where a running load stands, at the interval the caller asked for.
+    Progress(Progress),
     /// The failover drill takes the server away.
     FailoverBegins {
         /// For how long the gate accepts nothing.
@@ -133,6 +148,19 @@ impl fmt::Display for Event {
             Event::SocatMissing => {
                 f.write_str("socat is not installed: no C relay run (apt-get install socat adds one)")
             }
+            Event::DemoRunning {
+                tasks,
+                connections,
+                user,
+                duration,
+                token_lifetime,
+            } => write!(
+                f,
+                "running {tasks} tasks on a pool of {connections} as {user:?} for {} s; tokens live {} s…",
+                duration.as_secs(),
+                token_lifetime.as_secs()
+            ),
+            Event::Progress(p) => write!(f, "[{:>3} s] {p}", p.elapsed.as_secs()),
             Event::FailoverBegins { pause } => write!(
                 f,
                 "failover drill: the server goes away for {} s…",
@@ -140,6 +168,33 @@ impl fmt::Display for Event {
             ),
             Event::ServedAgain => f.write_str("failover drill: served again"),
         }
+    }
+}
+
+/// Where a running load stands.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Progress {
+    /// Time since the load began.
+    pub elapsed: Duration,
+    /// How long the load lasts in all.
+    pub duration: Duration,
+    /// Acknowledged operations per second since the last report.
+    pub rate: f64,
+    /// Token renewals since the first token.
+    pub rotations: u64,
+    /// Failed operations so far.
+    pub errors: u64,
+}
+
+/// `  1234 queries/s   rotations 2   errors 0`: the line without its time, for a progress bar's message.
+impl fmt::Display for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:>7.0} queries/s   rotations {}   errors {}",
+            self.rate, self.rotations, self.errors
+        )
     }
 }
 
@@ -170,6 +225,17 @@ mod tests {
             connections: 16,
             lifetime: Duration::from_millis(5000),
         };
+        let progress = Event::Progress(Progress {
+            elapsed: Duration::from_millis(5400),
+            duration: Duration::from_secs(30),
+            rate: 1234.4,
+            rotations: 2,
+            errors: 0,
+        });
+        assert_eq!(
+            progress.to_string(),
+            "[  5 s]    1234 queries/s   rotations 2   errors 0"
+        );
         assert_eq!(
             plain.to_string(),
             "  plain deadpool through the gate: 64 tasks, pool of 16, connections retire after 5000 ms"

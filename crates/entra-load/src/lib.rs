@@ -1,6 +1,8 @@
 //! The load engine behind `entra-pg demo`, `entra-pg bench` and `cargo bench --bench load`: one engine and
 //! one statistics module for all three.
 //!
+//! - [`demo`]: the demo: a pool under load through many token rotations against the emulator, with an
+//!   optional failover drill; its report, verdict and summary.
 //! - [`drive`]: tasks over a deadpool pool until a deadline, every operation timed (checkout included),
 //!   token rotations watched, acknowledged writes recorded.
 //! - [`event`]: what a run reports as it goes, to a callback the caller gives; this crate prints nothing.
@@ -20,6 +22,7 @@
 
 pub mod bench;
 mod bystander;
+pub mod demo;
 pub mod drive;
 mod error;
 pub mod event;

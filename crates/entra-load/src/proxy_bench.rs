@@ -282,6 +282,23 @@ impl ProxyBenchReport {
         out
     }
 
+    /// Writes the JSON report to `proxy-<unix seconds>.json` in `dir` (created when missing); returns its
+    /// path.
+    pub fn write(&self, dir: &std::path::Path) -> Result<std::path::PathBuf, LoadError> {
+        let io_error = |path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| LoadError::Write { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let path = dir.join(format!("proxy-{stamp}.json"));
+        let text = serde_json::to_string_pretty(&self.json()).map_err(LoadError::Json)?;
+        std::fs::write(&path, text).map_err(io_error(&path))?;
+        Ok(path)
+    }
+
     /// The report as JSON, the ratio under `ratios.proxy_over_gate`.
     pub fn json(&self) -> serde_json::Value {
         json!({

@@ -6,7 +6,8 @@
 //! Latency is classed by one-second window: a window holds a rotation when the refresher renewed the
 //! token in it.
 //!
-//! - `args`: the command-line flags (feature `clap`); `config`: what to run.
+//! - `args`: the command-line flags (feature `clap`); `config`: what to run; `outcome`: [`run_mode`], this
+//!   benchmark or the proxy's, by mode.
 //! - `cycles`: [`run`], the interleaved cycles; `pools`: the pools each kind of run drives; `arms`: one
 //!   run of each kind (gate, plain deadpool, direct).
 //! - `report`: what was measured and the ratios; `json` and `table`: the report for files and people.
@@ -17,6 +18,7 @@ mod arms;
 mod config;
 mod cycles;
 mod json;
+mod outcome;
 mod pools;
 mod report;
 mod table;
@@ -25,4 +27,5 @@ mod table;
 pub use args::BenchArgs;
 pub use config::{BenchConfig, Mode};
 pub use cycles::run;
+pub use outcome::{run_mode, BenchOutcome};
 pub use report::{BenchReport, PgbenchRun, Ratios, RunResult};
