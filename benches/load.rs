@@ -32,13 +32,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(entra_load::bench::run(cli.bench.config()));
+    // Each step of the run as a line on stderr, as `entra-pg bench` shows it.
+    let show = |event: entra_load::Event| eprintln!("{event}");
+    let result = runtime.block_on(entra_load::bench::run(cli.bench.config(), &show));
     match result {
         Ok(report) => {
             print!("{}", report.table());
             match report.write(&cli.bench.out) {
                 Ok((json, svg)) => println!("\n  results: {}\n  plot:    {}", json.display(), svg.display()),
-                Err(e) => eprintln!("load bench: could not write the results: {e}"),
+                Err(e) => eprintln!(
+                    "load bench: could not write the results: {}",
+                    entra_postgres::report(&e)
+                ),
             }
             if report.failed() {
                 ExitCode::FAILURE
@@ -47,7 +52,7 @@ fn main() -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("load bench: {e}");
+            eprintln!("load bench: {}", entra_postgres::report(&e));
             ExitCode::FAILURE
         }
     }

@@ -65,13 +65,13 @@ impl Bystander {
     }
 
     /// Stops (sessions still signing in are dropped), and returns how many sessions completed, or the
-    /// first failure.
+    /// first failure (every layer of it).
     pub(crate) async fn stop(self) -> Result<u64, String> {
         self.task.abort();
         // Aborted on purpose: the outcome says nothing; what it did is in the counters.
         let _ = self.task.await;
         match self.first_error.lock().take() {
-            Some(e) => Err(format!("a bystander session failed: {e}")),
+            Some(e) => Err(e),
             None => Ok(self.sessions.load(Ordering::Relaxed)),
         }
     }

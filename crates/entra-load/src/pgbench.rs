@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use entra_emulator::TestPostgres;
 
+use crate::error::LoadError;
 use crate::setup::PGBENCH_DB;
 
 /// Runs `pgbench -n -S -M prepared -c C -j 2 -T T` over TCP + verify-full TLS as the superuser and
-/// returns its tps (without initial connection time). `Ok(None)`: pgbench is not installed.
-pub async fn run(pg: &TestPostgres, connections: usize, duration: Duration) -> Result<Option<f64>, String> {
+/// returns its tps (without initial connection time); [`LoadError::PgbenchMissing`] when pgbench is not
+/// installed.
+pub async fn run(pg: &TestPostgres, connections: usize, duration: Duration) -> Result<f64, LoadError> {
     let server = [
         ("PGHOST", pg.host().to_string()),
         ("PGPORT", pg.port().to_string()),
@@ -22,14 +24,14 @@ pub async fn run(pg: &TestPostgres, connections: usize, duration: Duration) -> R
 }
 
 /// Runs `pgbench -n -S -M prepared -c C -j 2 -T T` on `database` wherever libpq's variables in `env`
-/// point it (a server, the gate, a proxy) and returns its tps (without initial connection time).
-/// `Ok(None)`: pgbench is not installed.
+/// point it (a server, the gate, a proxy) and returns its tps (without initial connection time);
+/// [`LoadError::PgbenchMissing`] when pgbench is not installed.
 pub async fn run_with(
     env: &[(&str, String)],
     database: &str,
     connections: usize,
     duration: Duration,
-) -> Result<Option<f64>, String> {
+) -> Result<f64, LoadError> {
     let mut command = tokio::process::Command::new(program());
     command
         .args(["-n", "-S", "-M", "prepared", "-j", "2"])
@@ -44,19 +46,18 @@ pub async fn run_with(
         .kill_on_drop(true);
     let output = match command.output().await {
         Ok(output) => output,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("running pgbench: {e}")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(LoadError::PgbenchMissing),
+        Err(e) => return Err(LoadError::PgbenchSpawn(e)),
     };
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
-        return Err(format!(
-            "pgbench failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
+        return Err(LoadError::PgbenchFailed {
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        });
     }
-    parse_tps(&stdout).map(Some).ok_or_else(|| {
-        format!("no \"tps = … (without initial connection time)\" in pgbench's output:\n{stdout}")
+    parse_tps(&stdout).ok_or_else(|| LoadError::PgbenchOutput {
+        stdout: stdout.into_owned(),
     })
 }
 

@@ -4,14 +4,18 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
+use crate::error::LoadError;
 use crate::stats::Window;
 
 /// Draws `windows` (one per second) to `path`: throughput on top, p99 below, a red line at each
 /// rotation.
-pub fn draw(path: &Path, title: &str, windows: &[Window]) -> Result<(), String> {
-    let error = |e: &dyn std::fmt::Display| format!("drawing {}: {e}", path.display());
+pub fn draw(path: &Path, title: &str, windows: &[Window]) -> Result<(), LoadError> {
+    let error = |e: Box<dyn std::error::Error + Send + Sync>| LoadError::Plot {
+        path: path.to_path_buf(),
+        source: e,
+    };
     let root = SVGBackend::new(path, (1000, 640)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| error(&e))?;
+    root.fill(&WHITE).map_err(|e| error(e.into()))?;
     let (top, bottom) = root.split_vertically(320);
     let seconds = windows.len().max(1) as u32;
     let throughput: Vec<(u32, f64)> = windows
@@ -47,21 +51,21 @@ pub fn draw(path: &Path, title: &str, windows: &[Window]) -> Result<(), String> 
             .x_label_area_size(30)
             .y_label_area_size(60)
             .build_cartesian_2d(0u32..seconds, 0.0..max)
-            .map_err(|e| error(&e))?;
+            .map_err(|e| error(e.into()))?;
         chart
             .configure_mesh()
             .x_desc("second")
             .y_desc(unit)
             .draw()
-            .map_err(|e| error(&e))?;
+            .map_err(|e| error(e.into()))?;
         for &r in &rotations {
             chart
                 .draw_series(LineSeries::new([(r, 0.0), (r, max)], RED.mix(0.5)))
-                .map_err(|e| error(&e))?;
+                .map_err(|e| error(e.into()))?;
         }
         chart
             .draw_series(LineSeries::new(series.iter().copied(), &BLUE))
-            .map_err(|e| error(&e))?;
+            .map_err(|e| error(e.into()))?;
     }
-    root.present().map_err(|e| error(&e))
+    root.present().map_err(|e| error(e.into()))
 }

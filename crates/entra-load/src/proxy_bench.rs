@@ -19,6 +19,8 @@ use entra_proxy::ProxyBuilder;
 use entra_token::Env;
 use serde_json::json;
 
+use crate::error::LoadError;
+use crate::event::Event;
 use crate::pairs::{load_average, PairedRatio};
 use crate::{pgbench, setup};
 
@@ -75,18 +77,23 @@ pub struct ProxyBenchReport {
     pub socat_over_gate: Option<PairedRatio>,
 }
 
-/// Runs the benchmark against a fresh emulator; `Ok(None)` when pgbench is not installed. Progress
-/// lines go to stderr.
-pub async fn run(config: ProxyBenchConfig) -> Result<Option<ProxyBenchReport>, String> {
+/// Runs the benchmark against a fresh emulator, telling `on_event` each step as it begins;
+/// [`LoadError::PgbenchMissing`] when pgbench is not installed.
+pub async fn run(
+    config: ProxyBenchConfig,
+    on_event: &(dyn Fn(Event) + Sync),
+) -> Result<ProxyBenchReport, LoadError> {
     if config.clients == 0 || config.cycles == 0 || config.run_duration.is_zero() {
-        return Err("clients, cycles and the run duration must be at least 1".into());
+        return Err(LoadError::invalid(
+            "clients, cycles and the run duration must be at least 1",
+        ));
     }
-    eprintln!("starting the local emulator (PostgreSQL, fake IMDS, Entra gate)…");
+    on_event(Event::EmulatorStarting);
     let emulator = Emulator::builder()
         .token_lifetime(Duration::from_secs(3600))
         .start()
         .await
-        .map_err(|e| entra_postgres::report(&e))?;
+        .map_err(LoadError::EmulatorStart)?;
     let pg = emulator.postgres().clone();
     setup::prepare_pgbench_db(&pg).await?;
     setup::grant_pgbench_tables(&pg, emulator.user()).await?;
@@ -96,29 +103,32 @@ pub async fn run(config: ProxyBenchConfig) -> Result<Option<ProxyBenchReport>, S
         .dbname(setup::PGBENCH_DB)
         .build_connector()
         .await
-        .map_err(|e| entra_postgres::report(&e))?;
-    let tokens = connector
-        .tokens()
-        .cloned()
-        .ok_or("the connector has no token handle")?;
+        .map_err(|source| LoadError::PoolBuild {
+            pool: "proxy's upstream",
+            source,
+        })?;
+    let tokens = connector.tokens().cloned().ok_or(LoadError::NoTokenHandle)?;
     let proxy = ProxyBuilder::new()
         .listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
         .max_upstream(config.clients.max(1) * 2)
         .start(connector)
         .await
-        .map_err(|e| entra_postgres::report(&e))?;
+        .map_err(LoadError::ProxyStart)?;
     let proxy_addr = proxy.tcp_addresses()[0];
     let gate_addr = std::net::SocketAddr::from(([127, 0, 0, 1], emulator.port()));
     let (relay_addr, relay) = byte_relay(gate_addr).await?;
     let socat = socat_relay(gate_addr).await;
     if socat.is_none() {
-        eprintln!("socat is not installed: no C relay run (apt-get install socat adds one)");
+        on_event(Event::SocatMissing);
     }
 
     let mut runs = Vec::new();
     for cycle in 0..config.cycles {
-        eprintln!("cycle {}/{}", cycle + 1, config.cycles);
-        let token = tokens.get().await.map_err(|e| entra_postgres::report(&e))?;
+        on_event(Event::Cycle {
+            number: cycle + 1,
+            of: config.cycles,
+        });
+        let token = tokens.get().await.map_err(LoadError::Token)?;
         let gate = [
             ("PGHOST", emulator.host().to_string()),
             ("PGPORT", emulator.port().to_string()),
@@ -152,16 +162,12 @@ pub async fn run(config: ProxyBenchConfig) -> Result<Option<ProxyBenchReport>, S
         for (target, env) in &arms {
             let target = *target;
             let before = load_average();
-            eprintln!(
-                "  pgbench -S -M prepared -c {} -j 2 -T {} ({target})…",
-                config.clients,
-                config.run_duration.as_secs()
-            );
-            let Some(tps) =
-                pgbench::run_with(env, setup::PGBENCH_DB, config.clients, config.run_duration).await?
-            else {
-                return Ok(None);
-            };
+            on_event(Event::Pgbench {
+                clients: config.clients,
+                duration: config.run_duration,
+                through: Some(target),
+            });
+            let tps = pgbench::run_with(env, setup::PGBENCH_DB, config.clients, config.run_duration).await?;
             runs.push(ProxyRun {
                 cycle,
                 target,
@@ -185,13 +191,13 @@ pub async fn run(config: ProxyBenchConfig) -> Result<Option<ProxyBenchReport>, S
     let relay_over_gate = over_gate("relay");
     let socat_over_gate = over_gate("socat");
     drop(socat);
-    Ok(Some(ProxyBenchReport {
+    Ok(ProxyBenchReport {
         config,
         runs,
         proxy_over_gate,
         relay_over_gate,
         socat_over_gate,
-    }))
+    })
 }
 
 /// The same hop through `socat` (a relay written in C, one process per connection), when installed.
@@ -224,13 +230,11 @@ async fn socat_relay(target: std::net::SocketAddr) -> Option<(std::net::SocketAd
 /// returned task stops accepting; open relays end with their connections.
 async fn byte_relay(
     target: std::net::SocketAddr,
-) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), String> {
+) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), LoadError> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
-        .map_err(|e| format!("cannot bind the reference relay: {e}"))?;
-    let address = listener
-        .local_addr()
-        .map_err(|e| format!("the reference relay has no address: {e}"))?;
+        .map_err(LoadError::Relay)?;
+    let address = listener.local_addr().map_err(LoadError::Relay)?;
     let task = tokio::spawn(async move {
         while let Ok((mut client, _)) = listener.accept().await {
             let _ = client.set_nodelay(true);
@@ -276,6 +280,23 @@ impl ProxyBenchReport {
             }
         }
         out
+    }
+
+    /// Writes the JSON report to `proxy-<unix seconds>.json` in `dir` (created when missing); returns its
+    /// path.
+    pub fn write(&self, dir: &std::path::Path) -> Result<std::path::PathBuf, LoadError> {
+        let io_error = |path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| LoadError::Write { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let path = dir.join(format!("proxy-{stamp}.json"));
+        let text = serde_json::to_string_pretty(&self.json()).map_err(LoadError::Json)?;
+        std::fs::write(&path, text).map_err(io_error(&path))?;
+        Ok(path)
     }
 
     /// The report as JSON, the ratio under `ratios.proxy_over_gate`.

@@ -5,22 +5,21 @@ use entra_emulator::postgres::quote_ident;
 use entra_emulator::TestPostgres;
 use tokio_postgres::Client;
 
+use crate::error::LoadError;
 use crate::workload::ROWS;
 
 /// The database pgbench and our direct point run use (pgbench's own schema, scale 1).
 pub const PGBENCH_DB: &str = "pgbench";
 
 /// A superuser session on `database` over the unix socket; its connection task runs on this runtime.
-pub async fn superuser(pg: &TestPostgres, database: &str) -> Result<Client, String> {
+pub async fn superuser(pg: &TestPostgres, database: &str) -> Result<Client, LoadError> {
     let (client, connection) = pg
         .socket_config(database)
         .connect(tokio_postgres::NoTls)
         .await
-        .map_err(|e| {
-            format!(
-                "connecting as superuser to {database:?}: {}",
-                entra_postgres::report(&e)
-            )
+        .map_err(|source| LoadError::Superuser {
+            database: database.to_string(),
+            source,
         })?;
     tokio::spawn(async move {
         // Ends when the client drops; a failure shows up on the client's next call.
@@ -30,9 +29,9 @@ pub async fn superuser(pg: &TestPostgres, database: &str) -> Result<Client, Stri
 }
 
 /// Creates `accounts` (filled) and `ledger` in `database`, readable and writable by `role`.
-pub async fn prepare_app_tables(pg: &TestPostgres, database: &str, role: &str) -> Result<(), String> {
+pub async fn prepare_app_tables(pg: &TestPostgres, database: &str, role: &str) -> Result<(), LoadError> {
     let client = superuser(pg, database).await?;
-    let role = quote_ident(role).map_err(|e| e.to_string())?;
+    let role = quote_role(role)?;
     let sql = format!(
         "CREATE TABLE IF NOT EXISTS accounts (id int PRIMARY KEY, balance bigint NOT NULL, name text NOT NULL);
          INSERT INTO accounts SELECT g, g * 10, 'account ' || g FROM generate_series(1, {ROWS}) g
@@ -48,25 +47,25 @@ pub async fn prepare_app_tables(pg: &TestPostgres, database: &str, role: &str) -
         client
             .batch_execute(sql)
             .await
-            .map_err(|e| format!("creating the benchmark tables: {}", entra_postgres::report(&e)))?;
+            .map_err(LoadError::query("creating the benchmark tables"))?;
     }
     Ok(())
 }
 
 /// Creates database `pgbench` with pgbench's tables at scale 1, as `pgbench -i -s 1` would, so the
 /// direct run and `pgbench -S` read the very same rows.
-pub async fn prepare_pgbench_db(pg: &TestPostgres) -> Result<(), String> {
+pub async fn prepare_pgbench_db(pg: &TestPostgres) -> Result<(), LoadError> {
     let admin = superuser(pg, "postgres").await?;
     let exists = admin
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&PGBENCH_DB])
         .await
-        .map_err(|e| entra_postgres::report(&e))?
+        .map_err(LoadError::query(format!("looking for database {PGBENCH_DB}")))?
         .is_some();
     if !exists {
         admin
             .batch_execute(&format!("CREATE DATABASE {PGBENCH_DB}"))
             .await
-            .map_err(|e| format!("creating database {PGBENCH_DB}: {}", entra_postgres::report(&e)))?;
+            .map_err(LoadError::query(format!("creating database {PGBENCH_DB}")))?;
     }
     let client = superuser(pg, PGBENCH_DB).await?;
     let sql = format!(
@@ -84,19 +83,27 @@ pub async fn prepare_pgbench_db(pg: &TestPostgres) -> Result<(), String> {
         client
             .batch_execute(sql)
             .await
-            .map_err(|e| format!("creating pgbench's tables: {}", entra_postgres::report(&e)))?;
+            .map_err(LoadError::query("creating pgbench's tables"))?;
     }
     Ok(())
 }
 
 /// Lets `role` read pgbench's tables (for runs that sign in as the emulator's principal).
-pub async fn grant_pgbench_tables(pg: &TestPostgres, role: &str) -> Result<(), String> {
+pub async fn grant_pgbench_tables(pg: &TestPostgres, role: &str) -> Result<(), LoadError> {
     let client = superuser(pg, PGBENCH_DB).await?;
-    let role = entra_emulator::postgres::quote_ident(role).map_err(|e| e.to_string())?;
+    let role = quote_role(role)?;
     client
         .batch_execute(&format!("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"))
         .await
-        .map_err(|e| format!("granting pgbench's tables: {}", entra_postgres::report(&e)))
+        .map_err(LoadError::query("granting pgbench's tables"))
+}
+
+/// `role` as an identifier for the GRANTs.
+fn quote_role(role: &str) -> Result<String, LoadError> {
+    quote_ident(role).map_err(|source| LoadError::Emulator {
+        action: "quote the role name",
+        source,
+    })
 }
 
 /// What the ledger holds for one run.
@@ -117,11 +124,10 @@ pub async fn check_writes(
     database: &str,
     run_id: i16,
     acked: &[(i32, i64)],
-) -> Result<WriteCheck, String> {
+) -> Result<WriteCheck, LoadError> {
     let client = superuser(pg, database).await?;
     let tasks: Vec<i32> = acked.iter().map(|a| a.0).collect();
     let seqs: Vec<i64> = acked.iter().map(|a| a.1).collect();
-    let sql_error = |e: tokio_postgres::Error| format!("checking the ledger: {}", entra_postgres::report(&e));
     let found: i64 = client
         .query_one(
             "SELECT count(*) FROM ledger l JOIN unnest($2::int[], $3::int8[]) AS a(task, seq)
@@ -129,12 +135,12 @@ pub async fn check_writes(
             &[&run_id, &tasks, &seqs],
         )
         .await
-        .map_err(sql_error)?
+        .map_err(LoadError::query("checking the ledger"))?
         .get(0);
     let rows: i64 = client
         .query_one("SELECT count(*) FROM ledger WHERE run = $1", &[&run_id])
         .await
-        .map_err(sql_error)?
+        .map_err(LoadError::query("checking the ledger"))?
         .get(0);
     Ok(WriteCheck {
         acknowledged: acked.len() as u64,

@@ -2,27 +2,33 @@
 
 use std::process::ExitCode;
 
-use entra_load::bench::{BenchArgs, Mode};
-use entra_load::proxy_bench::ProxyBenchConfig;
+use entra_load::bench::{BenchArgs, BenchOutcome, BenchReport};
+use entra_load::proxy_bench::ProxyBenchReport;
+use entra_load::{Event, LoadError};
 
 use crate::exit::{CliError, Exit};
 
 pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
-    let config = args.config();
-    if config.mode == Mode::Proxy {
-        return proxy(
-            ProxyBenchConfig::new(config.connections, config.run_duration, config.cycles),
-            &args,
-        )
-        .await;
+    match entra_load::bench::run_mode(args.config(), &show).await {
+        Ok(BenchOutcome::Load(report)) => load(&report, &args),
+        Ok(BenchOutcome::Proxy(report)) => proxy(&report, &args),
+        Err(LoadError::PgbenchMissing) => Err(CliError::new(
+            Exit::Environment,
+            "pgbench is not installed (Debian: postgresql-contrib); the proxy mode needs it",
+        )),
+        Err(e) => Err(failed(&e)),
     }
-    let report = entra_load::bench::run(args.config())
-        .await
-        .map_err(|e| CliError::new(Exit::Environment, e))?;
+}
+
+/// The load benchmark: its table, its files and its first errors; exit 1 when a run failed.
+fn load(report: &BenchReport, args: &BenchArgs) -> Result<ExitCode, CliError> {
     print!("{}", report.table());
     match report.write(&args.out) {
         Ok((json, svg)) => println!("\n  results: {}\n  plot:    {}", json.display(), svg.display()),
-        Err(e) => eprintln!("entra-pg: could not write the results: {e}"),
+        Err(e) => eprintln!(
+            "entra-pg: could not write the results: {}",
+            entra_postgres::report(&e)
+        ),
     }
     for r in report.runs.iter().filter(|r| !r.first_errors.is_empty()) {
         println!(
@@ -39,32 +45,25 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
     }
 }
 
-/// `--mode proxy`: pgbench through the proxy against the same straight at the gate.
-async fn proxy(config: ProxyBenchConfig, args: &BenchArgs) -> Result<ExitCode, CliError> {
-    let Some(report) = entra_load::proxy_bench::run(config)
-        .await
-        .map_err(|e| CliError::new(Exit::Environment, e))?
-    else {
-        return Err(CliError::new(
-            Exit::Environment,
-            "pgbench is not installed (Debian: postgresql-contrib); the proxy mode needs it",
-        ));
-    };
+/// `--mode proxy`: pgbench through the proxy against the same straight at the gate; its table and file.
+fn proxy(report: &ProxyBenchReport, args: &BenchArgs) -> Result<ExitCode, CliError> {
     print!("{}", report.table());
-    let write = || -> std::io::Result<std::path::PathBuf> {
-        std::fs::create_dir_all(&args.out)?;
-        let path = args.out.join(format!(
-            "proxy-{}.json",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
-        ));
-        std::fs::write(&path, serde_json::to_string_pretty(&report.json())?)?;
-        Ok(path)
-    };
-    match write() {
+    match report.write(&args.out) {
         Ok(path) => println!("\n  results: {}", path.display()),
-        Err(e) => eprintln!("entra-pg: could not write the results: {e}"),
+        Err(e) => eprintln!(
+            "entra-pg: could not write the results: {}",
+            entra_postgres::report(&e)
+        ),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The benchmark could not run: every cause, as an environment failure (exit 4).
+fn failed(e: &LoadError) -> CliError {
+    CliError::new(Exit::Environment, entra_postgres::report(e))
+}
+
+/// Each step of the run, as a line on stderr (stdout keeps the table).
+fn show(event: Event) {
+    eprintln!("{event}");
 }

@@ -1,4 +1,4 @@
-//! `entra-pg demo`: a pool under load through many token rotations, against the local emulator.
+//! `entra-pg demo`: the demo of `entra_load::demo`, with its flags, its progress and its summary.
 //!
 //! Tokens live a few seconds and connections retire after about two, so during the run every new
 //! physical connection signs in with whatever token is current, the refresher renews it several times,
@@ -6,15 +6,12 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use clap::Args;
-use entra_emulator::Emulator;
-use entra_load::stats::{format_us, RunStats};
-use entra_load::{Live, Mix, Workload};
-use entra_postgres::{EntraPool, PoolBuilder};
-use entra_token::{Env, RefreshPolicy};
+use entra_load::demo::{DemoConfig, Verdict};
+use entra_load::{Event, LoadError};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::exit::{CliError, Exit};
@@ -48,277 +45,109 @@ pub(crate) struct DemoArgs {
     failover_pause: u64,
 }
 
-/// What the failover drill saw.
-struct Drill {
-    /// Errors before the drill began (must be 0).
-    errors_before: u64,
-    /// Errors from the failure until the pool served again: what was in flight when the server went.
-    errors: u64,
-    /// From the failure to the first acknowledged statement after it.
-    recovered_after: Duration,
-    /// From the gate's return to the first acknowledged statement.
-    served_after_return: Duration,
-    /// Token requests during the drill.
-    token_fetches: usize,
-}
-
-/// Halfway through the run: the gate stops accepting, the server restarts (killing every session), the
-/// gate waits `pause`, then accepts again. Measures until the load is served again.
-async fn failover(emulator: &Emulator, live: &Live, at: Duration, pause: Duration) -> Result<Drill, String> {
-    tokio::time::sleep(at).await;
-    eprintln!("failover drill: the server goes away for {} s…", pause.as_secs());
-    let (errors_before, fetches_before) = (live.errors(), emulator.identity().token_requests());
-    let failed_at = Instant::now();
-    emulator.gate().pause_accepting(true);
-    emulator
-        .gate()
-        .restart_upstream()
-        .await
-        .map_err(|e| entra_postgres::report(&e))?;
-    let away = pause.saturating_sub(failed_at.elapsed());
-    tokio::time::sleep(away).await;
-    emulator.gate().pause_accepting(false);
-    let back_at = Instant::now();
-    let ops = live.ops();
-    while live.ops() == ops {
-        if back_at.elapsed() > Duration::from_secs(60) {
-            return Err("the pool did not serve again within 60 s of the gate's return".into());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+impl DemoArgs {
+    /// The demo these flags describe; progress as often as `progress_every`.
+    fn config(&self, progress_every: Duration) -> DemoConfig {
+        let mut config = DemoConfig::default();
+        config.tasks = self.tasks;
+        config.connections = self.connections;
+        config.duration = Duration::from_secs(self.duration);
+        config.token_lifetime = Duration::from_secs(self.token_lifetime);
+        config.max_lifetime = Duration::from_millis(self.max_lifetime_ms);
+        config.failover_pause = self.failover.then(|| Duration::from_secs(self.failover_pause));
+        config.progress_every = progress_every;
+        config
     }
-    eprintln!("failover drill: served again");
-    Ok(Drill {
-        errors_before,
-        errors: live.errors() - errors_before,
-        recovered_after: failed_at.elapsed(),
-        served_after_return: back_at.elapsed(),
-        token_fetches: emulator.identity().token_requests() - fetches_before,
-    })
 }
 
 pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
-    if args.tasks == 0 || args.connections == 0 || args.duration == 0 || args.token_lifetime < 2 {
-        return Err(CliError::new(
-            Exit::Usage,
-            "--tasks, --connections and --duration must be at least 1, --token-lifetime at least 2",
-        ));
-    }
-    eprintln!("starting the local emulator (PostgreSQL, fake IMDS, Entra gate)…");
-    let emulator = Emulator::builder()
-        .token_lifetime(Duration::from_secs(args.token_lifetime))
-        .start()
-        .await
-        .map_err(|e| super::emulate::emulator_error(&e))?;
-    let pool = PoolBuilder::from_env()
-        .env(Env::from_pairs(emulator.env_vars()))
-        .http_options(crate::source::http_options())
-        .refresh_policy(RefreshPolicy::short_lived())
-        .max_size(args.connections)
-        .max_lifetime(Some(Duration::from_millis(args.max_lifetime_ms.max(100))))
-        .wait_timeout(Some(Duration::from_secs(10)))
-        .create_timeout(Some(Duration::from_secs(10)))
-        .token_wait(Duration::from_secs(5))
-        .build()
-        .await?;
-    let fetches_before = emulator.identity().token_requests();
-    eprintln!(
-        "running {} tasks on a pool of {} as {:?} for {} s; tokens live {} s…",
-        args.tasks,
-        args.connections,
-        pool.user(),
-        args.duration,
-        args.token_lifetime
-    );
-
-    let live = Arc::new(Live::default());
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(args.duration);
-    let workload = Workload::new(Mix::Echo, entra_load::workload::ACCOUNTS_POINT, 1);
-    let target = entra_load::Target::Checkout(pool.pool().clone());
-    let run = entra_load::drive(
-        &target,
-        pool.tokens(),
-        &workload,
-        args.tasks,
-        Duration::from_secs(args.duration),
-        live.clone(),
-    );
-    let drill = async {
-        match args.failover {
-            true => Some(
-                failover(
-                    &emulator,
-                    &live,
-                    Duration::from_secs(args.duration) / 2,
-                    Duration::from_secs(args.failover_pause),
-                )
-                .await,
-            ),
-            false => None,
-        }
+    let terminal = std::io::stderr().is_terminal();
+    // A bar moves smoothly on a terminal; a log gets a line every 5 s.
+    let progress_every = Duration::from_millis(if terminal { 500 } else { 5000 });
+    let screen = Screen {
+        terminal,
+        bar: OnceLock::new(),
     };
-    let (driven, (), drill) = tokio::join!(run, progress(&pool, &live, started, deadline), drill);
+    let report = entra_load::demo::run(args.config(progress_every), &|e| screen.show(e)).await;
+    screen.finish();
+    let report = report.map_err(failed)?;
 
-    let summary = Summary {
-        errors: driven.stats.errors,
-        token_fetches: emulator.identity().token_requests().max(fetches_before),
-        rotations: pool
-            .tokens()
-            .map(|t| t.status().refreshes.saturating_sub(1))
-            .unwrap_or(0),
-        connections: emulator.gate().sessions().len(),
-        stats: driven.stats,
-    };
-    print!("{}", summary.table(&args));
+    print!("{}", report.table());
     let style = Style::stdout();
-    if let Some(drill) = drill {
-        let drill =
-            drill.map_err(|e| CliError::new(Exit::Failure, format!("the failover drill failed: {e}")))?;
-        println!(
-            "\nfailover drill: the server restarted and the gate was away {} s",
-            args.failover_pause
-        );
-        println!(
-            "  {:<20} {} while the server was away (statements and sign-ins in flight when it went), {} before, {} after it served again",
-            "errors",
-            drill.errors,
-            drill.errors_before,
-            summary.errors - drill.errors_before - drill.errors
-        );
-        println!(
-            "  {:<20} {:.1} s after the failure, {} ms after the gate came back",
-            "served again",
-            drill.recovered_after.as_secs_f64(),
-            drill.served_after_return.as_millis()
-        );
-        println!(
-            "  {:<20} {} during the drill",
-            "token fetches", drill.token_fetches
-        );
-        let in_flight_only = drill.errors == summary.errors;
-        if in_flight_only {
+    match report.verdict() {
+        Verdict::ZeroErrors { tokens } => {
+            println!(
+                "\n{} the pool outlived {tokens} tokens with zero errors",
+                style.ok()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Verdict::OnlyInFlightFailed => {
             println!(
                 "\n{} only statements in flight failed; the pool served again by itself",
                 style.ok()
             );
-            return Ok(ExitCode::SUCCESS);
+            Ok(ExitCode::SUCCESS)
         }
-        println!(
-            "\n{} {} errors outside the drill; the first ones:",
-            style.fail(),
-            summary.errors
-        );
-        for e in &driven.first_errors {
-            println!("  - {e}");
-        }
-        return Err(CliError::silent(Exit::Failure));
-    }
-    if summary.errors == 0 {
-        println!(
-            "\n{} the pool outlived {} tokens with zero errors",
-            style.ok(),
-            summary.rotations + 1
-        );
-        Ok(ExitCode::SUCCESS)
-    } else {
-        println!("\n{} {} errors; the first ones:", style.fail(), summary.errors);
-        for e in &driven.first_errors {
-            println!("  - {e}");
-        }
-        Err(CliError::silent(Exit::Failure))
-    }
-}
-
-/// A live line until the deadline: a bar on a terminal, a plain line every 5 s otherwise.
-async fn progress(pool: &EntraPool, live: &Live, started: Instant, deadline: Instant) {
-    let total = deadline.saturating_duration_since(started).as_secs();
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = ProgressBar::new(total);
-        if let Ok(style) = ProgressStyle::with_template("{spinner} [{bar:30}] {pos:>3}/{len} s  {msg}") {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar
-    });
-    let rotations = || {
-        pool.tokens()
-            .map(|t| t.status().refreshes.saturating_sub(1))
-            .unwrap_or(0)
-    };
-    let mut last_queries = 0;
-    let mut last_tick = Instant::now();
-    let mut last_line = Instant::now();
-    let tick = if bar.is_some() {
-        Duration::from_millis(500)
-    } else {
-        Duration::from_secs(5)
-    };
-    loop {
-        let now = Instant::now();
-        if now >= deadline {
-            break;
-        }
-        tokio::time::sleep(tick.min(deadline - now)).await;
-        let queries = live.ops();
-        let rate = (queries - last_queries) as f64 / last_tick.elapsed().as_secs_f64().max(0.001);
-        last_queries = queries;
-        last_tick = Instant::now();
-        let line = format!(
-            "{rate:>7.0} queries/s   rotations {}   errors {}",
-            rotations(),
-            live.errors()
-        );
-        match &bar {
-            Some(bar) => {
-                bar.set_position(started.elapsed().as_secs().min(total));
-                bar.set_message(line);
+        Verdict::DrillFailed(e) => Err(CliError::new(
+            Exit::Failure,
+            format!("the failover drill failed: {}", entra_postgres::report(e)),
+        )),
+        Verdict::Errors { count, outside_drill } => {
+            let outside = if outside_drill { " outside the drill" } else { "" };
+            println!("\n{} {count} errors{outside}; the first ones:", style.fail());
+            for e in &report.first_errors {
+                println!("  - {e}");
             }
-            None if last_line.elapsed() >= Duration::from_secs(4) || Instant::now() >= deadline => {
-                eprintln!("[{:>3} s] {line}", started.elapsed().as_secs());
-                last_line = Instant::now();
+            Err(CliError::silent(Exit::Failure))
+        }
+    }
+}
+
+/// The demo could not run: what the user can fix is a usage error, a missing program an environment one.
+fn failed(e: LoadError) -> CliError {
+    match e {
+        LoadError::InvalidConfig { reason } => CliError::new(Exit::Usage, reason),
+        LoadError::EmulatorStart(e) => super::emulate::emulator_error(&e),
+        LoadError::PoolBuild { source, .. } => CliError::from(source),
+        other => CliError::new(Exit::Failure, entra_postgres::report(&other)),
+    }
+}
+
+/// Where the demo's steps go: lines on stderr, and on a terminal a progress bar while the load runs.
+struct Screen {
+    terminal: bool,
+    /// Made at the first progress report, so the lines before the load stand above it.
+    bar: OnceLock<ProgressBar>,
+}
+
+impl Screen {
+    fn show(&self, event: Event) {
+        match (self.terminal, event) {
+            (true, Event::Progress(p)) => {
+                let bar = self.bar.get_or_init(|| {
+                    let bar = ProgressBar::new(p.duration.as_secs());
+                    if let Ok(style) =
+                        ProgressStyle::with_template("{spinner} [{bar:30}] {pos:>3}/{len} s  {msg}")
+                    {
+                        bar.set_style(style.progress_chars("=> "));
+                    }
+                    bar
+                });
+                bar.set_position(p.elapsed.as_secs().min(p.duration.as_secs()));
+                bar.set_message(p.to_string());
             }
-            None => {}
+            (_, event) => match self.bar.get() {
+                // Above the bar, which is drawn again below the line.
+                Some(bar) => bar.suspend(|| eprintln!("{event}")),
+                None => eprintln!("{event}"),
+            },
         }
     }
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-}
 
-struct Summary {
-    errors: u64,
-    token_fetches: usize,
-    rotations: u64,
-    connections: usize,
-    stats: RunStats,
-}
-
-impl Summary {
-    fn table(&self, args: &DemoArgs) -> String {
-        let all = &self.stats.all;
-        let rows = [
-            (
-                "queries",
-                format!("{} ({:.0}/s)", self.stats.ops, self.stats.throughput()),
-            ),
-            ("errors", self.errors.to_string()),
-            ("token fetches", self.token_fetches.to_string()),
-            ("rotations", self.rotations.to_string()),
-            ("connections created", self.connections.to_string()),
-            ("latency p50", format_us(all.p50)),
-            ("latency p99", format_us(all.p99)),
-            ("latency p99.9", format_us(all.p999)),
-        ];
-        let mut out = format!(
-            "\nentra-pg demo: {:.1} s, {} tasks, pool of {}, tokens live {} s, connections retire after ~{} ms\n\n",
-            self.stats.elapsed.as_secs_f64(),
-            args.tasks,
-            args.connections,
-            args.token_lifetime,
-            args.max_lifetime_ms
-        );
-        for (label, value) in rows {
-            out.push_str(&format!("  {label:<20} {value}\n"));
+    fn finish(&self) {
+        if let Some(bar) = self.bar.get() {
+            bar.finish_and_clear();
         }
-        out
     }
 }
