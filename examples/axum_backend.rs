@@ -25,7 +25,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use entra_emulator::Emulator;
-use entra_pool::postgres::{diagnose, report, EntraPool, GetError, PoolBuilder};
+use entra_pool::postgres::{diagnose, report, EntraConfig, EntraPool, GetError, PoolBuilder};
 use entra_pool::token::Env;
 use serde_json::{json, Value};
 
@@ -69,11 +69,11 @@ async fn run() -> Result<(), String> {
         Some(_) => Some(Emulator::start().await.map_err(|e| report(&e))?),
         None => None,
     };
-    let mut builder = PoolBuilder::from_env().pool_name("notes");
+    let mut config = EntraConfig::from_env().name("notes");
     if let Some(emulator) = &emulator {
-        builder = builder.env(Env::from_pairs(emulator.env_vars()));
+        config = config.env(Env::from_pairs(emulator.env_vars()));
     }
-    let pool = builder.build().await.map_err(|e| report(&e))?;
+    let pool = PoolBuilder::new(config).build().await.map_err(|e| report(&e))?;
 
     let client = pool.get().await.map_err(|e| report(&e))?;
     client
@@ -99,7 +99,7 @@ async fn run() -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .map_err(|e| format!("binding 127.0.0.1:{port}: {e} (set PORT to a free port)"))?;
-    tracing::info!(port, user = pool.user(), "listening on 127.0.0.1");
+    tracing::info!(port, role = pool.role(), "listening on 127.0.0.1");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await

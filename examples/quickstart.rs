@@ -14,7 +14,7 @@
 //! ```
 
 use entra_emulator::Emulator;
-use entra_pool::postgres::{report, PoolBuilder};
+use entra_pool::postgres::{report, EntraConfig, PoolBuilder};
 use entra_pool::token::Env;
 
 #[tokio::main]
@@ -34,12 +34,12 @@ async fn run() -> Result<(), String> {
         Some(_) => Some(Emulator::start().await.map_err(|e| report(&e))?),
         None => None,
     };
-    let mut builder = PoolBuilder::from_env();
+    let mut config = EntraConfig::from_env();
     if let Some(emulator) = &emulator {
-        builder = builder.env(Env::from_pairs(emulator.env_vars()));
+        config = config.env(Env::from_pairs(emulator.env_vars()));
     }
 
-    let pool = builder.build().await.map_err(|e| report(&e))?;
+    let pool = PoolBuilder::new(config).build().await.map_err(|e| report(&e))?;
     let client = pool.get().await.map_err(|e| report(&e))?;
     let row = client
         .query_one("SELECT current_user::text, version()", &[])

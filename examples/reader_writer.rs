@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use entra_emulator::Emulator;
-use entra_pool::postgres::{report, EntraPool, PoolBuilder, SessionAttrs};
+use entra_pool::postgres::{report, EntraConfig, EntraPool, PoolBuilder, SessionAttrs};
 use entra_pool::token::Env;
 
 #[tokio::main]
@@ -58,24 +58,25 @@ async fn run() -> Result<(), String> {
         None => None,
     };
     let config = || match &emulator {
-        Some(emu) => PoolBuilder::from_connection_string(emu.replica_set_connection_string("any"))
+        Some(emu) => EntraConfig::from_connection_string(emu.replica_set_connection_string("any"))
             .env(Env::from_pairs(emu.env_vars())),
-        None => PoolBuilder::from_env(),
+        None => EntraConfig::from_env(),
     };
 
     // The writer pool starts the refresher; the reader pool uses the same token handle.
-    let writer = config()
-        .target_session_attrs(SessionAttrs::ReadWrite)
+    let writer = PoolBuilder::new(config().target_session_attrs(SessionAttrs::ReadWrite))
         .build()
         .await
         .map_err(|e| report(&e))?;
     let tokens = writer.tokens().cloned().ok_or("token mode expected")?;
-    let reader = config()
-        .target_session_attrs(SessionAttrs::ReadOnly)
-        .token_handle(tokens)
-        .build()
-        .await
-        .map_err(|e| report(&e))?;
+    let reader = PoolBuilder::new(
+        config()
+            .target_session_attrs(SessionAttrs::ReadOnly)
+            .token_handle(tokens),
+    )
+    .build()
+    .await
+    .map_err(|e| report(&e))?;
     println!("writer: {}", describe(&writer).await?);
     println!("reader: {}", describe(&reader).await?);
 

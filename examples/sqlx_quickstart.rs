@@ -14,7 +14,7 @@
 //! ```
 
 use entra_emulator::Emulator;
-use entra_pool::postgres::{report, PoolBuilder};
+use entra_pool::postgres::{report, EntraConfig};
 use entra_pool::token::Env;
 use entra_sqlx::sqlx::postgres::PgPoolOptions;
 use entra_sqlx::EntraPgPoolBuilder;
@@ -36,7 +36,7 @@ async fn run() -> Result<(), String> {
         Some(_) => Some(Emulator::start().await.map_err(|e| report(&e))?),
         None => None,
     };
-    let mut config = PoolBuilder::from_env();
+    let mut config = EntraConfig::from_env();
     if let Some(emulator) = &emulator {
         config = config.env(Env::from_pairs(emulator.env_vars()));
     }
@@ -44,11 +44,11 @@ async fn run() -> Result<(), String> {
     let pool = EntraPgPoolBuilder::new(config)
         .pool_options(
             PgPoolOptions::new()
-                .max_connections(8)
                 // Retire connections so they sign in again with newer tokens (and find a new primary
                 // after a failover).
                 .max_lifetime(std::time::Duration::from_secs(3600)),
         )
+        .max_size(8)
         .build()
         .await
         .map_err(|e| report(&e))?;

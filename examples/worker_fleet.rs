@@ -13,14 +13,14 @@
 //! missing and adds its jobs to them: point it at a scratch database.
 //!
 //! In production, one process usually shares one refresher between its pools
-//! (`PoolBuilder::token_handle`); separate processes each have their own, which is what the separate
+//! (`EntraConfig::token_handle`); separate processes each have their own, which is what the separate
 //! pools here stand for.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use entra_emulator::Emulator;
-use entra_pool::postgres::{report, EntraPool, PoolBuilder};
+use entra_pool::postgres::{report, EntraConfig, EntraPool, PoolBuilder};
 use entra_pool::token::{Env, RefreshPolicy, StartMode};
 use parking_lot::Mutex;
 use tokio::time::Instant;
@@ -59,18 +59,20 @@ struct Setup {
 
 impl Setup {
     fn builder(&self, name: &str) -> PoolBuilder {
-        let mut builder = PoolBuilder::from_env().application_name(name).max_size(2);
+        let mut config = EntraConfig::from_env().application_name(name);
         if let Some(env) = &self.env {
-            builder = builder.env(env.clone());
+            config = config.env(env.clone());
         }
         if self.short_tokens {
-            builder = builder
-                .refresh_policy(short_policy())
-                // Retire connections well within a token's life, so new sign-ins keep happening and
-                // each one has to use a renewed token.
-                .max_lifetime(Some(Duration::from_secs(8)));
+            config = config.refresh_policy(short_policy());
         }
-        builder
+        let builder = PoolBuilder::new(config).max_size(2);
+        if !self.short_tokens {
+            return builder;
+        }
+        // Retire connections well within a token's life, so new sign-ins keep happening and each one
+        // has to use a renewed token.
+        builder.max_lifetime(Some(Duration::from_secs(8)))
     }
 }
 

@@ -94,7 +94,7 @@ async fn azure_identitys_managed_identity_credential_feeds_our_refresher_and_poo
 
     // A pool signs in with tokens from Microsoft's credential.
     let pool = entra_testkit::pool_builder(&emulator)
-        .token_handle(tokens.clone())
+        .with_config(|c| c.token_handle(tokens.clone()))
         .build()
         .await
         .expect("builds");

@@ -193,12 +193,15 @@ async fn pool_and_token_metrics_carry_otel_names_and_true_values() {
 
     let emulator: Emulator = entra_testkit::emulator(Duration::from_secs(3)).await;
     let pool = entra_testkit::pool_builder(&emulator)
-        // The wrong-audience token below arrives at a renewal whose moment the test does not choose; a
-        // connection opened within `min_invalidate_interval` of it would be refused without a refetch (by
-        // design: a token refused moments after its fetch is usually refused for good), so this test, whose
-        // subject is the refetch and its metrics, turns that guard off.
-        .refresh_policy(RefreshPolicy::short_lived().min_invalidate_interval(Duration::ZERO))
-        .pool_name("orders")
+        .with_config(|c| {
+            c
+                // The wrong-audience token below arrives at a renewal whose moment the test does not choose; a
+                // connection opened within `min_invalidate_interval` of it would be refused without a refetch (by
+                // design: a token refused moments after its fetch is usually refused for good), so this test, whose
+                // subject is the refetch and its metrics, turns that guard off.
+                .refresh_policy(RefreshPolicy::short_lived().min_invalidate_interval(Duration::ZERO))
+                .name("orders")
+        })
         .max_size(3)
         .max_lifetime(Some(Duration::from_millis(800)))
         .build()

@@ -8,7 +8,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use entra_emulator::postgres::{quote_ident, quote_literal};
 use entra_emulator::{Claims, JwtIssuer, TestPostgres};
-use entra_postgres::{EntraPool, PoolBuilder};
+use entra_postgres::{EntraConfig, EntraPool, PoolBuilder};
 use entra_token::{AccessToken, StaticSource};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -70,7 +70,7 @@ impl SamePassword {
             self.token.clone(),
             std::time::SystemTime::now() + Duration::from_secs(24 * 3600),
         ));
-        PoolBuilder::from_env()
+        let config = EntraConfig::from_env()
             .env(entra_token::Env::from_pairs([(
                 "PGSSLROOTCERT",
                 self.pg.ca_path().display().to_string(),
@@ -79,7 +79,8 @@ impl SamePassword {
             .port(self.pg.port())
             .dbname("postgres")
             .user(ROLE)
-            .token_source(source)
+            .token_source(source);
+        PoolBuilder::new(config)
             .max_size(max_size)
             .build()
             .await

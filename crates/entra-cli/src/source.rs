@@ -1,10 +1,10 @@
-//! Which token source a command uses, and how one-shot commands fetch: through `PoolBuilder`, so a
+//! Which token source a command uses, and how it is refreshed: through the library's `EntraConfig`, so a
 //! flag means what the library's setting means and the retry rule is the library's.
 
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use entra_postgres::PoolBuilder;
+use entra_postgres::EntraConfig;
 use entra_token::{Env, HttpOptions, RefreshPolicy, RetryPolicy, SourceKind, UserAssignedId, OSSRDBMS_SCOPE};
 
 use crate::exit::Exit;
@@ -63,6 +63,14 @@ pub(crate) struct IdentityArgs {
     /// updating, 5xx, timeouts) before giving up, in seconds; definitive answers fail at once.
     #[arg(long, value_name = "SECS", default_value_t = 70)]
     pub(crate) retry_budget: u64,
+    /// Renew the token at least this long before it expires, in seconds (default 300; the issuer's
+    /// `refresh_in` and half-life renewal of long tokens still apply). For long-running commands.
+    #[arg(long, value_name = "SECS")]
+    pub(crate) refresh_margin: Option<u64>,
+    /// The longest wait between renewal attempts while the identity endpoint fails, in seconds
+    /// (default 60; `Retry-After` still applies). For long-running commands.
+    #[arg(long, value_name = "SECS")]
+    pub(crate) backoff_cap: Option<u64>,
 }
 
 impl IdentityArgs {
@@ -76,20 +84,35 @@ impl IdentityArgs {
         self.resource_id.clone().map(UserAssignedId::ResourceId)
     }
 
-    /// A pool builder reading `env`, with the identity, scope and retry budget these flags name: the one
-    /// path every command takes to a token source and a connection plan.
-    pub(crate) fn builder(&self, env: &Env) -> PoolBuilder {
-        let retry = RetryPolicy::default().budget(Duration::from_secs(self.retry_budget));
-        let mut builder = PoolBuilder::from_env()
+    /// The configuration reading `env`, with the identity, scope, retry budget and refresh policy these
+    /// flags name: the one path every command takes to a token source and a connection plan.
+    pub(crate) fn config(&self, env: &Env) -> EntraConfig {
+        let mut config = EntraConfig::from_env()
             .env(env.clone())
             .scope(&self.scope)
             .token_source_kind(self.source.kind())
             .http_options(http_options())
-            .refresh_policy(RefreshPolicy::default().retry(retry));
+            .refresh_policy(self.refresh_policy());
         if let Some(id) = self.user_assigned() {
-            builder = builder.managed_identity(id);
+            config = config.managed_identity(id);
         }
-        builder
+        config
+    }
+
+    /// The refresh policy the flags name (the library's defaults where they name nothing).
+    fn refresh_policy(&self) -> RefreshPolicy {
+        let retry = RetryPolicy::default().budget(Duration::from_secs(self.retry_budget));
+        let mut policy = RefreshPolicy::default().retry(retry);
+        if let Some(margin) = self.refresh_margin {
+            policy = policy.refresh_margin(Duration::from_secs(margin));
+        }
+        if let Some(cap) = self.backoff_cap {
+            policy = policy.backoff(
+                Duration::from_secs(1).min(Duration::from_secs(cap)),
+                Duration::from_secs(cap),
+            );
+        }
+        policy
     }
 }
 

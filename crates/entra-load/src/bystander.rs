@@ -94,7 +94,6 @@ mod tests {
     use super::*;
     use entra_emulator::Emulator;
     use entra_postgres::PoolBuilder;
-    use entra_token::{Env, RefreshPolicy};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn each_scheduled_session_signs_in_at_the_gate_and_closes() {
@@ -102,9 +101,7 @@ mod tests {
         crate::setup::prepare_app_tables(emulator.postgres(), emulator.dbname(), emulator.user())
             .await
             .expect("tables");
-        let pool = PoolBuilder::from_env()
-            .env(Env::from_pairs(emulator.env_vars()))
-            .refresh_policy(RefreshPolicy::short_lived())
+        let pool = PoolBuilder::new(crate::setup::emulator_config(&emulator))
             .max_size(4)
             .build()
             .await

@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use entra_emulator::Emulator;
-use entra_postgres::PoolBuilder;
+use entra_postgres::EntraConfig;
 use entra_proxy::ProxyBuilder;
 use entra_token::Env;
 use serde_json::json;
@@ -98,22 +98,16 @@ pub async fn run(
     setup::prepare_pgbench_db(&pg).await?;
     setup::grant_pgbench_tables(&pg, emulator.user()).await?;
 
-    let connector = PoolBuilder::from_env()
+    let upstream = EntraConfig::from_env()
         .env(Env::from_pairs(emulator.env_vars()))
-        .dbname(setup::PGBENCH_DB)
-        .build_connector()
-        .await
-        .map_err(|source| LoadError::PoolBuild {
-            pool: "proxy's upstream",
-            source,
-        })?;
-    let tokens = connector.tokens().cloned().ok_or(LoadError::NoTokenHandle)?;
+        .dbname(setup::PGBENCH_DB);
     let proxy = ProxyBuilder::new()
         .listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
-        .max_upstream(config.clients.max(1) * 2)
-        .start(connector)
+        .max_size(config.clients.max(1) * 2)
+        .start(&upstream)
         .await
         .map_err(LoadError::ProxyStart)?;
+    let tokens = proxy.tokens().cloned().ok_or(LoadError::NoTokenHandle)?;
     let proxy_addr = proxy.tcp_addresses()[0];
     let gate_addr = std::net::SocketAddr::from(([127, 0, 0, 1], emulator.port()));
     let (relay_addr, relay) = byte_relay(gate_addr).await?;

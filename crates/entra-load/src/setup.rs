@@ -1,12 +1,31 @@
-//! Tables for the workloads (created as the superuser over the server's unix socket) and the end-of-run
-//! check that every acknowledged write is there.
+//! The configuration every run's pools start from, tables for the workloads (created as the superuser
+//! over the server's unix socket) and the end-of-run check that every acknowledged write is there.
+
+use std::time::Duration;
 
 use entra_emulator::postgres::quote_ident;
-use entra_emulator::TestPostgres;
+use entra_emulator::{Emulator, TestPostgres};
+use entra_postgres::EntraConfig;
+use entra_token::{Env, HttpOptions, RefreshPolicy};
 use tokio_postgres::Client;
 
 use crate::error::LoadError;
 use crate::workload::ROWS;
+
+/// The configuration a run's pools use against `emulator`: its environment only, the refresh policy for
+/// short-lived tokens, and token requests short enough that one never seems to hang (as `entra-pg`'s own
+/// commands have them).
+pub fn emulator_config(emulator: &Emulator) -> EntraConfig {
+    EntraConfig::from_env()
+        .env(Env::from_pairs(emulator.env_vars()))
+        .http_options(
+            HttpOptions::default()
+                .connect_timeout(Duration::from_secs(3))
+                .timeout(Duration::from_secs(20)),
+        )
+        .refresh_policy(RefreshPolicy::short_lived())
+        .token_wait(Duration::from_secs(5))
+}
 
 /// The database pgbench and our direct point run use (pgbench's own schema, scale 1).
 pub const PGBENCH_DB: &str = "pgbench";

@@ -13,7 +13,7 @@
 //! path (the pool, and each `entra-pg` command): TLS with full verification (`verify-full`) against
 //! Mozilla's roots plus the DigiCert root Azure still uses; `sslmode=require` verifies too (fully with the
 //! built-in roots, as `verify-ca` with an `sslrootcert` file) unless
-//! [`PoolBuilder::danger_accept_unverified_tls`] says otherwise; a token is never sent without TLS to a
+//! [`EntraConfig::danger_accept_unverified_tls`] says otherwise; a token is never sent without TLS to a
 //! host that is not loopback; a password in the configuration is an error unless static-password mode is
 //! chosen by name.
 //!
@@ -38,7 +38,9 @@ mod claims;
 pub mod config;
 mod connect;
 mod diagnose;
+mod entra_config;
 mod error;
+mod grant;
 mod lifetime;
 pub mod metrics;
 pub mod multiplex;
@@ -58,7 +60,9 @@ pub use claims::user_from_token;
 pub use config::{parse_connection_string, ConfigError, SessionAttrs, Settings, SslMode};
 pub use connect::EntraConnect;
 pub use diagnose::{diagnose, diagnose_audience, diagnose_with, Cause, Diagnosis, DiagnosisContext};
+pub use entra_config::EntraConfig;
 pub use error::{report, BuildError, ConnectError, GetError};
+pub use grant::{Grant, GrantStatements, ObjectType};
 pub use multiplex::{MultiplexError, MultiplexedPool};
 pub use plan::{ConnectionPlan, CredentialKind, PlanOptions, Roots, TlsChoice};
 pub use pool::{CheckError, EntraPool, PoolStatus};

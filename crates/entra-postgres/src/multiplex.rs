@@ -150,6 +150,16 @@ impl MultiplexedPool {
         &self.checkout
     }
 
+    /// The role every connection signs in as.
+    pub fn role(&self) -> &str {
+        self.checkout.role()
+    }
+
+    /// The token handle the connections sign in with (`None` in static-password mode).
+    pub fn tokens(&self) -> Option<&entra_token::TokenHandle> {
+        self.checkout.tokens()
+    }
+
     /// Connections open now (of the `n` asked for).
     pub fn open_connections(&self) -> usize {
         self.inner

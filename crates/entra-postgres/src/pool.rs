@@ -75,7 +75,7 @@ impl EntraPool {
     }
 
     /// The role connections sign in as (configured, or read from the token).
-    pub fn user(&self) -> &str {
+    pub fn role(&self) -> &str {
         &self.user
     }
 

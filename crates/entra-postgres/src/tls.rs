@@ -61,7 +61,7 @@ pub enum Verification {
     /// The chain leads to a trusted root; the name is not checked (`verify-ca`).
     ChainOnly,
     /// Encrypted, but the server is not authenticated: anyone on the path can read the token. Only with
-    /// [`PoolBuilder::danger_accept_unverified_tls`](crate::PoolBuilder::danger_accept_unverified_tls).
+    /// [`EntraConfig::danger_accept_unverified_tls`](crate::EntraConfig::danger_accept_unverified_tls).
     Unverified,
 }
 

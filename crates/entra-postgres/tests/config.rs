@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use entra_postgres::{parse_connection_string, report, BuildError, PoolBuilder, SslMode};
+use entra_postgres::{parse_connection_string, report, BuildError, EntraConfig, PoolBuilder, SslMode};
 use entra_token::{AccessToken, Env, StaticSource};
 
 fn env(pairs: &[(&str, &str)]) -> Env {
@@ -10,7 +10,7 @@ fn env(pairs: &[(&str, &str)]) -> Env {
 }
 
 fn resolve(pairs: &[(&str, &str)]) -> entra_postgres::Settings {
-    PoolBuilder::from_env().env(env(pairs)).resolve().unwrap()
+    EntraConfig::from_env().env(env(pairs)).resolve().unwrap()
 }
 
 #[test]
@@ -127,7 +127,7 @@ fn precedence_is_builder_then_string_then_service_connector_then_libpq() {
     assert_eq!(s.dbname.unwrap().value, "sc-db", "Service Connector over libpq");
     assert_eq!(s.user.unwrap().value, "libpq-user", "libpq fills the rest");
 
-    let s = PoolBuilder::from_connection_string("host=explicit-host dbname=explicit-db")
+    let s = EntraConfig::from_connection_string("host=explicit-host dbname=explicit-db")
         .env(env(&vars))
         .port(4444)
         .resolve()
@@ -197,7 +197,7 @@ fn every_error_names_the_variable_or_key_and_the_problem() {
         ),
     ];
     for (vars, origin, problem) in cases {
-        let err = PoolBuilder::from_env().env(env(vars)).plan().unwrap_err();
+        let err = EntraConfig::from_env().env(env(vars)).plan().unwrap_err();
         let text = err.to_string();
         assert_eq!(err.origin(), *origin, "{text}");
         assert!(text.contains(problem), "{vars:?}: {text}");
@@ -210,7 +210,7 @@ fn every_error_names_the_variable_or_key_and_the_problem() {
 
 #[test]
 fn static_password_mode_accepts_a_configured_password() {
-    let s = PoolBuilder::from_env()
+    let s = EntraConfig::from_env()
         .env(env(&[("PGPASSWORD", "pw")]))
         .static_password("pw")
         .resolve()
@@ -227,9 +227,7 @@ fn fixed_token() -> StaticSource {
 
 #[tokio::test]
 async fn missing_host_is_a_clear_error() {
-    let err = PoolBuilder::from_env()
-        .env(env(&[]))
-        .token_source(fixed_token())
+    let err = PoolBuilder::new(EntraConfig::from_env().env(env(&[])).token_source(fixed_token()))
         .build()
         .await
         .unwrap_err();
@@ -240,46 +238,52 @@ async fn missing_host_is_a_clear_error() {
 
 #[tokio::test]
 async fn sslmode_disable_with_a_token_is_refused_for_remote_hosts_only() {
-    let err = PoolBuilder::from_env()
-        .env(env(&[
-            ("PGHOST", "srv.postgres.database.azure.com"),
-            ("PGSSLMODE", "disable"),
-            ("PGUSER", "u"),
-        ]))
-        .token_source(fixed_token())
-        .build()
-        .await
-        .unwrap_err();
+    let err = PoolBuilder::new(
+        EntraConfig::from_env()
+            .env(env(&[
+                ("PGHOST", "srv.postgres.database.azure.com"),
+                ("PGSSLMODE", "disable"),
+                ("PGUSER", "u"),
+            ]))
+            .token_source(fixed_token()),
+    )
+    .build()
+    .await
+    .unwrap_err();
     let text = report(&err);
     assert!(
         text.contains("PGSSLMODE") && text.contains("without TLS"),
         "{text}"
     );
 
-    let ok = PoolBuilder::from_env()
-        .env(env(&[
-            ("PGHOST", "127.0.0.1"),
-            ("PGSSLMODE", "disable"),
-            ("PGUSER", "u"),
-        ]))
-        .token_source(fixed_token())
-        .build()
-        .await;
+    let ok = PoolBuilder::new(
+        EntraConfig::from_env()
+            .env(env(&[
+                ("PGHOST", "127.0.0.1"),
+                ("PGSSLMODE", "disable"),
+                ("PGUSER", "u"),
+            ]))
+            .token_source(fixed_token()),
+    )
+    .build()
+    .await;
     assert!(ok.is_ok(), "loopback may go without TLS: {:?}", ok.err());
 }
 
 #[tokio::test]
 async fn a_missing_sslrootcert_file_is_named() {
-    let err = PoolBuilder::from_env()
-        .env(env(&[
-            ("PGHOST", "h"),
-            ("PGUSER", "u"),
-            ("PGSSLROOTCERT", "/nonexistent/ca.pem"),
-        ]))
-        .token_source(fixed_token())
-        .build()
-        .await
-        .unwrap_err();
+    let err = PoolBuilder::new(
+        EntraConfig::from_env()
+            .env(env(&[
+                ("PGHOST", "h"),
+                ("PGUSER", "u"),
+                ("PGSSLROOTCERT", "/nonexistent/ca.pem"),
+            ]))
+            .token_source(fixed_token()),
+    )
+    .build()
+    .await
+    .unwrap_err();
     let text = report(&err);
     assert!(
         text.contains("PGSSLROOTCERT") && text.contains("/nonexistent/ca.pem"),
@@ -300,11 +304,13 @@ async fn the_user_is_derived_from_the_token_when_unset() {
         jwt,
         SystemTime::now() + Duration::from_secs(3600),
     ));
-    let pool = PoolBuilder::from_env()
-        .env(env(&[("PGHOST", "127.0.0.1")]))
-        .token_source(source)
-        .build()
-        .await
-        .unwrap();
-    assert_eq!(pool.user(), "orders-api");
+    let pool = PoolBuilder::new(
+        EntraConfig::from_env()
+            .env(env(&[("PGHOST", "127.0.0.1")]))
+            .token_source(source),
+    )
+    .build()
+    .await
+    .unwrap();
+    assert_eq!(pool.role(), "orders-api");
 }

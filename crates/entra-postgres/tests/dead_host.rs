@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use entra_emulator::Emulator;
-use entra_postgres::PoolBuilder;
+use entra_postgres::{EntraConfig, PoolBuilder};
 use entra_token::{AccessToken, StaticSource};
 
 const CHILD: &str = "ENTRA_DEAD_HOST_CHILD";
@@ -228,16 +228,18 @@ fn child() {
         let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} set by the parent"));
         let token = std::env::var("AZURE_ACCESS_TOKEN").expect("a token");
         let expires = std::time::SystemTime::now() + Duration::from_secs(3000);
-        let pool = PoolBuilder::from_connection_string(format!(
-            "host=localhost hostaddr={} port={} dbname={} user={} sslmode=verify-full sslrootcert={}",
-            var("ENTRA_DH_ADDR"),
-            var("ENTRA_DH_PORT"),
-            var("ENTRA_DH_DB"),
-            var("ENTRA_DH_USER"),
-            var("ENTRA_DH_CA"),
-        ))
-        .env(entra_token::Env::from_pairs(Vec::<(String, String)>::new()))
-        .token_source(StaticSource::new(AccessToken::new(token, expires)))
+        let pool = PoolBuilder::new(
+            EntraConfig::from_connection_string(format!(
+                "host=localhost hostaddr={} port={} dbname={} user={} sslmode=verify-full sslrootcert={}",
+                var("ENTRA_DH_ADDR"),
+                var("ENTRA_DH_PORT"),
+                var("ENTRA_DH_DB"),
+                var("ENTRA_DH_USER"),
+                var("ENTRA_DH_CA"),
+            ))
+            .env(entra_token::Env::from_pairs(Vec::<(String, String)>::new()))
+            .token_source(StaticSource::new(AccessToken::new(token, expires))),
+        )
         .max_size(1)
         .wait_timeout(Some(Duration::from_secs(120)))
         .create_timeout(Some(Duration::from_secs(120)))

@@ -124,13 +124,15 @@ async fn token_fault_case(fault: Fault, class: Class) {
         .unwrap();
     let baseline = alive_tasks();
     let pool = pool_builder(&emulator)
-        .http_options(fast_http())
-        // refresh 3 s into a 5 s token: the refresher fails while the token is still good for 1.5 s
-        .refresh_policy(RefreshPolicy::short_lived().refresh_margin(Duration::from_secs(2)))
+        .with_config(|c| {
+            c.http_options(fast_http())
+                // refresh 3 s into a 5 s token: the refresher fails while the token is still good for 1.5 s
+                .refresh_policy(RefreshPolicy::short_lived().refresh_margin(Duration::from_secs(2)))
+                .token_wait(Duration::from_secs(2))
+        })
         .max_size(8)
         .max_lifetime(Some(Duration::from_millis(300)))
         .reaper_interval(Duration::from_millis(100))
-        .token_wait(Duration::from_secs(2))
         .build()
         .await
         .unwrap();
@@ -395,8 +397,8 @@ async fn server_faults_under_a_write_workload_lose_no_acknowledged_row() {
     let gate = emulator.gate();
     let baseline = alive_tasks();
     let pool = pool_builder(&emulator)
+        .with_config(|c| c.connect_timeout(Duration::from_secs(1)))
         .max_size(8)
-        .connect_timeout(Duration::from_secs(1))
         .create_timeout(Some(Duration::from_secs(2)))
         .wait_timeout(Some(Duration::from_secs(3)))
         // The reaper notices a dropped pool at its next tick (default: up to 30 s later); tick often so
@@ -564,9 +566,8 @@ async fn a_server_certificate_replaced_by_an_untrusted_one_fails_new_connections
     let target = Arc::new(AtomicU16::new(trusted.port()));
     let (port, forwarder) = switchable_forwarder(target.clone()).await;
     let pool = pool_builder(&trusted)
-        .port(port)
+        .with_config(|c| c.port(port).connect_timeout(Duration::from_secs(1)))
         .max_size(2)
-        .connect_timeout(Duration::from_secs(1))
         .create_timeout(Some(Duration::from_secs(3)))
         .build()
         .await

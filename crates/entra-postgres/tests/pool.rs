@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use entra_emulator::{Claims, Emulator, Fault, OSSRDBMS_RESOURCE};
-use entra_postgres::{ConnectError, PoolBuilder, SslMode};
+use entra_postgres::{ConnectError, EntraConfig, PoolBuilder, SslMode};
 use entra_testkit::{bounded, pool_builder};
 use entra_token::{TokenError, TokenState};
 
@@ -253,8 +253,10 @@ async fn tls_refuses_a_wrong_host_name_and_an_untrusted_ca() {
     let emulator = Emulator::start().await.unwrap();
     // right address, wrong name: verify-full checks the name
     let err = pool_builder(&emulator)
-        .host("db.wrong-name.example")
-        .hostaddr("127.0.0.1".parse().unwrap())
+        .with_config(|c| {
+            c.host("db.wrong-name.example")
+                .hostaddr("127.0.0.1".parse().unwrap())
+        })
         .build()
         .await
         .unwrap()
@@ -268,9 +270,11 @@ async fn tls_refuses_a_wrong_host_name_and_an_untrusted_ca() {
     );
     // verify-ca accepts the same certificate without the name check
     let pool = pool_builder(&emulator)
-        .host("db.wrong-name.example")
-        .hostaddr("127.0.0.1".parse().unwrap())
-        .ssl_mode(SslMode::VerifyCa)
+        .with_config(|c| {
+            c.host("db.wrong-name.example")
+                .hostaddr("127.0.0.1".parse().unwrap())
+                .ssl_mode(SslMode::VerifyCa)
+        })
         .build()
         .await
         .unwrap();
@@ -282,7 +286,7 @@ async fn tls_refuses_a_wrong_host_name_and_an_untrusted_ca() {
     let path = dir.path().join("other-ca.pem");
     std::fs::write(&path, other.pem()).unwrap();
     let err = pool_builder(&emulator)
-        .ssl_root_cert(&path)
+        .with_config(|c| c.ssl_root_cert(&path))
         .build()
         .await
         .unwrap()
@@ -307,18 +311,20 @@ async fn static_password_mode_is_plain_deadpool() {
     let emulator = Emulator::start().await.unwrap();
     let pg = emulator.postgres();
     pg.create_role("static_user", Some("s3cret")).await.unwrap();
-    let pool = PoolBuilder::from_env()
-        .env(entra_token::Env::from_pairs([(
-            "PGSSLROOTCERT",
-            pg.ca_path().display().to_string(),
-        )]))
-        .host(pg.host())
-        .port(pg.port())
-        .user("static_user")
-        .static_password("s3cret")
-        .build()
-        .await
-        .unwrap();
+    let pool = PoolBuilder::new(
+        EntraConfig::from_env()
+            .env(entra_token::Env::from_pairs([(
+                "PGSSLROOTCERT",
+                pg.ca_path().display().to_string(),
+            )]))
+            .host(pg.host())
+            .port(pg.port())
+            .user("static_user")
+            .static_password("s3cret"),
+    )
+    .build()
+    .await
+    .unwrap();
     assert!(pool.tokens().is_none());
     assert_eq!(bounded(10, "select", select_one(&pool)).await, Ok(1));
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use entra_postgres::__fuzz::settings_from_env;
-use entra_postgres::{parse_connection_string, user_from_token, PoolBuilder, SslMode};
+use entra_postgres::{parse_connection_string, user_from_token, EntraConfig, SslMode};
 use entra_token::Env;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use proptest::prelude::*;
@@ -246,7 +246,7 @@ proptest! {
         }
         // The same password in the builder's path, which refuses it outright.
         let env = Env::from_pairs([("AZURE_POSTGRESQL_CONNECTIONSTRING", text.as_str())]);
-        if let Err(e) = PoolBuilder::from_env().env(env).resolve() {
+        if let Err(e) = EntraConfig::from_env().env(env).resolve() {
             let shown = format!("{e} {e:?}");
             prop_assert!(!shown.contains(pw.as_str()), "{}", shown);
         }
@@ -280,7 +280,7 @@ proptest! {
                 format!("{e} {e:?}")
             }
         };
-        let resolved = match PoolBuilder::from_env().env(env.clone()).resolve() {
+        let resolved = match EntraConfig::from_env().env(env.clone()).resolve() {
             Ok(s) => format!("{s:?}"),
             Err(e) => format!("{e} {e:?}"),
         };
@@ -311,7 +311,7 @@ proptest! {
         if let Some(p) = port {
             vars.push(("PGPORT", p.to_string()));
         }
-        let mut b = PoolBuilder::from_env().env(Env::from_pairs(vars));
+        let mut b = EntraConfig::from_env().env(Env::from_pairs(vars));
         if let Some(h) = &builder {
             b = b.host(h.clone());
         }

@@ -21,7 +21,7 @@ async fn past_min_invalidate_interval() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_raw_sessions_datestyle_refused_after_sign_in_keeps_the_token() {
     let emulator = Emulator::start().await.unwrap();
-    let connector = pool_builder(&emulator).build_connector().await.unwrap();
+    let connector = entra_testkit::config(&emulator).build_connector().await.unwrap();
     past_min_invalidate_interval().await;
     let parameters = [("DateStyle".to_string(), HOSTILE_DATESTYLE.to_string())];
     let err = bounded(15, "open_session", connector.open_session(&parameters))
@@ -64,7 +64,7 @@ async fn a_pooled_connections_datestyle_refused_by_the_server_keeps_the_token() 
         format!("-c DateStyle={}", HOSTILE_DATESTYLE.replace(' ', "\\ ")),
     ));
     let pool = pool_builder(&emulator)
-        .env(Env::from_pairs(env))
+        .with_config(|c| c.env(Env::from_pairs(env)))
         .build()
         .await
         .unwrap();
@@ -84,7 +84,7 @@ async fn a_pooled_connections_datestyle_refused_by_the_server_keeps_the_token() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn during_an_identity_outage_a_hostile_session_does_not_cost_the_cached_token() {
     let emulator = Emulator::start().await.unwrap();
-    let connector = pool_builder(&emulator).build_connector().await.unwrap();
+    let connector = entra_testkit::config(&emulator).build_connector().await.unwrap();
     past_min_invalidate_interval().await;
     emulator.identity().set_persistent_fault(Some(Fault::status(503)));
     let parameters = [("DateStyle".to_string(), HOSTILE_DATESTYLE.to_string())];
@@ -102,7 +102,7 @@ async fn during_an_identity_outage_a_hostile_session_does_not_cost_the_cached_to
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_token_is_known_by_its_phase_in_a_raw_session() {
     let emulator = Emulator::start().await.unwrap();
-    let connector = pool_builder(&emulator).build_connector().await.unwrap();
+    let connector = entra_testkit::config(&emulator).build_connector().await.unwrap();
     past_min_invalidate_interval().await;
     emulator.gate().revoke_principal(emulator.user());
     let err = bounded(15, "open_session", connector.open_session(&[]))

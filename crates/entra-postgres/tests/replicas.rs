@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use entra_emulator::Emulator;
-use entra_postgres::{EntraPool, PoolBuilder};
+use entra_postgres::{EntraConfig, EntraPool, PoolBuilder};
 use entra_testkit::bounded;
 use entra_token::{Env, RefreshPolicy};
 
@@ -39,12 +39,14 @@ async fn superuser(pg: &entra_emulator::TestPostgres, database: &str) -> tokio_p
 }
 
 fn pool_builder(emu: &Emulator, attrs: &str) -> PoolBuilder {
-    PoolBuilder::from_connection_string(emu.replica_set_connection_string(attrs))
-        .env(Env::from_pairs(emu.env_vars()))
-        .refresh_policy(RefreshPolicy::short_lived())
-        .max_size(2)
-        .wait_timeout(Some(Duration::from_secs(10)))
-        .create_timeout(Some(Duration::from_secs(10)))
+    PoolBuilder::new(
+        EntraConfig::from_connection_string(emu.replica_set_connection_string(attrs))
+            .env(Env::from_pairs(emu.env_vars()))
+            .refresh_policy(RefreshPolicy::short_lived()),
+    )
+    .max_size(2)
+    .wait_timeout(Some(Duration::from_secs(10)))
+    .create_timeout(Some(Duration::from_secs(10)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,7 +75,7 @@ async fn writer_and_reader_pools_share_one_token_and_follow_a_switch_over() {
         .expect("writer pool");
     let tokens = writer.tokens().expect("token mode").clone();
     let reader = pool_builder(&emu, "read-only")
-        .token_handle(tokens.clone())
+        .with_config(|c| c.token_handle(tokens.clone()))
         .build()
         .await
         .expect("reader pool");

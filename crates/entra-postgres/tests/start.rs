@@ -5,21 +5,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use entra_emulator::{FakeIdentity, Fault, RateLimit, Trap};
-use entra_postgres::{BuildError, ConfigError, PoolBuilder};
+use entra_postgres::{BuildError, ConfigError, EntraConfig, PoolBuilder};
 use entra_token::{Env, HttpOptions, RefreshPolicy, RetryPolicy};
 
 /// A builder whose token comes from the fake IMDS, for a server that is never connected to.
 fn builder_for(fake: &FakeIdentity, connection_string: &str) -> PoolBuilder {
-    PoolBuilder::from_connection_string(connection_string)
-        .env(Env::from_pairs([(
-            "AZURE_POD_IDENTITY_AUTHORITY_HOST",
-            fake.imds_authority(),
-        )]))
-        .http_options(
-            HttpOptions::default()
-                .connect_timeout(Duration::from_secs(2))
-                .timeout(Duration::from_secs(10)),
-        )
+    PoolBuilder::new(
+        EntraConfig::from_connection_string(connection_string)
+            .env(Env::from_pairs([(
+                "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+                fake.imds_authority(),
+            )]))
+            .http_options(
+                HttpOptions::default()
+                    .connect_timeout(Duration::from_secs(2))
+                    .timeout(Duration::from_secs(10)),
+            ),
+    )
 }
 
 #[tokio::test]
@@ -79,7 +81,7 @@ async fn a_fail_fast_build_rides_out_one_429_from_imds() {
 async fn a_build_fails_at_once_when_the_machine_has_no_such_identity() {
     let fake = FakeIdentity::start().await.unwrap();
     let err = builder_for(&fake, "host=db.example.com user=app")
-        .managed_identity_client_id("00000000-0000-0000-0000-00000000dead")
+        .with_config(|c| c.managed_identity_client_id("00000000-0000-0000-0000-00000000dead"))
         .build()
         .await
         .unwrap_err();
@@ -103,7 +105,11 @@ async fn a_fleet_starting_together_builds_through_imds_throttling() {
             let fake = fake.clone();
             tokio::spawn(async move {
                 let pool = builder_for(&fake, "host=db.example.com user=app")
-                    .refresh_policy(RefreshPolicy::default().retry(RetryPolicy::default().budget(BUDGET)))
+                    .with_config(|c| {
+                        c.refresh_policy(
+                            RefreshPolicy::default().retry(RetryPolicy::default().budget(BUDGET)),
+                        )
+                    })
                     .build()
                     .await;
                 (pool.map(|p| p.status()), started.elapsed())

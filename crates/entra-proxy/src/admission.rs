@@ -508,15 +508,16 @@ async fn admit(shared: &Shared, authenticated: Authenticated) -> Option<Admitted
         return None;
     };
     shared.stats.waiting.add();
-    let slot = tokio::time::timeout(
-        shared.upstream_wait,
-        shared.upstream_slots.clone().acquire_owned(),
-    )
-    .await;
+    let slot = match shared.upstream_wait {
+        Some(wait) => tokio::time::timeout(wait, shared.upstream_slots.clone().acquire_owned())
+            .await
+            .ok(),
+        None => Some(shared.upstream_slots.clone().acquire_owned().await),
+    };
     shared.stats.waiting.sub();
     drop(waiting);
     let upstream_slot = match slot {
-        Ok(Ok(slot)) => slot,
+        Some(Ok(slot)) => slot,
         _ => {
             let refusal = Refusal::Full {
                 max_upstream: shared.max_upstream,

@@ -62,6 +62,10 @@ pub enum ProxyError {
     /// The certificate or key for client TLS is unusable.
     #[error("client TLS: {0}")]
     ClientTls(String),
+    /// The upstream side could not be prepared: the configuration is unusable, or no first token could be
+    /// had (the source says which).
+    #[error("cannot prepare the upstream side")]
+    Upstream(#[source] entra_postgres::BuildError),
     /// The connector was made for static-password mode, whose rules do not protect a token.
     #[error("the proxy signs clients in with Entra tokens; build its connector without a static password")]
     NotTokenMode,

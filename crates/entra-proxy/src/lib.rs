@@ -11,8 +11,7 @@
 //! let proxy = entra_proxy::ProxyBuilder::new().listen("127.0.0.1:6543".parse()?);
 //! proxy.check()?;
 //! // AZURE_POSTGRESQL_HOST, _DATABASE, _USER (and _CLIENTID) from the environment, as for the pools.
-//! let connector = entra_postgres::PoolBuilder::from_env().build_connector().await?;
-//! let proxy = proxy.start(connector).await?;
+//! let proxy = proxy.start(&entra_postgres::EntraConfig::from_env()).await?;
 //! // psql "host=127.0.0.1 port=6543 dbname=… user=…" now signs in with the current token.
 //! # proxy.shutdown().await;
 //! # Ok(()) }
@@ -74,7 +73,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use entra_postgres::{CredentialKind, EntraConnect};
+use entra_postgres::{CredentialKind, EntraConfig, EntraConnect};
 use secrecy::SecretString;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -83,8 +82,8 @@ pub use error::ProxyError;
 
 /// The port `entra-pg proxy` listens on by default.
 pub const DEFAULT_PORT: u16 = 6543;
-/// How many upstream sessions may be open at once by default.
-pub const DEFAULT_MAX_UPSTREAM: usize = 100;
+/// How many upstream sessions may be open at once by default ([`ProxyBuilder::max_size`]).
+pub const DEFAULT_MAX_SIZE: usize = 100;
 /// How many accepted connections may be still authenticating at once by default.
 pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 64;
 /// How long a client has by default from connecting to having authenticated: enough for TLS, the
@@ -182,17 +181,17 @@ impl ClientTls {
     }
 }
 
-/// Configures and starts a proxy: where it listens, who may connect and its limits. The connector (from
-/// [`PoolBuilder::build_connector`](entra_postgres::PoolBuilder::build_connector)), which carries the
-/// connection plan, the token handle and the role, comes last, in [`start`](Self::start), so that
-/// [`check`](Self::check) can refuse a configuration before any token is fetched.
+/// Configures and starts a proxy: where it listens, who may connect and its limits. The upstream side,
+/// the [`EntraConfig`] every front shares (the connection plan, the identity and its refresher, the role),
+/// comes last, in [`start`](Self::start), so that [`check`](Self::check) can refuse a configuration before
+/// any token is fetched.
 #[derive(Debug)]
 pub struct ProxyBuilder {
     tcp: Vec<SocketAddr>,
     socket_dir: Option<PathBuf>,
     socket_port: Option<u16>,
     max_upstream: usize,
-    upstream_wait: Duration,
+    upstream_wait: Option<Duration>,
     max_unauthenticated: usize,
     startup_timeout: Duration,
     auth: LocalAuth,
@@ -213,8 +212,8 @@ impl ProxyBuilder {
             tcp: Vec::new(),
             socket_dir: None,
             socket_port: None,
-            max_upstream: DEFAULT_MAX_UPSTREAM,
-            upstream_wait: Duration::from_secs(30),
+            max_upstream: DEFAULT_MAX_SIZE,
+            upstream_wait: Some(Duration::from_secs(30)),
             max_unauthenticated: DEFAULT_MAX_UNAUTHENTICATED,
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
             auth: LocalAuth::own_user(),
@@ -244,16 +243,18 @@ impl ProxyBuilder {
         self
     }
 
-    /// At most this many upstream sessions at once (default [`DEFAULT_MAX_UPSTREAM`]); a client beyond
-    /// waits up to [`upstream_wait`](Self::upstream_wait) for one to close, then is refused with SQLSTATE
-    /// 53300. At most as many clients wait at once; one more is refused with 53300 at once.
-    pub fn max_upstream(mut self, sessions: usize) -> Self {
+    /// At most this many upstream sessions at once (default [`DEFAULT_MAX_SIZE`]), as every front calls
+    /// its size; a client beyond waits up to [`wait_timeout`](Self::wait_timeout) for one to close, then
+    /// is refused with SQLSTATE 53300. At most as many clients wait at once; one more is refused with
+    /// 53300 at once.
+    pub fn max_size(mut self, sessions: usize) -> Self {
         self.max_upstream = sessions.max(1);
         self
     }
 
-    /// How long a client waits for a free upstream slot (default 30 s).
-    pub fn upstream_wait(mut self, wait: Duration) -> Self {
+    /// How long a client waits for a free upstream slot (default 30 s; `None`: as long as it takes), as
+    /// every front calls its wait.
+    pub fn wait_timeout(mut self, wait: Option<Duration>) -> Self {
         self.upstream_wait = wait;
         self
     }
@@ -311,10 +312,12 @@ impl ProxyBuilder {
         )
     }
 
-    /// Checks the rules, binds every listener and starts accepting clients, whose sessions `connector`
-    /// opens upstream.
-    pub async fn start(self, connector: EntraConnect) -> Result<ProxyHandle, ProxyError> {
+    /// Checks the rules (before any token is fetched), prepares the upstream side from `config` (the
+    /// plan, the refresher and its first token, the role), binds every listener and starts accepting
+    /// clients, whose sessions are opened upstream by `config`'s connector.
+    pub async fn start(self, config: &EntraConfig) -> Result<ProxyHandle, ProxyError> {
         self.check()?;
+        let connector = config.build_connector().await.map_err(ProxyError::Upstream)?;
         if connector.plan().credential() != CredentialKind::EntraToken || connector.tokens().is_none() {
             return Err(ProxyError::NotTokenMode);
         }
@@ -387,7 +390,7 @@ pub(crate) struct Shared {
     /// the clients of an allowed user cannot pile up (each holds a file) while the slots are taken.
     waiting_slots: Arc<Semaphore>,
     max_upstream: usize,
-    upstream_wait: Duration,
+    upstream_wait: Option<Duration>,
     /// A place for each accepted connection until it has authenticated.
     unauthenticated_slots: Arc<Semaphore>,
     startup_timeout: Duration,
@@ -440,7 +443,7 @@ pub struct ProxyStats {
     /// Connections accepted that have not authenticated yet, now (at most
     /// [`ProxyBuilder::max_unauthenticated`]).
     pub unauthenticated: u64,
-    /// Authenticated clients waiting for an upstream slot, now (at most [`ProxyBuilder::max_upstream`]).
+    /// Authenticated clients waiting for an upstream slot, now (at most [`ProxyBuilder::max_size`]).
     pub waiting: u64,
     /// Connections refused by the proxy itself, for any reason.
     pub refused: u64,

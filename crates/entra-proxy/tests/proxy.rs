@@ -158,7 +158,7 @@ async fn a_non_loopback_bind_is_refused_unless_allowed_and_then_needs_tls_and_th
     // `start` applies the same rules.
     let emulator = Emulator::start().await.unwrap();
     let refused = anywhere()
-        .start(connector(&emulator, short_tokens()).await)
+        .start(&config(&emulator, short_tokens()))
         .await
         .unwrap_err();
     assert!(matches!(refused, ProxyError::NonLoopback { .. }), "{refused}");
@@ -564,12 +564,12 @@ async fn a_cancel_request_whose_client_closed_before_the_peer_check_is_still_for
 async fn clients_waiting_for_an_upstream_slot_are_as_many_as_the_slots_and_no_more() {
     let emulator = Emulator::start().await.unwrap();
     let proxy = proxy(&emulator, short_tokens(), |b| {
-        b.max_upstream(1).upstream_wait(Duration::from_secs(600))
+        b.max_size(1).wait_timeout(Some(Duration::from_secs(600)))
     })
     .await;
     let config = tcp_config(&proxy);
     let holding = connect(&config).await.unwrap();
-    // The second waits for the slot (upstream_wait is long: it would wait past the test).
+    // The second waits for the slot (wait_timeout is long: it would wait past the test).
     let waiting = {
         let config = config.clone();
         tokio::spawn(async move { connect(&config).await })

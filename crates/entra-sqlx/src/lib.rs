@@ -5,7 +5,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! // AZURE_POSTGRESQL_HOST, _DATABASE, _USER (and _CLIENTID) from the environment, as for entra-postgres.
-//! let pool = entra_sqlx::EntraPgPool::builder().max_connections(8).build().await?;
+//! let pool = entra_sqlx::EntraPgPool::builder().max_size(8).build().await?;
 //! let row: (i64,) = sqlx::query_as("SELECT count(*) FROM orders").fetch_one(pool.pool()).await?;
 //! # Ok(()) }
 //! ```

@@ -46,7 +46,7 @@ pub(crate) fn connect_options(plan: &ConnectionPlan) -> Result<PgConnectOptions,
     }
     let role = plan.role().ok_or(ConfigError::Missing {
         setting: "user",
-        how: "PoolBuilder::user, PGUSER or AZURE_POSTGRESQL_USER (or let the token name it)",
+        how: "EntraConfig::user, PGUSER or AZURE_POSTGRESQL_USER (or let the token name it)",
     })?;
     let config = plan.config();
     let mut options = PgConnectOptions::new_without_pgpass()

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use entra_postgres::{BuildError, PoolBuilder};
+use entra_postgres::{BuildError, EntraConfig};
 use entra_token::{AccessToken, TokenHandle, TokenStatus};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -14,19 +14,19 @@ use tokio::task::JoinHandle;
 
 use crate::options::connect_options;
 
-/// Builds an [`EntraPgPool`]: configuration, identity, refresher and TLS exactly as
-/// `entra_postgres::PoolBuilder` decides them (connection strings, Service Connector's and libpq's
-/// variables, `verify-full` by default), then sqlx's pool options.
+/// Builds an [`EntraPgPool`]: the [`EntraConfig`] every front shares (connection strings, Service
+/// Connector's and libpq's variables, the identity and its refresher, `verify-full` by default), then
+/// sqlx's pool options, sized and bounded in the words of the other fronts (`max_size`, `wait_timeout`).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// let pool = entra_sqlx::EntraPgPool::builder().max_connections(8).build().await?;
+/// let pool = entra_sqlx::EntraPgPool::builder().max_size(8).build().await?;
 /// let (user,): (String,) = sqlx::query_as("SELECT current_user::text").fetch_one(pool.pool()).await?;
 /// # Ok(()) }
 /// ```
 #[must_use]
 pub struct EntraPgPoolBuilder {
-    config: PoolBuilder,
+    config: EntraConfig,
     options: PgPoolOptions,
 }
 
@@ -39,9 +39,8 @@ impl std::fmt::Debug for EntraPgPoolBuilder {
 }
 
 impl EntraPgPoolBuilder {
-    /// Configuration from `config` (every `PoolBuilder` setting that concerns the connection, the
-    /// identity and the refresher applies; its deadpool sizing does not).
-    pub fn new(config: PoolBuilder) -> Self {
+    /// A sqlx pool of connections made by `config` (where to connect, the identity, the refresher, TLS).
+    pub fn new(config: EntraConfig) -> Self {
         EntraPgPoolBuilder {
             config,
             options: PgPoolOptions::new(),
@@ -54,18 +53,37 @@ impl EntraPgPoolBuilder {
         self
     }
 
-    /// Shorthand for `PgPoolOptions::max_connections`.
-    pub fn max_connections(mut self, max: u32) -> Self {
-        self.options = self.options.max_connections(max);
+    /// The most connections the pool holds (sqlx's `max_connections`), as every front calls it.
+    pub fn max_size(mut self, max_size: usize) -> Self {
+        self.options = self
+            .options
+            .max_connections(u32::try_from(max_size).unwrap_or(u32::MAX));
+        self
+    }
+
+    /// How long an acquire waits for a connection (sqlx's `acquire_timeout`; `None`: as good as forever),
+    /// as every front calls it.
+    pub fn wait_timeout(mut self, timeout: Option<Duration>) -> Self {
+        // sqlx has no unbounded acquire; a century stands in for it.
+        let wait = timeout.unwrap_or(Duration::from_secs(100 * 365 * 24 * 3600));
+        self.options = self.options.acquire_timeout(wait);
         self
     }
 
     /// Checks the configuration, starts the refresher (the first fetch retried within its budget) and
     /// builds the pool; no connection is opened yet.
     pub async fn build(self) -> Result<EntraPgPool, BuildError> {
-        let plan = self.config.plan()?;
-        let tokens = self.config.start_tokens().await?;
-        let plan = plan.resolve_role(&tokens).await?;
+        let connector = self.config.build_connector().await?;
+        let tokens = connector.tokens().cloned().ok_or_else(|| {
+            BuildError::Config(entra_postgres::ConfigError::Invalid {
+                origin: "EntraConfig::static_password".into(),
+                value: "<redacted>".into(),
+                problem: "the sqlx adapter signs in with Entra tokens only: for a static password use sqlx \
+                          directly"
+                    .into(),
+            })
+        })?;
+        let plan = connector.plan().clone();
         let base = connect_options(&plan)?;
         let token = tokens.get().await?;
         let pool = self
@@ -73,6 +91,7 @@ impl EntraPgPoolBuilder {
             .connect_lazy_with(base.clone().password(token.secret()));
         let shared = Arc::new(Shared {
             base,
+            role: plan.role().unwrap_or_default().to_string(),
             tokens: tokens.clone(),
             pushed: Mutex::new(token),
         });
@@ -126,9 +145,9 @@ impl std::ops::Deref for EntraPgPool {
 }
 
 impl EntraPgPool {
-    /// A builder reading the process's environment, as `PoolBuilder::from_env` does.
+    /// A builder reading the process's environment ([`EntraConfig::from_env`]): the one-line start.
     pub fn builder() -> EntraPgPoolBuilder {
-        EntraPgPoolBuilder::new(PoolBuilder::from_env())
+        EntraPgPoolBuilder::new(EntraConfig::from_env())
     }
 
     /// The sqlx pool.
@@ -136,9 +155,15 @@ impl EntraPgPool {
         &self.pool
     }
 
-    /// The token handle behind the pool.
-    pub fn tokens(&self) -> &TokenHandle {
-        &self.shared.tokens
+    /// The token handle behind the pool (always there: the adapter signs in with tokens only; an
+    /// `Option` as every front's `tokens()` is).
+    pub fn tokens(&self) -> Option<&TokenHandle> {
+        Some(&self.shared.tokens)
+    }
+
+    /// The role every connection signs in as.
+    pub fn role(&self) -> &str {
+        &self.shared.role
     }
 
     /// The refresher's state.
@@ -184,6 +209,7 @@ fn is_token_rejection(e: &sqlx::Error) -> bool {
 
 struct Shared {
     base: PgConnectOptions,
+    role: String,
     tokens: TokenHandle,
     /// The last token handed to sqlx.
     pushed: Mutex<AccessToken>,

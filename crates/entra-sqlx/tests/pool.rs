@@ -11,7 +11,7 @@ use std::time::Duration;
 use entra_emulator::{Claims, Emulator, Fault, TokenFingerprint, OSSRDBMS_RESOURCE};
 use entra_sqlx::sqlx::postgres::PgPoolOptions;
 use entra_sqlx::{EntraPgPool, EntraPgPoolBuilder};
-use entra_testkit::{bounded, emulator, pool_builder, settled};
+use entra_testkit::{bounded, emulator, settled};
 use entra_token::{Env, RefreshPolicy, TokenState};
 
 /// Hang prevention only: far above what a passing step takes, even on a busy machine.
@@ -34,7 +34,7 @@ fn builder_with(
         .env_vars()
         .into_iter()
         .filter(|(k, _)| !skip.contains(&k.as_str()));
-    let config = pool_builder(emulator)
+    let config = entra_testkit::config(emulator)
         .env(Env::from_pairs(env))
         .refresh_policy(policy);
     EntraPgPoolBuilder::new(config).pool_options(options.acquire_timeout(ACQUIRE_HANG))
@@ -61,7 +61,7 @@ async fn rotations_under_load_cost_no_query_and_one_token_request_each() {
     .build()
     .await
     .expect("builds");
-    let tokens = pool.tokens().clone();
+    let tokens = pool.tokens().expect("token mode").clone();
     let queries = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
@@ -163,7 +163,7 @@ async fn an_identity_outage_while_the_token_is_valid_goes_unnoticed() {
     .await
     .expect("builds");
     emu.identity().set_persistent_fault(Some(Fault::status(503)));
-    let mut status = pool.tokens().watch();
+    let mut status = pool.tokens().expect("token mode").watch();
     let failing = bounded(
         HANG.as_secs(),
         "the refresher's renewals to fail during the outage",
@@ -228,7 +228,7 @@ async fn a_datestyle_refused_by_the_server_is_not_taken_for_a_refused_token() {
     // sign-in (22023).
     let mut env = emu.env_vars();
     env.push(("PGOPTIONS".into(), "-c DateStyle=access\\ token".into()));
-    let config = pool_builder(&emu).env(Env::from_pairs(env));
+    let config = entra_testkit::config(&emu).env(Env::from_pairs(env));
     let pool = EntraPgPoolBuilder::new(config)
         .pool_options(PgPoolOptions::new().acquire_timeout(ACQUIRE_HANG))
         .build()

@@ -10,6 +10,6 @@ pub mod pool;
 pub mod process;
 pub mod wait;
 
-pub use pool::{emulator, http, pool_builder, settled};
+pub use pool::{config, emulator, http, pool_builder, settled};
 pub use process::{pg_client, run, run_blocking, text};
 pub use wait::{bounded, until};

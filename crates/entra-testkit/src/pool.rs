@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use entra_emulator::Emulator;
-use entra_postgres::PoolBuilder;
+use entra_postgres::{EntraConfig, PoolBuilder};
 use entra_token::{Env, HttpOptions, RefreshPolicy, TokenHandle, TokenStatus};
 
 /// An emulator whose tokens live `lifetime`.
@@ -24,18 +24,23 @@ pub fn http() -> HttpOptions {
         .timeout(Duration::from_secs(5))
 }
 
-/// `PoolBuilder::from_env()` reading only the emulator's variables (AZURE_POD_IDENTITY_AUTHORITY_HOST,
-/// PGHOST, PGSSLROOTCERT…), with the refresh policy for short-lived tokens and waits that only catch
-/// a hang (30 s for a connection, far above what a busy machine needs). Every front's tests start from it: the pool (`build`), the multiplexed pool, the proxy's
-/// connector (`build_connector`), the sqlx pool.
-pub fn pool_builder(emulator: &Emulator) -> PoolBuilder {
-    PoolBuilder::from_env()
+/// `EntraConfig::from_env()` reading only the emulator's variables (AZURE_POD_IDENTITY_AUTHORITY_HOST,
+/// PGHOST, PGSSLROOTCERT…), with the refresh policy for short-lived tokens: the one configuration every
+/// front's tests start from (the pool, the multiplexed pool, the proxy, the sqlx pool).
+pub fn config(emulator: &Emulator) -> EntraConfig {
+    EntraConfig::from_env()
         .env(Env::from_pairs(emulator.env_vars()))
         .http_options(http())
         .refresh_policy(RefreshPolicy::short_lived())
+        .token_wait(Duration::from_secs(5))
+}
+
+/// A pool of [`config`]'s connections whose waits only catch a hang (30 s for a connection, far above
+/// what a busy machine needs).
+pub fn pool_builder(emulator: &Emulator) -> PoolBuilder {
+    PoolBuilder::new(config(emulator))
         .wait_timeout(Some(Duration::from_secs(30)))
         .create_timeout(Some(Duration::from_secs(30)))
-        .token_wait(Duration::from_secs(5))
 }
 
 /// The identity endpoint's request count and the refresher's status, read at a moment when no fetch was

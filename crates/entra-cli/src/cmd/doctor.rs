@@ -147,13 +147,13 @@ pub(crate) async fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
         style: Style::stdout(),
         steps: Vec::new(),
     };
-    let builder = args
+    let config = args
         .identity
-        .builder(&Env::process())
+        .config(&Env::process())
         .danger_accept_unverified_tls(args.danger_accept_unverified_tls);
 
     // 1. Configuration: every rule of the connection plan, before anything is sent.
-    let plan = match builder.plan() {
+    let plan = match config.plan() {
         Ok(plan) => plan,
         Err(e) => {
             let problem = entra_postgres::diagnose(&e).into();
@@ -181,7 +181,7 @@ pub(crate) async fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
     }
 
     // 2. Identity endpoint and token (retried within the budget, as the pool's start is).
-    let token = match builder.fetch_token().await {
+    let token = match config.fetch_token().await {
         Ok(token) => token,
         Err(e) => {
             let exit = match &e {

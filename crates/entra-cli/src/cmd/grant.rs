@@ -3,9 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
-use entra_postgres::{EntraPool, PoolBuilder};
-
-use entra_postgres::sql::{ident, literal, QuoteError};
+use entra_postgres::{EntraConfig, EntraPool, Grant, GrantStatements, ObjectType, PoolBuilder};
 
 use crate::exit::{CliError, Exit};
 
@@ -20,12 +18,12 @@ pub(crate) enum PrincipalType {
     Group,
 }
 
-impl PrincipalType {
-    fn as_str(self) -> &'static str {
-        match self {
-            PrincipalType::Service => "service",
-            PrincipalType::User => "user",
-            PrincipalType::Group => "group",
+impl From<PrincipalType> for ObjectType {
+    fn from(kind: PrincipalType) -> Self {
+        match kind {
+            PrincipalType::Service => ObjectType::Service,
+            PrincipalType::User => ObjectType::User,
+            PrincipalType::Group => ObjectType::Group,
         }
     }
 }
@@ -63,122 +61,53 @@ pub(crate) struct GrantArgs {
     dry_run: bool,
 }
 
-/// The statements, per database.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Plan {
-    /// On `postgres` (pgaadauth_* exist only there); empty with `--grants-only`.
-    pub(crate) on_postgres: Vec<String>,
-    /// The database granted.
-    pub(crate) database: String,
-    /// On that database.
-    pub(crate) on_database: Vec<String>,
-}
-
-/// Both statement lists start with this, so the `''`-only quoting of literals holds on any server.
-const STANDARD_STRINGS: &str = "SET standard_conforming_strings = on";
-
 impl GrantArgs {
-    pub(crate) fn plan(&self, database: &str) -> Result<Plan, QuoteError> {
-        let role = ident("identity", &self.identity)?;
-        let name = literal("identity", &self.identity)?;
-        let schema = ident("schema", &self.schema)?;
-        let db = ident("database", database)?;
-        let mut on_postgres = Vec::new();
-        if !self.grants_only {
-            on_postgres.push(STANDARD_STRINGS.to_string());
-            on_postgres.push(match &self.object_id {
-                None => format!(
-                    "SELECT * FROM pgaadauth_create_principal({name}, {}, false)",
-                    self.admin
-                ),
-                Some(oid) => format!(
-                    "SELECT * FROM pgaadauth_create_principal_with_oid({name}, {}, {}, {}, false)",
-                    literal("object id", oid)?,
-                    literal("type", self.principal_type.as_str())?,
-                    self.admin
-                ),
-            });
+    /// What the flags ask for, as the library's [`Grant`].
+    fn grant(&self, database: &str) -> Grant {
+        let mut grant = Grant::new(&self.identity, database)
+            .schema(&self.schema)
+            .admin(self.admin)
+            .grants_only(self.grants_only);
+        if let Some(oid) = &self.object_id {
+            grant = grant.object_id(oid, self.principal_type.into());
         }
-        let for_role = match &self.owner {
-            Some(owner) => format!("FOR ROLE {} ", ident("owner", owner)?),
-            None => String::new(),
-        };
-        let on_database = vec![
-            STANDARD_STRINGS.to_string(),
-            format!("GRANT CONNECT ON DATABASE {db} TO {role}"),
-            format!("GRANT USAGE ON SCHEMA {schema} TO {role}"),
-            format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}"),
-            format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {role}"),
-            format!(
-                "ALTER DEFAULT PRIVILEGES {for_role}IN SCHEMA {schema} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}"
-            ),
-            format!(
-                "ALTER DEFAULT PRIVILEGES {for_role}IN SCHEMA {schema} GRANT USAGE, SELECT ON SEQUENCES TO {role}"
-            ),
-        ];
-        Ok(Plan {
-            on_postgres,
-            database: database.to_string(),
-            on_database,
-        })
-    }
-}
-
-impl Plan {
-    /// The plan as a script with a comment naming the database each part runs on.
-    pub(crate) fn script(&self) -> String {
-        let mut out = String::new();
-        if !self.on_postgres.is_empty() {
-            out.push_str("-- as the Entra admin, connected to the database \"postgres\":\n");
-            for s in &self.on_postgres {
-                out.push_str(s);
-                out.push_str(";\n");
-            }
-            out.push('\n');
+        if let Some(owner) = &self.owner {
+            grant = grant.owner(owner);
         }
-        // The name passed quoting checks: no control characters, so it cannot end the comment line.
-        out.push_str(&format!(
-            "-- connected to the database {}:\n",
-            ident("database", &self.database).unwrap_or_default()
-        ));
-        for s in &self.on_database {
-            out.push_str(s);
-            out.push_str(";\n");
-        }
-        out
+        grant
     }
 }
 
 pub(crate) async fn run(args: GrantArgs) -> Result<ExitCode, CliError> {
-    let configured = PoolBuilder::from_env().resolve()?;
+    let configured = EntraConfig::from_env().resolve()?;
     let database = args
         .database
         .clone()
         .or_else(|| configured.dbname.map(|d| d.value))
         .unwrap_or_else(|| "postgres".to_string());
-    let plan = args
-        .plan(&database)
+    let plan: GrantStatements = args
+        .grant(&database)
+        .statements()
         .map_err(|e| CliError::new(Exit::Usage, e.to_string()))?;
     if args.dry_run {
         print!("{}", plan.script());
         return Ok(ExitCode::SUCCESS);
     }
 
-    let admin = PoolBuilder::from_env()
+    let admin = PoolBuilder::new(EntraConfig::from_env().dbname("postgres"))
         .max_size(1)
-        .dbname("postgres")
         .build()
         .await?;
     if !plan.on_postgres.is_empty() {
         execute(&admin, "postgres", &plan.on_postgres).await?;
         println!("created principal {:?} (on postgres)", args.identity);
     }
+    let on_database = EntraConfig::from_env().dbname(&database);
     let target = match admin.tokens() {
-        Some(tokens) => PoolBuilder::from_env().token_handle(tokens.clone()),
-        None => PoolBuilder::from_env(),
+        Some(tokens) => PoolBuilder::new(on_database.token_handle(tokens.clone())),
+        None => PoolBuilder::new(on_database),
     }
     .max_size(1)
-    .dbname(&database)
     .build()
     .await?;
     execute(&target, &database, &plan.on_database).await?;
@@ -190,9 +119,9 @@ pub(crate) async fn run(args: GrantArgs) -> Result<ExitCode, CliError> {
 }
 
 async fn execute(pool: &EntraPool, database: &str, statements: &[String]) -> Result<(), CliError> {
-    let context = entra_postgres::DiagnosisContext::default().role(pool.user());
+    let context = entra_postgres::DiagnosisContext::default().role(pool.role());
     let client = pool.get().await.map_err(|e| {
-        let what = format!("cannot connect to {database:?} as {:?}", pool.user());
+        let what = format!("cannot connect to {database:?} as {:?}", pool.role());
         CliError::explained(Exit::Failure, &what, &e, &context)
     })?;
     for statement in statements {
@@ -220,43 +149,26 @@ mod tests {
     }
 
     #[test]
-    fn creates_by_name_then_grants_the_schema() {
-        let plan = args(&["orders-api", "--schema", "app"]).plan("shop").unwrap();
+    fn the_flags_become_the_librarys_grant() {
+        let flags = args(&[
+            "Team DBAs",
+            "--object-id",
+            "0000-1",
+            "--type",
+            "group",
+            "--admin",
+            "--schema",
+            "app",
+        ]);
+        let expected = Grant::new("Team DBAs", "shop")
+            .schema("app")
+            .admin(true)
+            .object_id("0000-1", ObjectType::Group);
+        assert_eq!(flags.grant("shop"), expected);
+        let flags = args(&["app", "--grants-only", "--owner", "migrator"]);
         assert_eq!(
-            plan.on_postgres[1],
-            "SELECT * FROM pgaadauth_create_principal('orders-api', false, false)"
+            flags.grant("d"),
+            Grant::new("app", "d").grants_only(true).owner("migrator")
         );
-        assert!(plan
-            .on_database
-            .contains(&r#"GRANT CONNECT ON DATABASE "shop" TO "orders-api""#.to_string()));
-        assert!(plan.on_database.contains(
-            &r#"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA "app" TO "orders-api""#.to_string()
-        ));
-    }
-
-    #[test]
-    fn object_id_form_names_the_type_and_admin() {
-        let plan = args(&["Team DBAs", "--object-id", "0000-1", "--type", "group", "--admin"])
-            .plan("postgres")
-            .unwrap();
-        assert_eq!(
-            plan.on_postgres[1],
-            "SELECT * FROM pgaadauth_create_principal_with_oid('Team DBAs', '0000-1', 'group', true, false)"
-        );
-    }
-
-    #[test]
-    fn grants_only_skips_the_principal_and_owner_scopes_default_privileges() {
-        let plan = args(&["app", "--grants-only", "--owner", "migrator"])
-            .plan("d")
-            .unwrap();
-        assert!(plan.on_postgres.is_empty());
-        assert!(plan.on_database[5]
-            .starts_with(r#"ALTER DEFAULT PRIVILEGES FOR ROLE "migrator" IN SCHEMA "public""#));
-    }
-
-    #[test]
-    fn a_name_with_a_newline_is_refused() {
-        assert!(args(&["a\nDROP TABLE x"]).plan("d").is_err());
     }
 }

@@ -37,7 +37,7 @@ pub(crate) struct ProxyArgs {
     #[arg(long, value_name = "DIR")]
     socket: Option<PathBuf>,
     /// At most this many upstream sessions at once; clients beyond wait, then get SQLSTATE 53300.
-    #[arg(long, value_name = "N", default_value_t = entra_proxy::DEFAULT_MAX_UPSTREAM)]
+    #[arg(long, value_name = "N", default_value_t = entra_proxy::DEFAULT_MAX_SIZE)]
     max_upstream: usize,
     /// At most this many connections that have not authenticated yet; beyond, new connections wait in
     /// the kernel's listen queue until one authenticates, is refused or times out.
@@ -70,9 +70,9 @@ pub(crate) struct ProxyArgs {
 pub(crate) async fn run(args: ProxyArgs) -> Result<ExitCode, CliError> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| CliError::new(Exit::Environment, format!("cannot handle SIGTERM: {e}")))?;
-    let builder = args.identity.builder(&Env::process());
+    let config = args.identity.config(&Env::process());
     // The rules first: nothing is fetched for a configuration that may not be used.
-    builder.plan()?;
+    config.plan()?;
     let startup_timeout = Duration::try_from_secs_f64(args.startup_timeout)
         .ok()
         .filter(|t| !t.is_zero())
@@ -86,7 +86,7 @@ pub(crate) async fn run(args: ProxyArgs) -> Result<ExitCode, CliError> {
             )
         })?;
     let mut proxy = ProxyBuilder::new()
-        .max_upstream(args.max_upstream)
+        .max_size(args.max_upstream)
         .max_unauthenticated(args.max_unauthenticated)
         .startup_timeout(startup_timeout);
     let listen = if args.listen.is_empty() && args.socket.is_none() {
@@ -124,9 +124,8 @@ pub(crate) async fn run(args: ProxyArgs) -> Result<ExitCode, CliError> {
     }
     // Where and for whom it listens, before a token is fetched (which may take the whole retry budget).
     proxy.check().map_err(proxy_error)?;
-    let connector = builder.build_connector().await?;
-    let host = connector.plan().hosts().join(",");
-    let proxy = proxy.start(connector).await.map_err(proxy_error)?;
+    let host = config.plan()?.hosts().join(",");
+    let proxy = proxy.start(&config).await.map_err(proxy_error)?;
     // Only once every listener is bound: a start that fails must not replace a running proxy's secret.
     let secret_file = match (&secret, &args.secret_file) {
         (Some(secret), Some(path)) => Some(SecretFile::write(path, secret.expose_secret())?),
@@ -239,6 +238,8 @@ impl SecretFile {
 
 fn proxy_error(e: ProxyError) -> CliError {
     let exit = match e {
+        // The upstream side failed as any command's configuration or first token fails.
+        ProxyError::Upstream(build) => return build.into(),
         ProxyError::Bind { .. } | ProxyError::Socket { .. } => Exit::Environment,
         _ => Exit::Usage,
     };

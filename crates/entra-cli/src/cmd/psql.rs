@@ -138,13 +138,13 @@ pub(crate) async fn run(args: PsqlArgs) -> Result<ExitCode, CliError> {
             ),
         ));
     }
-    let builder = args
+    let config = args
         .identity
-        .builder(&Env::process())
+        .config(&Env::process())
         .danger_accept_unverified_tls(args.danger_accept_unverified_tls);
     // The rules first: nothing is fetched for a configuration that may not be used.
-    let plan = builder.plan()?;
-    let token = builder.fetch_token().await?;
+    let plan = config.plan()?;
+    let token = config.fetch_token().await?;
     let plan = plan.with_role_from(&token)?;
     // Kept alive until psql exits.
     let bundle = match (&plan.tls().roots, plan.tls().verification) {

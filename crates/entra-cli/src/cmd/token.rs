@@ -23,9 +23,9 @@ pub(crate) struct TokenArgs {
 }
 
 pub(crate) async fn run(args: TokenArgs) -> Result<ExitCode, CliError> {
-    let builder = args.identity.builder(&Env::process());
-    let source = builder.build_token_source()?;
-    let token = builder.fetch_token().await?;
+    let config = args.identity.config(&Env::process());
+    let source = config.build_token_source()?;
+    let token = config.fetch_token().await?;
     let mut out = std::io::stdout().lock();
     if args.json {
         let claims = claims::decode(token.secret()).map(|c| claims::shown(&c));

@@ -89,7 +89,7 @@ pub(super) async fn run_gate(
         label,
         tasks: config.tasks,
         connections: config.connections,
-        user: pool.user().to_string(),
+        user: pool.role().to_string(),
         mix: config.mix,
         duration: config.run_duration,
         token_lifetime: config.token_lifetime,

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use entra_emulator::{Emulator, TestPostgres};
-use entra_postgres::{EntraPool, PoolBuilder};
-use entra_token::{Env, HttpOptions, RefreshPolicy};
+use entra_postgres::{EntraConfig, EntraPool, PoolBuilder};
+use entra_token::Env;
 
 use super::config::{BenchConfig, Mode};
 use crate::error::LoadError;
@@ -57,19 +57,11 @@ pub(super) fn gate_lifetime(config: &BenchConfig) -> Duration {
 
 pub(super) async fn gate_pool(config: &BenchConfig, emulator: &Emulator) -> Result<Loaded, LoadError> {
     let max_lifetime = gate_lifetime(config);
-    let builder = PoolBuilder::from_env()
-        .env(Env::from_pairs(emulator.env_vars()))
-        .http_options(
-            HttpOptions::default()
-                .connect_timeout(Duration::from_secs(3))
-                .timeout(Duration::from_secs(20)),
-        )
-        .refresh_policy(RefreshPolicy::short_lived())
+    let builder = PoolBuilder::new(setup::emulator_config(emulator))
         .max_size(config.connections)
         .max_lifetime(Some(max_lifetime))
         .wait_timeout(Some(Duration::from_secs(10)))
         .create_timeout(Some(Duration::from_secs(10)))
-        .token_wait(Duration::from_secs(5))
         .replace_ahead(config.replace_ahead);
     load_target(config, builder, "gate").await
 }
@@ -105,7 +97,7 @@ pub(super) async fn direct_pool(
     } else {
         app_database.to_string()
     };
-    let builder = PoolBuilder::from_env()
+    let direct = EntraConfig::from_env()
         .env(Env::from_pairs([(
             "PGSSLROOTCERT",
             pg.ca_path().display().to_string(),
@@ -114,7 +106,8 @@ pub(super) async fn direct_pool(
         .port(pg.port())
         .dbname(database.clone())
         .user(pg.superuser())
-        .static_password(pg.superuser_password())
+        .static_password(pg.superuser_password());
+    let builder = PoolBuilder::new(direct)
         .max_size(config.connections)
         .max_lifetime(None)
         .wait_timeout(Some(Duration::from_secs(10)))

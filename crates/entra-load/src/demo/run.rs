@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use entra_emulator::Emulator;
 use entra_postgres::{EntraPool, PoolBuilder};
-use entra_token::{Env, HttpOptions, RefreshPolicy};
 
 use super::config::DemoConfig;
 use super::report::DemoReport;
@@ -29,20 +28,11 @@ pub async fn run(config: DemoConfig, on_event: &(dyn Fn(Event) + Sync)) -> Resul
         .start()
         .await
         .map_err(LoadError::EmulatorStart)?;
-    let pool = PoolBuilder::from_env()
-        .env(Env::from_pairs(emulator.env_vars()))
-        // Short enough that one token request never seems to hang, as entra-pg's own commands do.
-        .http_options(
-            HttpOptions::default()
-                .connect_timeout(Duration::from_secs(3))
-                .timeout(Duration::from_secs(20)),
-        )
-        .refresh_policy(RefreshPolicy::short_lived())
+    let pool = PoolBuilder::new(crate::setup::emulator_config(&emulator))
         .max_size(config.connections)
         .max_lifetime(Some(config.max_lifetime.max(Duration::from_millis(100))))
         .wait_timeout(Some(Duration::from_secs(10)))
         .create_timeout(Some(Duration::from_secs(10)))
-        .token_wait(Duration::from_secs(5))
         .build()
         .await
         .map_err(|source| LoadError::PoolBuild { pool: "demo", source })?;
@@ -50,7 +40,7 @@ pub async fn run(config: DemoConfig, on_event: &(dyn Fn(Event) + Sync)) -> Resul
     on_event(Event::DemoRunning {
         tasks: config.tasks,
         connections: config.connections,
-        user: pool.user().to_string(),
+        user: pool.role().to_string(),
         duration: config.duration,
         token_lifetime: config.token_lifetime,
     });

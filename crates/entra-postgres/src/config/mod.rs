@@ -48,7 +48,7 @@ pub enum ConfigError {
     /// A password is configured, but entra-pool signs in with Entra ID tokens.
     #[error(
         "{origin} = \"<redacted>\": a password is set, but entra-pool signs in with Entra ID tokens: remove \
-         it, or choose static-password mode by name with PoolBuilder::static_password"
+         it, or choose static-password mode by name with EntraConfig::static_password"
     )]
     PasswordNotAllowed {
         /// Where the password was found.
@@ -82,7 +82,7 @@ impl ConfigError {
     }
 
     /// The variable, key or builder call at fault (`PGSSLMODE`, `connection string key "host"`,
-    /// `PoolBuilder::ssl_mode`…), or the setting that is missing.
+    /// `EntraConfig::ssl_mode`…), or the setting that is missing.
     pub fn origin(&self) -> &str {
         match self {
             ConfigError::Invalid { origin, .. }

@@ -111,7 +111,7 @@ fn whole_number(value: &str, origin: &str, unit: &str) -> Result<u64, ConfigErro
 pub struct Sourced<T> {
     /// The value.
     pub value: T,
-    /// Where it came from: `PGHOST`, `connection string key "host"`, `PoolBuilder::host`…
+    /// Where it came from: `PGHOST`, `connection string key "host"`, `EntraConfig::host`…
     pub origin: String,
 }
 

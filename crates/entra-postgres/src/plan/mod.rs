@@ -15,7 +15,7 @@
 //!   libpq means "no verification" only when no root certificate is around, verifies fully with the
 //!   built-in roots (libpq's `sslrootcert=system` case) and as `verify-ca` with an `sslrootcert` file, as
 //!   libpq does when a root file exists. Skipping verification takes
-//!   [`PoolBuilder::danger_accept_unverified_tls`](crate::PoolBuilder::danger_accept_unverified_tls).
+//!   [`EntraConfig::danger_accept_unverified_tls`](crate::EntraConfig::danger_accept_unverified_tls).
 
 mod libpq;
 mod pg_config;
@@ -48,7 +48,7 @@ pub enum CredentialKind {
     /// Entra ID access tokens (the default).
     #[default]
     EntraToken,
-    /// A fixed password, chosen by name ([`PoolBuilder::static_password`](crate::PoolBuilder::static_password)).
+    /// A fixed password, chosen by name ([`EntraConfig::static_password`](crate::EntraConfig::static_password)).
     StaticPassword,
 }
 
@@ -243,7 +243,7 @@ impl ConnectionPlan {
         }
         let (user, claim) = crate::claims::user_from_token(token.secret()).ok_or(ConfigError::Missing {
             setting: "user",
-            how: "PoolBuilder::user, user= in the connection string, AZURE_POSTGRESQL_USER or PGUSER to the \
+            how: "EntraConfig::user, user= in the connection string, AZURE_POSTGRESQL_USER or PGUSER to the \
                   Entra principal's name (the token names none: no xms_mirid, upn or preferred_username claim)",
         })?;
         tracing::info!(

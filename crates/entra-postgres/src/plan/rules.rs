@@ -36,7 +36,7 @@ pub(super) fn client_config(
             };
             for cert in &options.extra_roots {
                 roots.add(cert.clone()).map_err(|e| {
-                    ConfigError::invalid("PoolBuilder::add_root_certificate", "", e.to_string())
+                    ConfigError::invalid("EntraConfig::add_root_certificate", "", e.to_string())
                 })?;
             }
             Some(Arc::new(tls::client_config(verification, roots)?))
@@ -160,7 +160,7 @@ pub(super) fn check_rules(
         .filter(|h| !h.is_empty())
         .ok_or(ConfigError::Missing {
             setting: "host",
-            how: "PoolBuilder::host, host= in the connection string, AZURE_POSTGRESQL_HOST or PGHOST",
+            how: "EntraConfig::host, host= in the connection string, AZURE_POSTGRESQL_HOST or PGHOST",
         })?;
     // libpq reads `@name` as an abstract unix socket; tokio-postgres, raw sessions and sqlx would look it
     // up as a host name. Refused, so no two paths read one host two ways.

@@ -13,13 +13,9 @@ pub fn short_tokens() -> RefreshPolicy {
     RefreshPolicy::short_lived().refresh_margin(Duration::from_millis(2500))
 }
 
-/// The connector a service's `entra-pg proxy` would build from the emulator's environment.
-pub async fn connector(emulator: &Emulator, policy: RefreshPolicy) -> entra_postgres::EntraConnect {
-    entra_testkit::pool_builder(emulator)
-        .refresh_policy(policy)
-        .build_connector()
-        .await
-        .expect("connector")
+/// The configuration a service's `entra-pg proxy` would read from the emulator's environment.
+pub fn config(emulator: &Emulator, policy: RefreshPolicy) -> entra_postgres::EntraConfig {
+    entra_testkit::config(emulator).refresh_policy(policy)
 }
 
 /// A proxy on 127.0.0.1 (a free port) in front of `emulator`, configured further by `configure`.
@@ -30,7 +26,7 @@ pub async fn proxy(
 ) -> ProxyHandle {
     let builder = ProxyBuilder::new().listen("127.0.0.1:0".parse().unwrap());
     configure(builder)
-        .start(connector(emulator, policy).await)
+        .start(&config(emulator, policy))
         .await
         .expect("proxy starts")
 }
