@@ -18,8 +18,9 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::listen::Accepted;
 use crate::peer::{self, PeerError};
+use crate::stats::{Counter, Counters};
 use crate::wire::{self, FirstPacket, Out};
-use crate::{Counter, Counters, LocalAuth, Shared};
+use crate::{LocalAuth, Shared};
 
 /// The first byte of a TLS handshake record (PostgreSQL 17's direct TLS).
 const TLS_HANDSHAKE: u8 = 0x16;

@@ -59,9 +59,27 @@ pub enum ProxyError {
         #[source]
         source: std::io::Error,
     },
-    /// The certificate or key for client TLS is unusable.
-    #[error("client TLS: {0}")]
-    ClientTls(String),
+    /// A PEM file for client TLS could not be read.
+    #[error("cannot read {} for client TLS", path.display())]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A PEM file for client TLS holds no certificate, or no private key.
+    #[error("{} holds no {what}: give a PEM file with the proxy's {what}", path.display())]
+    TlsFileEmpty {
+        /// The file.
+        path: PathBuf,
+        /// `certificate` or `private key`.
+        what: &'static str,
+    },
+    /// rustls refused the certificate and key (a key that does not match the certificate, an
+    /// unsupported key type…).
+    #[error("the certificate and key cannot serve TLS")]
+    TlsConfig(#[source] rustls::Error),
     /// The upstream side could not be prepared: the configuration is unusable, or no first token could be
     /// had (the source says which).
     #[error("cannot prepare the upstream side")]
