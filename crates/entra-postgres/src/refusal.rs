@@ -33,7 +33,8 @@ pub enum Phase {
     Unknown,
 }
 
-/// What a server's error response means for us. See the [module docs](self) for how it is decided.
+/// What a server's error response means for us: decided by when the server refused ([`Phase`]), then
+/// its SQLSTATE, and only then its message, which may refine a kind but never makes a refusal the token's.
 ///
 /// ```
 /// use entra_postgres::{AzureRefusal, Phase};

@@ -55,7 +55,7 @@
 //! decoding, which splits the message off it, and overwritten) and the password decoded from it. What
 //! is not: copies outside the proxy's own buffers, namely the kernel's socket buffers and, for TLS
 //! clients, rustls's buffers of decrypted bytes. The proxy's own copy of the secret is a
-//! [`SecretString`], zeroized when dropped. The token's path is the pool's (see `entra_postgres`).
+//! [`SecretString`](secrecy::SecretString), zeroized when dropped. The token's path is the pool's (see `entra_postgres`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 mod admission;

@@ -45,15 +45,15 @@ pub struct ProxyStats {
     /// Sessions being relayed now.
     pub active: u64,
     /// Connections accepted that have not authenticated yet, now (at most
-    /// [`ProxyBuilder::max_unauthenticated`]).
+    /// [`ProxyBuilder::max_unauthenticated`](crate::ProxyBuilder::max_unauthenticated)).
     pub unauthenticated: u64,
-    /// Authenticated clients waiting for an upstream slot, now (at most [`ProxyBuilder::max_size`]).
+    /// Authenticated clients waiting for an upstream slot, now (at most [`ProxyBuilder::max_size`](crate::ProxyBuilder::max_size)).
     pub waiting: u64,
     /// Connections refused by the proxy itself, for any reason.
     pub refused: u64,
     /// … of which failed local authentication.
     pub refused_local_auth: u64,
-    /// … of which had not authenticated within the [`ProxyBuilder::startup_timeout`].
+    /// … of which had not authenticated within the [`ProxyBuilder::startup_timeout`](crate::ProxyBuilder::startup_timeout).
     pub refused_timeout: u64,
     /// … of which asked for another role.
     pub refused_role: u64,

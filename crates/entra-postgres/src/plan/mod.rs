@@ -90,7 +90,7 @@ impl PlanOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Roots {
-    /// Mozilla's roots plus DigiCert Global Root CA ([`tls::azure_roots`]): libpq's `sslrootcert=system`.
+    /// Mozilla's roots plus DigiCert Global Root CA ([`crate::tls::azure_roots`]): libpq's `sslrootcert=system`.
     BuiltIn,
     /// A PEM file (`sslrootcert`), which replaces the built-in roots as in libpq.
     File {
