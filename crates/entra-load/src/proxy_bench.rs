@@ -220,27 +220,14 @@ async fn socat_relay(target: std::net::SocketAddr) -> Option<(std::net::SocketAd
     None
 }
 
-/// A bare byte relay from a loopback port to `target`: one local hop, nothing parsed. Aborting the
-/// returned task stops accepting; open relays end with their connections.
+/// A bare byte relay on loopback to `target`: the same local hop as the proxy's, with nothing done to the
+/// bytes, so that what the proxy itself costs can be told from what the hop costs.
 async fn byte_relay(
     target: std::net::SocketAddr,
 ) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), LoadError> {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+    entra_testkit::relay(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), move || target)
         .await
-        .map_err(LoadError::Relay)?;
-    let address = listener.local_addr().map_err(LoadError::Relay)?;
-    let task = tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
-            let _ = client.set_nodelay(true);
-            tokio::spawn(async move {
-                if let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await {
-                    let _ = upstream.set_nodelay(true);
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                }
-            });
-        }
-    });
-    Ok((address, task))
+        .map_err(LoadError::Relay)
 }
 
 impl ProxyBenchReport {

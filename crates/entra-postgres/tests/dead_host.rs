@@ -93,21 +93,6 @@ impl Drop for Namespace {
     }
 }
 
-/// Relays `listen` to `target`, both ways, for every connection (the veth side of the emulator's gate).
-async fn relay(listen: SocketAddr, target: SocketAddr) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    });
-    Ok(())
-}
-
 #[test]
 fn a_vanished_server_is_noticed_within_the_bound_and_the_pool_recovers() {
     if std::env::var_os(CHILD).is_some() {
@@ -142,7 +127,8 @@ fn a_vanished_server_is_noticed_within_the_bound_and_the_pool_recovers() {
     });
     let relay_addr = SocketAddr::new(IpAddr::V4(ns.host_ip), emu.port());
     let gate_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), emu.port());
-    rt.block_on(relay(relay_addr, gate_addr))
+    // The veth side of the emulator's gate: cutting the link cuts this path.
+    rt.block_on(entra_testkit::relay(relay_addr, move || gate_addr))
         .expect("relay on the veth address");
 
     let exe = std::env::current_exe().expect("test binary");

@@ -540,19 +540,13 @@ async fn server_faults_under_a_write_workload_lose_no_acknowledged_row() {
 /// A TCP forwarder on 127.0.0.1 whose target port can be switched while it runs: the same address
 /// serving first one server, then another, as when a server's certificate is replaced.
 async fn switchable_forwarder(target: Arc<AtomicU16>) -> (u16, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let task = tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            let to = target.load(Ordering::Relaxed);
-            tokio::spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    });
-    (port, task)
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let (address, task) = entra_testkit::relay(listen, move || {
+        std::net::SocketAddr::from(([127, 0, 0, 1], target.load(Ordering::Relaxed)))
+    })
+    .await
+    .unwrap();
+    (address.port(), task)
 }
 
 /// The server's certificate is replaced by one from a CA the client does not trust (emulated: the

@@ -1,5 +1,6 @@
 //! What entra-pool's tests share, written once: the emulator-to-pool set-up ([`pool`]), waits that
-//! fail instead of hanging ([`wait`]), and running the clients we did not write ([`process`]).
+//! fail instead of hanging ([`wait`]), running the clients we did not write ([`process`]), and a bare
+//! TCP relay ([`relay`]).
 //!
 //! A dev-dependency of the workspace's crates, never published. The emulator itself (the test oracle)
 //! does not depend on the code under test; this kit does, which is why it is a crate of its own.
@@ -8,8 +9,10 @@
 
 pub mod pool;
 pub mod process;
+pub mod relay;
 pub mod wait;
 
 pub use pool::{config, emulator, http, pool_builder, settled};
 pub use process::{pg_client, run, run_blocking, text};
+pub use relay::relay;
 pub use wait::{bounded, until};
