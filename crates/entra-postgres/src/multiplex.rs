@@ -11,12 +11,14 @@
 //!   [`execute`](MultiplexedPool::execute), [`query_typed`](MultiplexedPool::query_typed). A transaction
 //!   needs a connection of its own: take one from [`checkout`](MultiplexedPool::checkout) (the ordinary
 //!   pool, same token handle).
-//! - **Prepared once per connection** and cached by SQL text. Behind PgBouncer in transaction mode
+//! - **Prepared once per connection** and cached by SQL text (the first 1 024 texts; others are prepared
+//!   per call). Behind PgBouncer in transaction mode
 //!   ([`PoolBuilder::transaction_pooling`](crate::PoolBuilder::transaction_pooling)) nothing is prepared:
 //!   statements go as unnamed ones (`query_typed`), so a statement with parameters must say their types.
 //! - **Rotation**: before a connection reaches its `max_lifetime` (±10 %), a replacement signs in with the
-//!   current token and takes over new statements; statements already in flight on the old one finish, then
-//!   it closes.
+//!   current token, prepares the statements its predecessor had cached (so callers wait for no prepare
+//!   round trip after the hand-over), and takes over new statements; statements already in flight on the
+//!   old one finish, then it closes.
 //! - **A dead connection** fails only the statements in flight on it, with its error; nothing is retried
 //!   behind the caller's back. New statements go to the other connections while its slot is reopened in
 //!   the background.
@@ -57,6 +59,9 @@ pub enum MultiplexError {
     )]
     NeedsTypes,
 }
+
+/// Statements cached per connection, at most.
+const MAX_CACHED_STATEMENTS: usize = 1024;
 
 struct Conn {
     client: Client,
@@ -243,8 +248,39 @@ impl Conn {
             return Ok(statement);
         }
         let statement = self.client.prepare(sql).await?;
-        self.statements.lock().insert(sql.to_string(), statement.clone());
+        let mut cache = self.statements.lock();
+        // SQL text built per call (values inlined) would otherwise grow the cache, and the server's
+        // prepared statements, without end; past the cap a statement is closed once its caller drops it.
+        if cache.len() < MAX_CACHED_STATEMENTS {
+            cache.insert(sql.to_string(), statement.clone());
+        }
         Ok(statement)
+    }
+}
+
+impl Conn {
+    /// Prepares, pipelined, the statements `predecessor` had cached, before this connection takes over
+    /// from it. One that no longer prepares (a table dropped since) is left out: its first use prepares it
+    /// again and gives the caller the server's error.
+    async fn prepare_like(&self, predecessor: &Conn) {
+        let texts: Vec<String> = predecessor.statements.lock().keys().cloned().collect();
+        if texts.is_empty() {
+            return;
+        }
+        let prepared = futures_util::future::join_all(texts.iter().map(|sql| self.client.prepare(sql))).await;
+        let mut cache = self.statements.lock();
+        for (sql, statement) in texts.into_iter().zip(prepared) {
+            match statement {
+                Ok(statement) => {
+                    cache.insert(sql, statement);
+                }
+                Err(e) => tracing::debug!(
+                    error = ?crate::report(&e),
+                    "multiplexed pool: a cached statement did not prepare on the replacement; it prepares on \
+                     first use"
+                ),
+            }
+        }
     }
 }
 
@@ -299,6 +335,11 @@ async fn replace(inner: Arc<Inner>, index: usize) {
     let slot = &inner.slots[index];
     match inner.open().await {
         Ok(conn) => {
+            // Callers would otherwise wait for a prepare round trip on each statement's first use after
+            // the hand-over: the rotation windows' tail latency.
+            if let Some(old) = slot.current.load_full() {
+                conn.prepare_like(&old).await;
+            }
             slot.current.store(Some(Arc::new(conn)));
             inner.reopened.notify_waiters();
         }

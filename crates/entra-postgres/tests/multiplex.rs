@@ -1,5 +1,6 @@
-//! The multiplexed pool: many tasks on a few connections through token rotations, a server restart that
-//! fails only what was in flight, and PgBouncer in transaction mode.
+//! The multiplexed pool: many tasks on a few connections through token rotations, a replacement that
+//! prepares its predecessor's statements, a server restart that fails only what was in flight, and
+//! PgBouncer in transaction mode.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -120,6 +121,45 @@ async fn many_tasks_on_two_connections_through_twenty_rotations_without_an_error
         "no stale token was offered"
     );
     assert!(ok > 2000, "pipelined throughput: {ok}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacement_prepares_its_predecessors_statements_before_it_takes_over() {
+    let emulator = Emulator::start().await.expect("emulator");
+    let pool = pool_builder(&emulator)
+        .max_size(1)
+        .max_lifetime(Some(Duration::from_secs(3)))
+        .build_multiplexed(1)
+        .await
+        .expect("multiplexed pool");
+    let backend = |pool: MultiplexedPool| async move {
+        let row = pool.query_one("SELECT pg_backend_pid()", &[]).await;
+        row.expect("the backend's pid").get::<_, i32>(0)
+    };
+    let first = backend(pool.clone()).await;
+    for sql in ["SELECT 'cached one'::text", "SELECT 'cached two'::text"] {
+        pool.query_one(sql, &[]).await.expect("a cached statement");
+    }
+    // Once another backend serves, the statements used only on its predecessor are already prepared there.
+    bounded(60, "a replacement connection", async {
+        while backend(pool.clone()).await == first {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let prepared: HashSet<String> = pool
+        .query("SELECT statement FROM pg_prepared_statements", &[])
+        .await
+        .expect("the replacement's prepared statements")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    for sql in ["SELECT 'cached one'::text", "SELECT 'cached two'::text"] {
+        assert!(
+            prepared.contains(sql),
+            "{sql:?} prepared on the replacement before its first use there: {prepared:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
