@@ -40,7 +40,7 @@ pub use jwt::{Claims, JwtIssuer, JwtRejection, OSSRDBMS_RESOURCE, TEST_TENANT_ID
 pub use emulator::{Emulator, EmulatorBuilder, Replica};
 pub use error::EmulatorError;
 pub use gate::{EntraGate, GateStats, PrincipalKind, RejectReason, SessionRecord, TokenFingerprint};
-pub use pgbouncer::{PoolMode, TestPgBouncer};
+pub use pgbouncer::{PoolMode, TestPgBouncer, TestPgBouncerBuilder};
 pub use postgres::{EmulatorCa, TestPostgres};
 pub use trap::Trap;
 

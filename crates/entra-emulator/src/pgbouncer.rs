@@ -8,6 +8,10 @@
 //! it: it listens on its own unix socket and on 127.0.0.1, and only the gate's clients have a token.
 //! Roles are looked up on demand through `auth_query` as the cluster's superuser, so principals created
 //! after start work at once.
+//!
+//! It can also run in front of any PostgreSQL front on loopback TCP
+//! ([`TestPgBouncerBuilder::start_in_front_of`]): `entra-pg proxy`, to test PgBouncer pooling for clients
+//! while the proxy signs in with tokens.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -60,6 +64,18 @@ pub struct TestPgBouncerBuilder {
     mode: PoolMode,
     default_pool_size: u32,
     max_client_conn: u32,
+    server_lifetime: u32,
+}
+
+/// What a [`TestPgBouncer`] pools connections to.
+enum Upstream<'a> {
+    /// The cluster's private socket, where the harness is trusted; roles found through `auth_query`.
+    Cluster(&'a TestPostgres),
+    /// A PostgreSQL front on loopback TCP (such as `entra-pg proxy`), every server connection as `user`.
+    Front {
+        address: std::net::SocketAddr,
+        user: &'a str,
+    },
 }
 
 impl TestPgBouncerBuilder {
@@ -75,11 +91,36 @@ impl TestPgBouncerBuilder {
         self
     }
 
+    /// Seconds after which a server connection is closed once released, so the next one signs in anew
+    /// (`server_lifetime`; default 3 600).
+    pub fn server_lifetime(mut self, secs: u32) -> Self {
+        self.server_lifetime = secs.max(1);
+        self
+    }
+
+    /// Write the configuration and start PgBouncer in front of a PostgreSQL front listening on loopback
+    /// TCP at `address` (`entra-pg proxy`, for one), every server connection signed in as `user` with no
+    /// password (`auth_type = any`: the client's user name is ignored). PgBouncer runs as an unprivileged
+    /// user when the harness is root ([`TestPgBouncer::process_uid`]), so the front must admit that user.
+    ///
+    /// Fails as [`start`](Self::start) does.
+    pub async fn start_in_front_of(
+        self,
+        address: std::net::SocketAddr,
+        user: &str,
+    ) -> Result<TestPgBouncer, EmulatorError> {
+        self.start_with(Upstream::Front { address, user }).await
+    }
+
     /// Write the configuration and start PgBouncer in front of `upstream`; returns once it accepts.
     ///
     /// Fails with [`EmulatorError::PgBouncerNotInstalled`] when `pgbouncer` is not installed and with
     /// [`EmulatorError::PgBouncerStartFailed`] when it exits or does not accept in time.
     pub async fn start(self, upstream: &TestPostgres) -> Result<TestPgBouncer, EmulatorError> {
+        self.start_with(Upstream::Cluster(upstream)).await
+    }
+
+    async fn start_with(self, upstream: Upstream<'_>) -> Result<TestPgBouncer, EmulatorError> {
         let program = find_program()?;
         let run_as = run_as()?;
         let dir = tempfile::Builder::new()
@@ -106,7 +147,7 @@ impl TestPgBouncerBuilder {
         let mut last_reason = String::new();
         for _ in 0..PORT_ATTEMPTS {
             bouncer.port = free_port()?;
-            let config = self.config(upstream, &bouncer);
+            let config = self.config(&upstream, &bouncer);
             write_file(&bouncer.config_path, &config, run_as.as_ref())?;
             let log_len = std::fs::metadata(&bouncer.log_path).map(|m| m.len()).unwrap_or(0);
             let child = spawn(&program, &bouncer, run_as.as_ref())?;
@@ -134,15 +175,37 @@ impl TestPgBouncerBuilder {
         })
     }
 
-    fn config(&self, upstream: &TestPostgres, bouncer: &TestPgBouncer) -> String {
+    fn config(&self, upstream: &Upstream<'_>, bouncer: &TestPgBouncer) -> String {
         let mut ini = String::new();
-        // `*`: every database name is passed on to the cluster's private socket, where the harness is trusted.
-        let _ = writeln!(
-            ini,
-            "[databases]\n* = host={} port={}\n",
-            upstream.socket_dir().display(),
-            upstream.port()
-        );
+        let auth = match upstream {
+            Upstream::Cluster(cluster) => {
+                // `*`: every database name is passed on to the cluster's private socket, where the harness
+                // is trusted.
+                let _ = writeln!(
+                    ini,
+                    "[databases]\n* = host={} port={}\n",
+                    cluster.socket_dir().display(),
+                    cluster.port()
+                );
+                format!(
+                    "; the gate in front checks tokens; roles are found through auth_query as the superuser\n\
+                     auth_type = trust\n\
+                     auth_user = {}",
+                    cluster.superuser()
+                )
+            }
+            Upstream::Front { address, user } => {
+                let _ = writeln!(
+                    ini,
+                    "[databases]\n* = host={} port={} user={user}\n",
+                    address.ip(),
+                    address.port()
+                );
+                "; the front signs in upstream; every server connection logs in as the one user above\n\
+                 auth_type = any"
+                    .to_string()
+            }
+        };
         let _ = writeln!(
             ini,
             "[pgbouncer]\n\
@@ -154,12 +217,10 @@ impl TestPgBouncerBuilder {
              pool_mode = {mode}\n\
              max_client_conn = {max_client}\n\
              default_pool_size = {pool_size}\n\
-             ; the gate in front checks tokens; roles are found through auth_query as the superuser\n\
-             auth_type = trust\n\
-             auth_user = {superuser}\n\
+             {auth}\n\
              ; JDBC sends it; PgBouncer refuses unknown startup parameters otherwise\n\
              ignore_startup_parameters = extra_float_digits\n\
-             server_lifetime = 3600\n\
+             server_lifetime = {server_lifetime}\n\
              server_idle_timeout = 600",
             port = bouncer.port,
             socket = bouncer.socket_dir.display(),
@@ -167,7 +228,7 @@ impl TestPgBouncerBuilder {
             mode = self.mode,
             max_client = self.max_client_conn,
             pool_size = self.default_pool_size,
-            superuser = upstream.superuser(),
+            server_lifetime = self.server_lifetime,
         );
         ini
     }
@@ -213,6 +274,7 @@ impl TestPgBouncer {
             mode,
             default_pool_size: 20,
             max_client_conn: 200,
+            server_lifetime: 3600,
         }
     }
 
@@ -229,6 +291,12 @@ impl TestPgBouncer {
     /// The directory holding its unix socket.
     pub fn socket_dir(&self) -> &Path {
         &self.socket_dir
+    }
+
+    /// The user id a `TestPgBouncer` runs as: the harness's own, or an unprivileged user's when the
+    /// harness is root (PgBouncer refuses root). A front it is put in front of must admit this user.
+    pub fn process_uid() -> Result<u32, EmulatorError> {
+        Ok(run_as()?.map_or_else(|| nix::unistd::geteuid().as_raw(), |r| r.uid.as_raw()))
     }
 
     /// Its log: read it when something fails.
