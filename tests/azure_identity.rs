@@ -23,7 +23,7 @@ async fn azure_identitys_managed_identity_credential_feeds_our_refresher_and_poo
     let source = AzureCredentialSource::new(credential);
 
     // A token from Microsoft's client, through our fake, verified with the fake's key.
-    let token = entra_testkit::bounded(30, "a token", source.fetch(OSSRDBMS_SCOPE))
+    let token = entra_testkit::bounded(60, "a token", source.fetch(OSSRDBMS_SCOPE))
         .await
         .expect("a token");
     let claims = emulator
@@ -51,7 +51,7 @@ async fn azure_identitys_managed_identity_credential_feeds_our_refresher_and_poo
     let mut status = tokens.watch();
     // Each status published with a token carries its plan: the renewal comes before the token stops being
     // served. A watcher may skip a status (it sees the latest), never see one that was not published.
-    let plans = entra_testkit::bounded(30, "a renewal", async {
+    let plans = entra_testkit::bounded(60, "a renewal", async {
         let mut plans = Vec::new();
         loop {
             let s = status.borrow_and_update().clone();
@@ -98,7 +98,7 @@ async fn azure_identitys_managed_identity_credential_feeds_our_refresher_and_poo
         .build()
         .await
         .expect("builds");
-    let client = entra_testkit::bounded(30, "a connection", pool.get())
+    let client = entra_testkit::bounded(60, "a connection", pool.get())
         .await
         .expect("signs in");
     let row = client

@@ -143,7 +143,7 @@ async fn settled_read(
     entra_pool::token::TokenStatus,
     entra_pool::token::AccessToken,
 ) {
-    entra_testkit::bounded(30, "a moment with no token fetch in flight", async {
+    entra_testkit::bounded(60, "a moment with no token fetch in flight", async {
         loop {
             let before = tokens.status();
             let entries = read(registry);
@@ -164,7 +164,7 @@ async fn settled_read(
 /// first may have read the pool's state before the call).
 async fn a_later_gauge_refresh(refreshes: &AtomicU64) {
     let seen = refreshes.load(Ordering::SeqCst);
-    entra_testkit::bounded(30, "a refresh of the pool's gauges", async {
+    entra_testkit::bounded(60, "a refresh of the pool's gauges", async {
         while refreshes.load(Ordering::SeqCst) < seen + 2 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -91,9 +91,9 @@ impl Proxy {
                 let row = client.query_one("SELECT current_user::text", &[]).await?;
                 Ok::<String, tokio_postgres::Error>(row.get(0))
             };
-            match tokio::time::timeout(Duration::from_secs(30), signed_in).await {
+            match tokio::time::timeout(Duration::from_secs(60), signed_in).await {
                 Ok(result) => result.map_err(|e| format!("{e}: {e:?}")),
-                Err(_) => Err("no session within 30 s".into()),
+                Err(_) => Err("no session within 60 s".into()),
             }
         })
     }

@@ -184,7 +184,7 @@ async fn a_server_restart_fails_only_the_statements_in_flight() {
         failed <= 8 * 2,
         "only statements in flight (8 tasks on 2 connections): {failed} failed"
     );
-    let row = bounded(30, "after the restart", pool.query_one("SELECT 1::int4", &[]))
+    let row = bounded(60, "after the restart", pool.query_one("SELECT 1::int4", &[]))
         .await
         .expect("served again");
     assert_eq!(row.get::<_, i32>(0), 1);

@@ -35,8 +35,8 @@ async fn emulator() -> Emulator {
 async fn pooled_connections_share_server_connections_through_pgbouncer() {
     let emulator = emulator().await;
     let pool = pool_builder(&emulator).max_size(4).build().await.unwrap();
-    let a = bounded(15, "get a", pool.get()).await.unwrap();
-    let b = bounded(15, "get b", pool.get()).await.unwrap();
+    let a = bounded(60, "get a", pool.get()).await.unwrap();
+    let b = bounded(60, "get b", pool.get()).await.unwrap();
     // Two pooled connections held at once reach the same backend: only transaction pooling does that.
     let pid_a = first_value(&a.simple_query("SELECT pg_backend_pid()").await.unwrap());
     let pid_b = first_value(&b.simple_query("SELECT pg_backend_pid()").await.unwrap());

@@ -30,7 +30,7 @@ async fn backend_pid(pool: &entra_postgres::EntraPool) -> i32 {
 async fn signs_in_as_the_principal_over_verified_tls() {
     let emulator = Emulator::start().await.unwrap();
     let pool = pool_builder(&emulator).build().await.unwrap();
-    let client = bounded(10, "get", pool.get()).await.unwrap();
+    let client = bounded(60, "get", pool.get()).await.unwrap();
     let row = client
         .query_one("SELECT current_user, current_database()", &[])
         .await
@@ -55,7 +55,7 @@ async fn a_refused_token_is_replaced_once_and_the_pool_recovers() {
         .push_faults([Fault::token(&bad, Duration::from_secs(3600), OSSRDBMS_RESOURCE)]);
     let pool = pool_builder(&emulator).build().await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await; // older than min_invalidate_interval
-    assert_eq!(bounded(15, "select", select_one(&pool)).await, Ok(1));
+    assert_eq!(bounded(60, "select", select_one(&pool)).await, Ok(1));
     assert_eq!(emulator.identity().token_requests(), 2, "exactly one refetch");
     let rejected = emulator.gate().rejections();
     assert_eq!(rejected.len(), 1, "{rejected:?}");
@@ -67,7 +67,7 @@ async fn a_principal_refused_for_good_gives_a_clear_error_and_no_request_loop() 
     let pool = pool_builder(&emulator).build().await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     emulator.gate().revoke_principal(emulator.user());
-    let err = bounded(15, "get", pool.get()).await.unwrap_err();
+    let err = bounded(60, "get", pool.get()).await.unwrap_err();
     match ConnectError::find(&err) {
         Some(ConnectError::TokenRejected { role, code, hint, .. }) => {
             assert_eq!(role, emulator.user());
@@ -82,7 +82,7 @@ async fn a_principal_refused_for_good_gives_a_clear_error_and_no_request_loop() 
     let before = emulator.identity().token_requests();
     let started = std::time::Instant::now();
     for _ in 0..20 {
-        assert!(bounded(15, "get", pool.get()).await.is_err());
+        assert!(bounded(60, "get", pool.get()).await.is_err());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Refetches are limited by min_invalidate_interval (200 ms here): over however long the attempts
@@ -110,14 +110,14 @@ async fn an_identity_outage_longer_than_a_token_breaks_only_new_connections() {
         .build()
         .await
         .unwrap();
-    let held = bounded(10, "get", pool.get()).await.unwrap();
+    let held = bounded(60, "get", pool.get()).await.unwrap();
     emulator.identity().set_persistent_fault(Some(Fault::status(503)));
     tokio::time::sleep(Duration::from_secs(4)).await; // the token has expired
                                                       // the open connection keeps working, as on Azure
     let row = held.query_one("SELECT 2::int4", &[]).await.unwrap();
     assert_eq!(row.get::<_, i32>(0), 2);
     // a new connection fails with the typed token error and its cause
-    let err = bounded(15, "get", pool.get()).await.unwrap_err();
+    let err = bounded(60, "get", pool.get()).await.unwrap_err();
     match ConnectError::find(&err) {
         Some(ConnectError::Token(TokenError::Unavailable {
             last_error: Some(cause),
@@ -142,7 +142,7 @@ async fn an_identity_outage_longer_than_a_token_breaks_only_new_connections() {
     // service resumes by itself once the endpoint is back (how soon, the backoff cap, is checked on the
     // paused clock in entra-token's refresher tests)
     emulator.identity().set_persistent_fault(None);
-    let fresh = bounded(30, "recovery", async {
+    let fresh = bounded(60, "recovery", async {
         loop {
             match pool.get().await {
                 Ok(client) => break client,
@@ -166,7 +166,7 @@ async fn recovers_from_an_upstream_restart_and_terminated_backends() {
     drop(clients);
     for _ in 0..8 {
         assert_eq!(
-            bounded(10, "select", select_one(&pool)).await,
+            bounded(60, "select", select_one(&pool)).await,
             Ok(1),
             "no dead connection after terminate"
         );
@@ -175,15 +175,15 @@ async fn recovers_from_an_upstream_restart_and_terminated_backends() {
     emulator.gate().restart_upstream().await.unwrap();
     until_closed(&clients).await;
     drop(clients);
-    bounded(30, "recovery after a restart", async {
-        while bounded(10, "select", select_one(&pool)).await.is_err() {
+    bounded(60, "recovery after a restart", async {
+        while bounded(60, "select", select_one(&pool)).await.is_err() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
     .await;
     for _ in 0..8 {
         assert_eq!(
-            bounded(10, "select", select_one(&pool)).await,
+            bounded(60, "select", select_one(&pool)).await,
             Ok(1),
             "no dead connection after restart"
         );
@@ -193,7 +193,7 @@ async fn recovers_from_an_upstream_restart_and_terminated_backends() {
 /// Waits until every one of `clients` has seen its server go (the event the pool's recycling checks),
 /// failing after 30 s.
 async fn until_closed(clients: &[deadpool_postgres::Object]) {
-    bounded(30, "connections noticing their backends went", async {
+    bounded(60, "connections noticing their backends went", async {
         while !clients.iter().all(|c| c.is_closed()) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -204,7 +204,7 @@ async fn until_closed(clients: &[deadpool_postgres::Object]) {
 async fn futures_join(pool: &entra_postgres::EntraPool, n: usize) -> Vec<deadpool_postgres::Object> {
     let mut out = Vec::new();
     for _ in 0..n {
-        out.push(bounded(10, "get", pool.get()).await.unwrap());
+        out.push(bounded(60, "get", pool.get()).await.unwrap());
     }
     out
 }
@@ -240,7 +240,7 @@ async fn max_lifetime_rotates_connections_and_idle_timeout_closes_them() {
     let held = futures_join(&idle, 3).await;
     assert_eq!(idle.status().pool.size, 3);
     drop(held);
-    bounded(30, "the reaper closing idle connections", async {
+    bounded(60, "the reaper closing idle connections", async {
         while idle.status().pool.size > 0 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -278,7 +278,7 @@ async fn tls_refuses_a_wrong_host_name_and_an_untrusted_ca() {
         .build()
         .await
         .unwrap();
-    assert_eq!(bounded(10, "select", select_one(&pool)).await, Ok(1));
+    assert_eq!(bounded(60, "select", select_one(&pool)).await, Ok(1));
 
     // a CA that did not sign the server's certificate
     let other = entra_emulator::EmulatorCa::generate().unwrap();
@@ -303,7 +303,7 @@ async fn works_with_a_token_over_4_kb() {
     let emulator = Emulator::builder().token_padding(5000).start().await.unwrap();
     let pool = pool_builder(&emulator).build().await.unwrap();
     assert!(pool.tokens().unwrap().current().unwrap().secret().len() > 5000);
-    assert_eq!(bounded(10, "select", select_one(&pool)).await, Ok(1));
+    assert_eq!(bounded(60, "select", select_one(&pool)).await, Ok(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,5 +326,5 @@ async fn static_password_mode_is_plain_deadpool() {
     .await
     .unwrap();
     assert!(pool.tokens().is_none());
-    assert_eq!(bounded(10, "select", select_one(&pool)).await, Ok(1));
+    assert_eq!(bounded(60, "select", select_one(&pool)).await, Ok(1));
 }

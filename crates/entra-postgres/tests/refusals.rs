@@ -24,7 +24,7 @@ async fn a_raw_sessions_datestyle_refused_after_sign_in_keeps_the_token() {
     let connector = entra_testkit::config(&emulator).build_connector().await.unwrap();
     past_min_invalidate_interval().await;
     let parameters = [("DateStyle".to_string(), HOSTILE_DATESTYLE.to_string())];
-    let err = bounded(15, "open_session", connector.open_session(&parameters))
+    let err = bounded(60, "open_session", connector.open_session(&parameters))
         .await
         .unwrap_err();
     match &err {
@@ -49,7 +49,7 @@ async fn a_raw_sessions_datestyle_refused_after_sign_in_keeps_the_token() {
     let tokens = connector.tokens().unwrap();
     assert_eq!(tokens.status().state, TokenState::Valid);
     // The same token signs the next session in.
-    bounded(15, "open_session", connector.open_session(&[]))
+    bounded(60, "open_session", connector.open_session(&[]))
         .await
         .unwrap();
     assert_eq!(emulator.identity().token_requests(), 1);
@@ -69,7 +69,7 @@ async fn a_pooled_connections_datestyle_refused_by_the_server_keeps_the_token() 
         .await
         .unwrap();
     past_min_invalidate_interval().await;
-    let err = bounded(15, "get", pool.get()).await.unwrap_err();
+    let err = bounded(60, "get", pool.get()).await.unwrap_err();
     assert!(
         ConnectError::find(&err).is_none(),
         "not a token refusal: {}",
@@ -88,11 +88,11 @@ async fn during_an_identity_outage_a_hostile_session_does_not_cost_the_cached_to
     past_min_invalidate_interval().await;
     emulator.identity().set_persistent_fault(Some(Fault::status(503)));
     let parameters = [("DateStyle".to_string(), HOSTILE_DATESTYLE.to_string())];
-    let hostile = bounded(15, "open_session", connector.open_session(&parameters)).await;
+    let hostile = bounded(60, "open_session", connector.open_session(&parameters)).await;
     assert!(matches!(hostile, Err(SessionError::Server { .. })), "{hostile:?}");
     // Every later session still signs in with the cached token, which has about an hour left.
     for _ in 0..3 {
-        bounded(15, "open_session", connector.open_session(&[]))
+        bounded(60, "open_session", connector.open_session(&[]))
             .await
             .unwrap();
     }
@@ -105,7 +105,7 @@ async fn a_refused_token_is_known_by_its_phase_in_a_raw_session() {
     let connector = entra_testkit::config(&emulator).build_connector().await.unwrap();
     past_min_invalidate_interval().await;
     emulator.gate().revoke_principal(emulator.user());
-    let err = bounded(15, "open_session", connector.open_session(&[]))
+    let err = bounded(60, "open_session", connector.open_session(&[]))
         .await
         .unwrap_err();
     match &err {

@@ -55,7 +55,7 @@ async fn retiring_connections_are_replaced_by_spares_signed_in_ahead() {
         .await
         .expect("pool");
     // Let the spares sign in before the load starts.
-    bounded(30, "the spares getting ready", async {
+    bounded(60, "the spares getting ready", async {
         while pool.status().connections.spares_ready < 4 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -74,7 +74,7 @@ async fn retiring_connections_are_replaced_by_spares_signed_in_ahead() {
     );
     // Every sign-in was a spare's: the gate's count and the spares' agree once no spare is half-way (the
     // gate records a session before the pool counts the spare it becomes).
-    entra_testkit::until(30, "the gate's sign-ins and the spares' count to agree", || {
+    entra_testkit::until(60, "the gate's sign-ins and the spares' count to agree", || {
         emulator.gate().sessions().len() as u64 == pool.status().connections.opened_ahead
     })
     .await;
@@ -110,7 +110,7 @@ async fn connections_opened_together_hand_over_to_fewer_spares_one_after_another
             Ok::<(), String>(())
         });
     }
-    while let Some(joined) = bounded(30, "filling the pool", filling.join_next()).await {
+    while let Some(joined) = bounded(60, "filling the pool", filling.join_next()).await {
         joined.expect("no panic").expect("the pool fills");
     }
     let filled = pool.status().connections;

@@ -83,7 +83,7 @@ async fn writer_and_reader_pools_share_one_token_and_follow_a_switch_over() {
     assert_eq!(server_port(&reader).await.as_deref(), Ok(replica_port.as_str()));
     write(&writer, 1).await.expect("a write on the primary");
 
-    bounded(30, "the switch-over", emu.switch_over())
+    bounded(60, "the switch-over", emu.switch_over())
         .await
         .expect("switched");
 

@@ -95,7 +95,7 @@ async fn pool_outlives_many_tokens_under_load() {
                         .await
                         .map_err(|e| entra_postgres::report(&e))
                 };
-                match tokio::time::timeout(Duration::from_secs(10), result).await {
+                match tokio::time::timeout(Duration::from_secs(60), result).await {
                     Ok(Ok(row)) if row.get::<_, i32>(0) == 1 => ok.fetch_add(1, Ordering::Relaxed),
                     other => {
                         eprintln!("query failed: {other:?}");

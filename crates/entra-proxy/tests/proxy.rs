@@ -244,7 +244,7 @@ async fn an_identity_outage_is_outlived_while_the_token_is_valid() {
     assert!(message.contains("503"), "the cause is named: {message}");
     // The endpoint recovers: so do new sessions.
     emulator.identity().set_persistent_fault(None);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match connect(&config).await {
             Ok(_) => break,
@@ -390,7 +390,7 @@ async fn accepted_client_sockets_have_tcp_keepalive_on() {
     // socket: while bytes await their acknowledgement it is the retransmission timer, so look until
     // they are acknowledged.
     let port = proxy.tcp_addresses()[0].port();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let out = std::process::Command::new(ss)
             .args(["-tnoH", "state", "established", "sport", "=", &format!(":{port}")])
@@ -466,7 +466,7 @@ async fn connections_that_never_authenticate_hold_a_client_back_only_until_their
     for _ in 0..2 {
         silent.push(tokio::net::TcpStream::connect(address).await.unwrap());
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while proxy.stats().unauthenticated < 2 {
         assert!(Instant::now() < deadline, "{:?}", proxy.stats());
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -474,9 +474,9 @@ async fn connections_that_never_authenticate_hold_a_client_back_only_until_their
 
     let mut config = tcp_config(&proxy);
     config.password(text.as_str());
-    let client = tokio::time::timeout(Duration::from_secs(20), connect(&config))
+    let client = tokio::time::timeout(Duration::from_secs(60), connect(&config))
         .await
-        .expect("signed in within 20 s")
+        .expect("signed in within 60 s")
         .expect("signed in");
     // Order of events: the client got in only after a silent connection had timed out.
     let stats = proxy.stats();
@@ -484,7 +484,7 @@ async fn connections_that_never_authenticate_hold_a_client_back_only_until_their
     assert_eq!(stats.accepted, 3, "{stats:?}");
     client.query_one("SELECT 1", &[]).await.unwrap();
     for mut connection in silent {
-        let closed = tokio::time::timeout(Duration::from_secs(10), connection.read(&mut [0u8; 64]))
+        let closed = tokio::time::timeout(Duration::from_secs(60), connection.read(&mut [0u8; 64]))
             .await
             .expect("the proxy closed the silent connection");
         assert!(matches!(closed, Ok(0)), "closed without an answer: {closed:?}");
@@ -533,7 +533,7 @@ async fn a_cancel_request_whose_client_closed_before_the_peer_check_is_still_for
     let holder = tokio::net::TcpStream::connect(proxy.tcp_addresses()[0])
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while proxy.stats().unauthenticated < 1 {
         assert!(Instant::now() < deadline, "{:?}", proxy.stats());
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -543,14 +543,14 @@ async fn a_cancel_request_whose_client_closed_before_the_peer_check_is_still_for
     assert_eq!(proxy.stats().accepted, 3, "{:?}", proxy.stats());
     drop(holder);
 
-    let result = tokio::time::timeout(Duration::from_secs(10), sleeping)
+    let result = tokio::time::timeout(Duration::from_secs(60), sleeping)
         .await
-        .expect("pg_sleep(30) still running 10 s after the cancel")
+        .expect("pg_sleep(30) still running 60 s after the cancel")
         .unwrap();
     let err = result.expect_err("the statement was cancelled");
     assert_eq!(sqlstate(&err), Some("57014"), "{err}");
     // Counted once the server has taken it, which may be after the client saw 57014.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while proxy.stats().cancels == 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -2,7 +2,9 @@
 //!
 //! A test on a busy machine asserts on the order of events, never on how soon they came: these bounds
 //! are far above what the awaited step takes on a loaded machine, and exist so that a regression fails
-//! the test instead of hanging it.
+//! the test instead of hanging it. The tests use 60 s or more for a step that takes milliseconds: in the
+//! stress run's one-core pass (a third of one core per test binary), a `pg_terminate_backend` beside a
+//! write load took over 10 s.
 
 use std::future::Future;
 use std::time::Duration;
