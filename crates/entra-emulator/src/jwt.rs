@@ -8,8 +8,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::identity::{ManagedIdentity, ServicePrincipal};
+
 /// The resource (and `aud`) of Azure Database for PostgreSQL in the public cloud.
 pub const OSSRDBMS_RESOURCE: &str = "https://ossrdbms-aad.database.windows.net";
+
+/// The Azure CLI's application id: the `appid` of a user's token fetched with `az`.
+pub const AZURE_CLI_CLIENT_ID: &str = "04b07795-8ddb-461a-bbee-02f9e1bf7b46";
 
 /// The tenant the emulator's identities live in.
 pub const TEST_TENANT_ID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
@@ -42,12 +47,26 @@ pub struct Claims {
     /// The managed identity's resource id (managed identities only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xms_mirid: Option<String>,
-    /// The user principal name (users only).
+    /// The user principal name (members of the tenant only: guests have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upn: Option<String>,
-    /// The display name of a user.
+    /// The user's sign-in name in v2 tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred_username: Option<String>,
+    /// The user's sign-in name in v1 tokens: a member's UPN; a guest's home name (`live.com#ana@outlook.com`
+    /// for a Microsoft account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_name: Option<String>,
+    /// The identity provider that signed the user in, when it is not the issuer (guests): `live.com`, or
+    /// the home tenant's `https://sts.windows.net/{tid}/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp: Option<String>,
+    /// A guest's e-mail address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The delegated scopes (users' tokens only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scp: Option<String>,
     /// `app` for service principals and managed identities, `user` for users.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idtyp: Option<String>,
@@ -72,9 +91,55 @@ impl Claims {
             xms_mirid: None,
             upn: None,
             preferred_username: None,
+            unique_name: None,
+            idp: None,
+            email: None,
+            scp: None,
             idtyp: Some("app".into()),
             groups: Vec::new(),
         }
+    }
+
+    /// The claims Entra ID puts in a managed identity's token: its client id as `appid` and its resource
+    /// id as `xms_mirid` (for a user-assigned identity its own; for a system-assigned one its resource's).
+    pub fn managed_identity(identity: &ManagedIdentity, lifetime: Duration) -> Self {
+        let mut claims = Claims::new(&identity.object_id, lifetime);
+        claims.appid = Some(identity.client_id.clone());
+        claims.xms_mirid = Some(identity.resource_id.clone());
+        claims
+    }
+
+    /// The claims Entra ID puts in a member user's v1 token (`az login`, then a token for the database):
+    /// `upn` and `unique_name` are the user principal name.
+    pub fn user(oid: impl Into<String>, upn: &str, lifetime: Duration) -> Self {
+        let mut claims = Claims::new(oid, lifetime);
+        claims.idtyp = Some("user".into());
+        claims.appid = Some(AZURE_CLI_CLIENT_ID.into());
+        claims.scp = Some("user_impersonation".into());
+        claims.upn = Some(upn.into());
+        claims.unique_name = Some(upn.into());
+        claims
+    }
+
+    /// The claims Entra ID puts in a guest's v1 token when the guest signs in at home with a Microsoft
+    /// account `address`: no `upn`; `unique_name` = `live.com#{address}`, `email`, and `idp` = `live.com`.
+    pub fn guest(oid: impl Into<String>, address: &str, lifetime: Duration) -> Self {
+        let mut claims = Claims::new(oid, lifetime);
+        claims.idtyp = Some("user".into());
+        claims.appid = Some(AZURE_CLI_CLIENT_ID.into());
+        claims.scp = Some("user_impersonation".into());
+        claims.unique_name = Some(format!("live.com#{address}"));
+        claims.email = Some(address.into());
+        claims.idp = Some("live.com".into());
+        claims
+    }
+
+    /// The claims Entra ID puts in an application's token (a service principal's secret, or workload
+    /// identity federated with an app registration): `appid` and `oid`, no name.
+    pub fn application(app: &ServicePrincipal, lifetime: Duration) -> Self {
+        let mut claims = Claims::new(&app.object_id, lifetime);
+        claims.appid = Some(app.client_id.clone());
+        claims
     }
 
     /// Add group ids until the encoded token is at least `bytes` long (tests of tokens over 4 KB).

@@ -322,6 +322,11 @@ fn config_diagnosis(e: &ConfigError) -> Diagnosis {
             format!("refused to send a token without TLS to {host:?} ({origin} says sslmode=disable)"),
             "use sslmode=verify-full (the default); disable TLS only for loopback hosts and unix sockets",
         ),
+        ConfigError::UserNotInToken(why) => diagnosis(
+            Cause::Configuration,
+            e.to_string(),
+            format!("{why} (PGUSER or AZURE_POSTGRESQL_USER)"),
+        ),
         other => diagnosis(
             Cause::Configuration,
             other.to_string(),

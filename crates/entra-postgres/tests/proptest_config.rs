@@ -337,7 +337,10 @@ proptest! {
     ) {
         let mut claims: Map<String, Value> = others
             .into_iter()
-            .filter(|(k, _)| !["xms_mirid", "upn", "preferred_username"].contains(&k.as_str()))
+            // The claims the rule reads (a foreign `idp` or `acct` marks a guest, who names no role).
+            .filter(|(k, _)| {
+                !["xms_mirid", "upn", "preferred_username", "unique_name", "idp", "acct"].contains(&k.as_str())
+            })
             .map(|(k, v)| (k, json!(v)))
             .collect();
         if let Some(name) = &mi_name {

@@ -19,6 +19,7 @@ use crate::postgres::TestPostgres;
 pub struct EmulatorBuilder {
     token_lifetime: Duration,
     principal: String,
+    principal_identity: Option<ManagedIdentity>,
     extra: Vec<ManagedIdentity>,
     identity_tls: bool,
     token_padding: usize,
@@ -36,6 +37,7 @@ impl Default for EmulatorBuilder {
         EmulatorBuilder {
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
             principal: DEFAULT_PRINCIPAL.to_string(),
+            principal_identity: None,
             extra: Vec::new(),
             identity_tls: false,
             token_padding: 0,
@@ -62,6 +64,16 @@ impl EmulatorBuilder {
     /// owner of the database.
     pub fn principal_name(mut self, name: &str) -> Self {
         self.principal = name.to_string();
+        self.principal_identity = None;
+        self
+    }
+
+    /// The default principal as a whole (instead of [`principal_name`](Self::principal_name)'s
+    /// `ManagedIdentity::new(name)`): the fake's system-assigned identity, say a web app's
+    /// ([`ManagedIdentity::system_assigned`]), whose tokens carry its resource's id.
+    pub fn principal(mut self, identity: ManagedIdentity) -> Self {
+        self.principal = identity.name.clone();
+        self.principal_identity = Some(identity);
         self
     }
 
@@ -180,7 +192,10 @@ impl EmulatorBuilder {
     /// Runs on the runtime the tasks will live on: the emulator's own, or the caller's with
     /// [`on_caller_runtime`](Self::on_caller_runtime).
     async fn start_parts(self) -> Result<Parts, EmulatorError> {
-        let principal = ManagedIdentity::new(&self.principal);
+        let principal = self
+            .principal_identity
+            .clone()
+            .unwrap_or_else(|| ManagedIdentity::new(&self.principal));
         let mut fake = FakeIdentity::builder()
             .token_lifetime(self.token_lifetime)
             .token_padding(self.token_padding)

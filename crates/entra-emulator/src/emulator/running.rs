@@ -254,9 +254,7 @@ impl Emulator {
     /// [`token_for`](Self::token_for) with its own lifetime: a password for a client that fetches once
     /// (a plain pool in a benchmark, a script).
     pub fn token_for_lifetime(&self, identity: &ManagedIdentity, lifetime: Duration) -> String {
-        let mut claims = Claims::new(&identity.object_id, lifetime);
-        claims.appid = Some(identity.client_id.clone());
-        claims.xms_mirid = Some(identity.resource_id.clone());
+        let mut claims = Claims::managed_identity(identity, lifetime);
         if self.padding > 0 {
             claims = claims.padded_to(self.padding);
         }

@@ -2,9 +2,12 @@
 
 use ring::digest::{digest, SHA256};
 
-/// The subscription and resource group every fake managed identity lives in.
-const RESOURCE_ID_PREFIX: &str =
-    "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/";
+/// The subscription and resource group every fake resource lives in.
+const SUBSCRIPTION_PREFIX: &str =
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/rg/providers/";
+
+/// Where user-assigned identities live.
+const RESOURCE_ID_PREFIX: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/";
 
 /// A managed identity: the VM's system identity or a user-assigned one.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +32,26 @@ impl ManagedIdentity {
             object_id: derived_uuid("mi-object", name),
             resource_id: format!("{RESOURCE_ID_PREFIX}{name}"),
         }
+    }
+}
+
+impl ManagedIdentity {
+    /// A resource's system-assigned identity, named `name` in the tenant (Azure names it after the
+    /// resource: a VM's name, an app's name, `app/slots/slot` for a deployment slot), whose tokens carry
+    /// the resource's id `resource_id` as `xms_mirid`; client and object ids derived from the resource id.
+    pub fn system_assigned(name: &str, resource_id: &str) -> Self {
+        ManagedIdentity {
+            name: name.to_string(),
+            client_id: derived_uuid("mi-client", resource_id),
+            object_id: derived_uuid("mi-object", resource_id),
+            resource_id: resource_id.to_string(),
+        }
+    }
+
+    /// The resource id of a resource `path` below the emulator's subscription and resource group
+    /// (`Microsoft.Web/sites/orders/slots/staging`).
+    pub fn resource_id_of(path: &str) -> String {
+        format!("{SUBSCRIPTION_PREFIX}{path}")
     }
 }
 

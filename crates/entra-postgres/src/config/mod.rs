@@ -45,6 +45,13 @@ pub enum ConfigError {
         /// Where it can be set.
         how: &'static str,
     },
+    /// No user is configured, and the token names no role (a guest, an application, or no name claim):
+    /// the source says why and what to set.
+    #[error(
+        "no user is configured (EntraConfig::user, user= in the connection string, AZURE_POSTGRESQL_USER or \
+         PGUSER), and the token names none"
+    )]
+    UserNotInToken(#[source] crate::claims::NoTokenUser),
     /// A password is configured, but entra-pool signs in with Entra ID tokens.
     #[error(
         "{origin} = \"<redacted>\": a password is set, but entra-pool signs in with Entra ID tokens: remove \
@@ -90,6 +97,7 @@ impl ConfigError {
             | ConfigError::PasswordNotAllowed { origin }
             | ConfigError::CleartextToken { origin, .. } => origin,
             ConfigError::Missing { setting, .. } => setting,
+            ConfigError::UserNotInToken(_) => "user",
         }
     }
 }

@@ -235,23 +235,22 @@ impl ConnectionPlan {
     }
 
     /// The plan with its role settled from `token` when none is configured: the one rule for a role
-    /// derived from a token's claims (`xms_mirid`'s last segment, else `upn`, else
-    /// `preferred_username`), for the pool and every one-shot command.
+    /// derived from a token's claims ([`token_user`](crate::token_user): a managed identity's name from
+    /// `xms_mirid`, else `upn`, `preferred_username`, `unique_name`), for the pool and every one-shot
+    /// command. A token that names none (a guest's, an application's) fails with
+    /// [`ConfigError::UserNotInToken`], which says why.
     pub fn with_role_from(self, token: &entra_token::AccessToken) -> Result<Self, ConfigError> {
         if self.role.is_some() {
             return Ok(self);
         }
-        let (user, claim) = crate::claims::user_from_token(token.secret()).ok_or(ConfigError::Missing {
-            setting: "user",
-            how: "EntraConfig::user, user= in the connection string, AZURE_POSTGRESQL_USER or PGUSER to the \
-                  Entra principal's name (the token names none: no xms_mirid, upn or preferred_username claim)",
-        })?;
+        let user = crate::claims::token_user(token.secret()).map_err(ConfigError::UserNotInToken)?;
         tracing::info!(
-            user,
-            claim,
+            user = user.name,
+            claim = user.claim,
+            kind = ?user.kind,
             "no user configured; using the name from the token's claim"
         );
-        Ok(self.with_role(user))
+        Ok(self.with_role(user.name))
     }
 
     /// The connection settings, without any password.
