@@ -317,6 +317,17 @@ impl Connect for EntraConnect {
 }
 
 impl EntraConnect {
+    /// Opens one new physical connection by this connector's plan, for pools other than deadpool's
+    /// (bb8, diesel-async) that ask for one connection at a time: the current token, one retry with a
+    /// fresh token when the server refuses it in a way a new token may cure, and a wait for a server that
+    /// is starting up. The connection's task is already spawned; its handle is returned with the client.
+    ///
+    /// Fails with tokio-postgres's error, as deadpool's connector must; failures of ours (no token, a
+    /// token refused twice, a plan rule) travel inside it, and [`ConnectError::find`] gets them back.
+    pub async fn open_connection(&self) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
+        self.open_new().await
+    }
+
     /// Opens a new physical connection: token, sign-in, the refused-token retry, and a wait for a server
     /// that is starting up.
     pub(crate) async fn open_new(&self) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
