@@ -17,6 +17,10 @@
 //!   hook, so a task follows the refresher and replaces the pool's connect options at every rotation;
 //!   [`EntraPgPool::acquire`] also does so before retrying a refused token once. When sqlx gains a
 //!   connector hook, it can replace this mechanism behind the same API.
+//! - **Code that acquires from the `PgPool` itself** (an executor on [`EntraPgPool::pool`], SeaORM 2's
+//!   `SqlxPostgresConnector::from_sqlx_postgres_pool(pool.pool().clone())`) shares the pool and so the
+//!   current token, but acquires past [`EntraPgPool::acquire`]: a refused token reaches it as an error,
+//!   and [`EntraPgPool::recover`] hands sqlx a fresh token before its one retry.
 //! - **Not zeroized**: sqlx keeps the token as a plain `String` in its connect options, and their derived
 //!   `Debug` prints it: never log `PgPool::connect_options()`. [`EntraPgPool`]'s own `Debug` shows no token.
 #![forbid(unsafe_code)]

@@ -171,25 +171,38 @@ impl EntraPgPool {
         self.shared.tokens.status()
     }
 
-    /// A connection, like `PgPool::acquire`; when the server refuses the token (28P01 or 28000, as
-    /// [`AzureRefusal`](entra_postgres::AzureRefusal) decides for every front), the token is invalidated, sqlx gets the new one, and the acquire is
-    /// retried once.
+    /// A connection, like `PgPool::acquire`; when the server refuses the token, [`recover`](Self::recover)
+    /// hands sqlx a fresh one and the acquire is retried once.
     pub async fn acquire(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
-        let rejected = match self.pool.acquire().await {
-            Ok(connection) => return Ok(connection),
-            Err(e) if is_token_rejection(&e) => e,
-            Err(e) => return Err(e),
-        };
+        match self.pool.acquire().await {
+            Err(e) if self.recover(&e).await => self.pool.acquire().await,
+            result => result,
+        }
+    }
+
+    /// The refused-token recovery of [`acquire`](Self::acquire), for code that acquires from the `PgPool`
+    /// itself (an executor on [`pool`](Self::pool), SeaORM's `DatabaseConnection`), which sqlx gives no
+    /// hook into: when `error` is the server refusing the token (28P01 or 28000, as
+    /// [`AzureRefusal`](entra_postgres::AzureRefusal) decides for every front), the token sqlx holds is
+    /// invalidated, the refresher's next one (awaited for at most 15 s) is handed to sqlx, and `true`
+    /// says one retry may now sign in. `false` for any other error, and when no newer token could be had
+    /// (too soon after the last refetch, or the identity endpoint failing): a retry would be refused
+    /// again. Call it once per failed attempt, and retry once.
+    pub async fn recover(&self, error: &sqlx::Error) -> bool {
+        if !is_token_rejection(error) {
+            return false;
+        }
         let used = self.shared.pushed.lock().clone();
-        tracing::warn!(token = %used.fingerprint(), "server rejected the token; fetching a new one and retrying once");
+        tracing::warn!(token = %used.fingerprint(), "server rejected the token; fetching a new one for one retry");
         self.shared.tokens.invalidate(&used);
-        let fresh = match tokio::time::timeout(Duration::from_secs(15), self.shared.tokens.get()).await {
-            Ok(Ok(fresh)) if !fresh.same_as(&used) => fresh,
+        match tokio::time::timeout(Duration::from_secs(15), self.shared.tokens.get()).await {
+            Ok(Ok(fresh)) if !fresh.same_as(&used) => {
+                self.shared.push(&self.pool, fresh);
+                true
+            }
             // Not refetched (too recent to refetch, or no token): the same refusal would follow.
-            _ => return Err(rejected),
-        };
-        self.shared.push(&self.pool, fresh);
-        self.pool.acquire().await
+            _ => false,
+        }
     }
 }
 
