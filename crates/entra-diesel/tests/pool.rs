@@ -240,3 +240,25 @@ async fn the_bb8_flavour_signs_in_and_queries_with_diesel() {
     assert_eq!(current_user(&mut connection).await, emu.user());
     assert_eq!(doubled(&mut connection, 4).await, Ok(8));
 }
+
+#[cfg(feature = "bb8")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bb8_flavour_replaces_a_refused_token_once_and_the_connection_opens() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    // The endpoint first hands out a token the server refuses (wrong audience), then good ones.
+    let mut claims = Claims::managed_identity(emu.principal(), Duration::from_secs(3600));
+    claims.aud = "https://management.azure.com".into();
+    let wrong_audience = emu.identity().issuer().sign(&claims);
+    emu.identity().push_faults([Fault::token(
+        &wrong_audience,
+        Duration::from_secs(3600),
+        OSSRDBMS_RESOURCE,
+    )]);
+    let pool = builder(&emu).max_size(1).build_bb8().await.expect("builds");
+    // Older than min_invalidate_interval (200 ms): a sleep never ends early.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut connection = bounded(30, "a connection", pool.get()).await.expect("recovered");
+    assert_eq!(current_user(&mut connection).await, emu.user());
+    assert_eq!(emu.identity().token_requests(), 2, "exactly one refetch");
+    assert_eq!(emu.gate().rejections().len(), 1, "one refusal");
+}
