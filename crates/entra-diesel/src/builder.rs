@@ -61,6 +61,7 @@ impl EntraDieselPoolBuilder {
     }
 
     /// How long `get()` waits for a connection, opening one included (default 30 s; `None`: forever).
+    /// deadpool bounds the wait for a free slot and the opening each by it; bb8 bounds the whole `get()`.
     pub fn wait_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.wait_timeout = timeout;
         self
@@ -102,7 +103,9 @@ impl EntraDieselPoolBuilder {
         let mut builder = Pool::builder(crate::setup::manager(connect))
             .max_size(self.max_size)
             .runtime(deadpool::Runtime::Tokio1)
-            .wait_timeout(self.wait_timeout);
+            .wait_timeout(self.wait_timeout)
+            // deadpool's wait covers a free slot only: the opening gets the same bound.
+            .create_timeout(self.wait_timeout);
         if let Some(lifetime) = self.max_lifetime {
             builder = builder.pre_recycle(Hook::sync_fn(move |_, metrics| {
                 if metrics.age() > lifetime {

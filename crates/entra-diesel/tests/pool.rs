@@ -4,7 +4,7 @@
 //! order, never that it happened within some time.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -15,6 +15,9 @@ use entra_diesel::EntraDieselPoolBuilder;
 use entra_emulator::{Claims, Emulator, Fault, TokenFingerprint, OSSRDBMS_RESOURCE};
 use entra_testkit::{bounded, emulator, settled, until};
 use entra_token::Env;
+
+/// The shortest load of the rotation tests: ten 3 s tokens' worth.
+const LOAD: Duration = Duration::from_secs(30);
 
 #[derive(QueryableByName, Debug)]
 struct Doubled {
@@ -87,14 +90,13 @@ async fn rotations_under_load_cost_no_query_and_one_token_request_each() {
 
     let queries = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
-    // The load's length, as the deadpool pool's rotation test has it: 30 s of 3 s tokens.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
     for task in 0..8i64 {
-        let (pool, queries, failed) = (pool.clone(), queries.clone(), failed.clone());
+        let (pool, queries, failed, stop) = (pool.clone(), queries.clone(), failed.clone(), stop.clone());
         tasks.spawn(async move {
             let mut n = 0i64;
-            while Instant::now() < deadline {
+            while !stop.load(Ordering::Relaxed) {
                 let v = task * 1_000_000 + n;
                 let result = async {
                     let mut connection = pool.get().await.map_err(|e| e.to_string())?;
@@ -111,6 +113,20 @@ async fn rotations_under_load_cost_no_query_and_one_token_request_each() {
             }
         });
     }
+    // The load lasts 30 s (ten 3 s tokens), and then until new sessions have signed in with eight of the
+    // refresher's tokens and 500 queries have run: what the assertions below need has happened, however
+    // slow the machine; the bound only catches a hang.
+    let started = Instant::now();
+    until(
+        180,
+        "30 s of load, sessions signed in with eight tokens, and 500 queries",
+        || {
+            let used: HashSet<_> = emu.gate().sessions().into_iter().map(|s| s.token).collect();
+            started.elapsed() >= LOAD && used.len() >= 8 && queries.load(Ordering::Relaxed) > 500
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
     while let Some(joined) = bounded(60, "the load to stop", tasks.join_next()).await {
         joined.expect("no panic");
     }
@@ -129,8 +145,8 @@ async fn rotations_under_load_cost_no_query_and_one_token_request_each() {
         used.len()
     );
     assert_eq!(failed.load(Ordering::Relaxed), 0, "no query may fail");
-    assert!(queries.load(Ordering::Relaxed) > 1000);
-    assert!(status.refreshes >= 9, "at least 9 rotations: {status:?}");
+    assert!(queries.load(Ordering::Relaxed) > 500);
+    assert!(status.refreshes >= 8, "eight tokens used: {status:?}");
     assert_eq!(requests, status.refreshes, "one token request per rotation");
     assert!(
         used.is_subset(&published),

@@ -6,9 +6,6 @@ use ring::digest::{digest, SHA256};
 const SUBSCRIPTION_PREFIX: &str =
     "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/rg/providers/";
 
-/// Where user-assigned identities live.
-const RESOURCE_ID_PREFIX: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/";
-
 /// A managed identity: the VM's system identity or a user-assigned one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -30,7 +27,9 @@ impl ManagedIdentity {
             name: name.to_string(),
             client_id: derived_uuid("mi-client", name),
             object_id: derived_uuid("mi-object", name),
-            resource_id: format!("{RESOURCE_ID_PREFIX}{name}"),
+            resource_id: format!(
+                "{SUBSCRIPTION_PREFIX}Microsoft.ManagedIdentity/userAssignedIdentities/{name}"
+            ),
         }
     }
 }
