@@ -11,7 +11,7 @@ use std::time::Duration;
 use entra_emulator::{Claims, Fault, TokenFingerprint, OSSRDBMS_RESOURCE};
 use entra_sqlx::sqlx::postgres::PgPoolOptions;
 use entra_sqlx::{EntraPgPool, EntraPgPoolBuilder};
-use entra_testkit::{bounded, emulator};
+use entra_testkit::{bounded, emulator, settled};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
     PaginatorTrait, QueryOrder, RuntimeErr, Schema, SqlxPostgresConnector,
@@ -115,6 +115,8 @@ async fn entity_queries_through_sea_orm_follow_three_rotations_without_an_error(
     assert_eq!(all, written);
     assert!(written.len() >= 3, "{} notes", written.len());
     assert!(emu.gate().rejections().is_empty(), "no token was refused");
+    let (requests, status) = settled(&emu, &tokens).await;
+    assert_eq!(requests, status.refreshes, "one token request per rotation");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
