@@ -13,9 +13,8 @@ const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Builds an [`EntraDieselPool`] of diesel-async `AsyncPgConnection`s: the [`EntraConfig`] every front
 /// shares (where to connect, the identity and its refresher, TLS), and the pool's sizing in the words of
-/// the other fronts (`max_size`, `wait_timeout`, `max_lifetime`); then
-/// [`build_deadpool`](Self::build_deadpool) (feature `deadpool`) or [`build_bb8`](Self::build_bb8)
-/// (feature `bb8`).
+/// the other fronts (`max_size`, `wait_timeout`, `max_lifetime`); then `build_deadpool` (feature
+/// `deadpool`) or `build_bb8` (feature `bb8`).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
