@@ -188,6 +188,11 @@ impl EntraPgPool {
     /// says one retry may now sign in. `false` for any other error, and when no newer token could be had
     /// (too soon after the last refetch, or the identity endpoint failing): a retry would be refused
     /// again. Call it once per failed attempt, and retry once.
+    ///
+    /// sqlx does not say which token a failed attempt used, so this takes it to be the one sqlx holds.
+    /// When several attempts fail together, a caller that arrives after another's recovery has already
+    /// handed sqlx the new token gets `false` (that token is too recent to refetch) and returns its error;
+    /// its next attempt signs in with the new token.
     pub async fn recover(&self, error: &sqlx::Error) -> bool {
         if !is_token_rejection(error) {
             return false;
