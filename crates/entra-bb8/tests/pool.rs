@@ -74,7 +74,7 @@ async fn rotations_under_load_cost_no_query_and_one_token_request_each() {
                         .map_err(|e| entra_postgres::report(&e))?;
                     Ok::<i64, String>(row.get(0))
                 };
-                match bounded(30, "a query", result).await {
+                match bounded(60, "a query", result).await {
                     Ok(doubled) if doubled == v * 2 => queries.fetch_add(1, Ordering::Relaxed),
                     other => {
                         eprintln!("query {n} of task {task} failed: {other:?}");

@@ -102,7 +102,7 @@ async fn rotations_under_load_cost_no_query_and_one_token_request_each() {
                     let mut connection = pool.get().await.map_err(|e| e.to_string())?;
                     doubled(&mut connection, v).await
                 };
-                match bounded(30, "a query", result).await {
+                match bounded(60, "a query", result).await {
                     Ok(d) if d == v * 2 => queries.fetch_add(1, Ordering::Relaxed),
                     other => {
                         eprintln!("query {n} of task {task} failed: {other:?}");
@@ -170,7 +170,7 @@ async fn a_connection_outlives_its_token_and_the_next_one_signs_in_with_the_new_
         .expect("builds");
     let tokens = pool.tokens().expect("token mode").clone();
     let before = tokens.current().expect("a token");
-    let mut held = bounded(30, "a connection", pool.get()).await.expect("signs in");
+    let mut held = bounded(60, "a connection", pool.get()).await.expect("signs in");
     // The session signed in with `before` or a newer token, none newer than `after`; tokens issued
     // later expire later.
     let after = tokens.current().expect("a token");
@@ -184,7 +184,7 @@ async fn a_connection_outlives_its_token_and_the_next_one_signs_in_with_the_new_
         Ok(10),
         "an open session outlives its token"
     );
-    let mut fresh = bounded(30, "a second connection", pool.get())
+    let mut fresh = bounded(60, "a second connection", pool.get())
         .await
         .expect("signs in");
     assert_eq!(current_user(&mut fresh).await, emu.user());
@@ -219,7 +219,7 @@ async fn a_refused_token_is_replaced_once_and_the_connection_opens() {
     let pool = builder(&emu).max_size(2).build_deadpool().await.expect("builds");
     // Older than min_invalidate_interval (200 ms): a sleep never ends early.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut connection = bounded(30, "a connection", pool.get()).await.expect("recovered");
+    let mut connection = bounded(60, "a connection", pool.get()).await.expect("recovered");
     assert_eq!(current_user(&mut connection).await, emu.user());
     assert_eq!(emu.identity().token_requests(), 2, "exactly one refetch");
     assert_eq!(emu.gate().rejections().len(), 1, "one refusal");
@@ -235,7 +235,7 @@ async fn verify_full_refuses_a_server_whose_ca_is_not_trusted_and_sends_no_token
         .build_deadpool()
         .await
         .expect("builds (no connection yet)");
-    let Err(err) = bounded(30, "a refusal", pool.get()).await else {
+    let Err(err) = bounded(60, "a refusal", pool.get()).await else {
         panic!("a server whose CA is not trusted was connected to");
     };
     let text = err.to_string();
@@ -252,7 +252,7 @@ async fn verify_full_refuses_a_server_whose_ca_is_not_trusted_and_sends_no_token
 async fn the_bb8_flavour_signs_in_and_queries_with_diesel() {
     let emu = emulator(Duration::from_secs(3600)).await;
     let pool = builder(&emu).max_size(2).build_bb8().await.expect("builds");
-    let mut connection = bounded(30, "a connection", pool.get()).await.expect("signs in");
+    let mut connection = bounded(60, "a connection", pool.get()).await.expect("signs in");
     assert_eq!(current_user(&mut connection).await, emu.user());
     assert_eq!(doubled(&mut connection, 4).await, Ok(8));
 }
@@ -273,7 +273,7 @@ async fn the_bb8_flavour_replaces_a_refused_token_once_and_the_connection_opens(
     let pool = builder(&emu).max_size(1).build_bb8().await.expect("builds");
     // Older than min_invalidate_interval (200 ms): a sleep never ends early.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut connection = bounded(30, "a connection", pool.get()).await.expect("recovered");
+    let mut connection = bounded(60, "a connection", pool.get()).await.expect("recovered");
     assert_eq!(current_user(&mut connection).await, emu.user());
     assert_eq!(emu.identity().token_requests(), 2, "exactly one refetch");
     assert_eq!(emu.gate().rejections().len(), 1, "one refusal");

@@ -43,7 +43,7 @@ async fn system_identity_token(identity: ManagedIdentity) -> AccessToken {
         "AZURE_POD_IDENTITY_AUTHORITY_HOST".to_string(),
         fake.imds_authority(),
     )];
-    bounded(30, "a token from the fake IMDS", no_user(vars).fetch_token())
+    bounded(60, "a token from the fake IMDS", no_user(vars).fetch_token())
         .await
         .expect("IMDS issues the system identity's token")
 }
@@ -76,7 +76,7 @@ async fn a_user_assigned_identity_signs_in_under_its_own_name() {
             identity.client_id.clone(),
         ),
     ];
-    let token = bounded(30, "a token", no_user(vars).fetch_token()).await.unwrap();
+    let token = bounded(60, "a token", no_user(vars).fetch_token()).await.unwrap();
     assert_eq!(role_for(&token).unwrap(), "orders-api");
 }
 
@@ -188,7 +188,7 @@ async fn a_service_principal_with_a_secret_names_no_role() {
         ),
     ];
     let config = no_user(vars).http_options(http().with_ca_pem(&ca).expect("the fake's CA"));
-    let token = bounded(30, "a token", config.fetch_token()).await.unwrap();
+    let token = bounded(60, "a token", config.fetch_token()).await.unwrap();
     assert!(
         matches!(
             role_for(&token),
@@ -221,7 +221,7 @@ async fn a_slot_identity_from_app_service_signs_in_through_the_gate_under_the_de
         .await
         .expect("builds");
     assert_eq!(pool.role(), "orders-web/slots/staging");
-    let client = bounded(30, "a connection", pool.get()).await.expect("signs in");
+    let client = bounded(60, "a connection", pool.get()).await.expect("signs in");
     let row = client.query_one("SELECT current_user::text", &[]).await.unwrap();
     assert_eq!(row.get::<_, String>(0), "orders-web/slots/staging");
 }
@@ -249,7 +249,7 @@ async fn a_user_signs_in_through_the_gate_under_the_upn() {
         .build()
         .await
         .expect("builds");
-    let client = bounded(30, "a connection", pool.get()).await.expect("signs in");
+    let client = bounded(60, "a connection", pool.get()).await.expect("signs in");
     let row = client.query_one("SELECT current_user::text", &[]).await.unwrap();
     assert_eq!(row.get::<_, String>(0), "ana@contoso.com");
 }
