@@ -76,7 +76,7 @@ impl Proxy {
     /// Signs in through the proxy (with `password`, if any) and returns `current_user`.
     fn query(&self, password: Option<&str>) -> Result<String, String> {
         let mut config: tokio_postgres::Config = self.conninfo.parse().map_err(|e| format!("{e}"))?;
-        config.connect_timeout(Duration::from_secs(10));
+        config.connect_timeout(Duration::from_secs(60));
         if let Some(password) = password {
             config.password(password);
         }
@@ -182,7 +182,7 @@ fn a_non_loopback_address_is_refused_before_any_token_is_fetched() {
     assert!(stderr.contains("not a loopback address"), "{stderr}");
     // The trap accepts in order: once it has taken this connection, any the proxy made was taken too.
     let _marker = std::net::TcpStream::connect(("127.0.0.1", identity.port())).expect("connect");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while identity.connections() == 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
