@@ -162,12 +162,6 @@ fn identity_name(resource_id: &str) -> Option<(String, TokenUserKind)> {
     Some((segments[2..].join("/"), TokenUserKind::SystemAssignedIdentity))
 }
 
-/// The user name a token's principal signs in as, and the claim it came from ([`token_user`]'s rule),
-/// or `None` when the token names none.
-pub fn user_from_token(jwt: &str) -> Option<(String, &'static str)> {
-    token_user(jwt).ok().map(|u| (u.name, u.claim))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +170,10 @@ mod tests {
     fn jwt(claims: &str) -> String {
         let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         format!("{}.{}.sig", e.encode(r#"{"alg":"RS256"}"#), e.encode(claims))
+    }
+
+    fn user_from_token(jwt: &str) -> Option<(String, &'static str)> {
+        token_user(jwt).ok().map(|u| (u.name, u.claim))
     }
 
     fn mirid(path: &str) -> String {

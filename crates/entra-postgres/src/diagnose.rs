@@ -153,7 +153,7 @@ impl fmt::Display for Diagnosis {
 pub struct DiagnosisContext<'a> {
     /// The role (user name) the connection signed in as.
     pub role: Option<&'a str>,
-    /// The name the token's claims give (see [`user_from_token`](crate::user_from_token)).
+    /// The name the token's claims give (see [`token_user`](crate::token_user)).
     pub token_role: Option<&'a str>,
 }
 

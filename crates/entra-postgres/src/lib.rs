@@ -83,7 +83,7 @@ pub mod tls;
 mod tunnel;
 
 pub use builder::PoolBuilder;
-pub use claims::{token_user, user_from_token, NoTokenUser, TokenUser, TokenUserKind};
+pub use claims::{token_user, NoTokenUser, TokenUser, TokenUserKind};
 pub use config::{parse_connection_string, ConfigError, SessionAttrs, Settings, SslMode};
 pub use connect::EntraConnect;
 pub use diagnose::{diagnose, diagnose_audience, diagnose_with, Cause, Diagnosis, DiagnosisContext};

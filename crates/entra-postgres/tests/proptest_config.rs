@@ -6,7 +6,12 @@ use std::time::Duration;
 
 use base64::Engine;
 use entra_postgres::__fuzz::settings_from_env;
-use entra_postgres::{parse_connection_string, user_from_token, EntraConfig, SslMode};
+use entra_postgres::{parse_connection_string, token_user, EntraConfig, SslMode};
+
+/// The role name and the claim it was read from, or `None` when the token names none.
+fn user_from_token(jwt: &str) -> Option<(String, &'static str)> {
+    token_user(jwt).ok().map(|u| (u.name, u.claim))
+}
 use entra_token::Env;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use proptest::prelude::*;

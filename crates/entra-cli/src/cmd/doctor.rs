@@ -208,7 +208,7 @@ pub(crate) async fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
     }
     report.pass("token", token_detail);
     // For the diagnosis of a refused sign-in: the name the token itself gives.
-    let token_user = entra_postgres::user_from_token(token.secret()).map(|(u, _)| u);
+    let token_user = entra_postgres::token_user(token.secret()).ok().map(|u| u.name);
     let plan = match plan.with_role_from(&token) {
         Ok(plan) => plan,
         Err(_) => {

@@ -35,7 +35,7 @@ pub(crate) async fn run(args: TokenArgs) -> Result<ExitCode, CliError> {
             "expires_on": claims::system_time_to_rfc3339(token.expires_on()),
             "expires_in_secs": token.expires_in().as_secs(),
             "fingerprint": token.fingerprint().to_string(),
-            "user": entra_postgres::user_from_token(token.secret()).map(|(u, _)| u),
+            "user": entra_postgres::token_user(token.secret()).ok().map(|u| u.name),
             "claims": claims.map(Value::Object).unwrap_or(Value::Null),
         });
         let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
