@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use entra_emulator::{Claims, Emulator, Fault, OSSRDBMS_RESOURCE};
 use entra_postgres::{ConnectError, EntraConfig, PoolBuilder, SslMode};
-use entra_testkit::{bounded, pool_builder};
+use entra_testkit::{bounded, pool_builder, until};
 use entra_token::{TokenError, TokenState};
 
 async fn select_one(pool: &entra_postgres::EntraPool) -> Result<i32, String> {
@@ -112,8 +112,15 @@ async fn an_identity_outage_longer_than_a_token_breaks_only_new_connections() {
         .unwrap();
     let held = bounded(60, "get", pool.get()).await.unwrap();
     emulator.identity().set_persistent_fault(Some(Fault::status(503)));
-    tokio::time::sleep(Duration::from_secs(4)).await; // the token has expired
-                                                      // the open connection keeps working, as on Azure
+    // The refresher withdraws the last token `expiry_margin` (500 ms in `short_lived()`) before it
+    // expires: wait for that event, however late a busy machine runs the refresher's timer, then for the
+    // margin (a sleep never ends early), and the token has expired.
+    until(60, "the token withdrawn", || {
+        !pool.status().token.expect("token mode").is_usable()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // the open connection keeps working, as on Azure
     let row = held.query_one("SELECT 2::int4", &[]).await.unwrap();
     assert_eq!(row.get::<_, i32>(0), 2);
     // a new connection fails with the typed token error and its cause
