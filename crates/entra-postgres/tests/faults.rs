@@ -4,8 +4,10 @@
 //! entra-token's `refresher.rs`); server faults under a write workload (no acknowledged row may be lost); a server
 //! certificate replaced by an untrusted one; and no task outliving the pool.
 //!
-//! Timings are scaled down: tokens live 5 s, the backoff cap is 1 s (support's short policy), an HTTP
-//! request times out after 800 ms. Each test starts its own Emulator so the cases can run in parallel.
+//! Timings are scaled down: tokens live 5 s, the backoff cap is 1 s (support's short policy), and where
+//! the timeout is the subject (no response, a slow body) an HTTP request times out after 800 ms; elsewhere
+//! requests are bounded only against a hang, so a slow answer on a busy machine is not taken for a
+//! timeout. Each test starts its own Emulator so the cases can run in parallel.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
@@ -20,21 +22,25 @@ use entra_testkit::{bounded, pool_builder};
 use entra_token::{HttpOptions, RefreshPolicy, TokenError};
 use parking_lot::Mutex;
 
+/// How long one query may take before it counts as hung: an upper bound that only catches a hang.
+const HANG: Duration = Duration::from_secs(60);
 /// Lifetime of the tokens in the token-endpoint cases: long enough for a steady-state phase in which
 /// the refresher already fails, short enough to expire within the case.
-/// How long one query may take before it counts as hung.
-const HANG: Duration = Duration::from_secs(20);
 const TOKEN_LIFETIME: Duration = Duration::from_secs(5);
-/// One HTTP request to the token endpoint: a fault that hangs costs this much.
+/// One HTTP request to the token endpoint, in the cases whose subject is the timeout (a fault that hangs
+/// costs this much).
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(800);
+/// One HTTP request (and one fetch attempt) to the token endpoint in the other cases: an upper bound
+/// that only catches a hang, so that an answer a busy machine delays is classified by what it says,
+/// not as a timeout (`Transient { status: None }`).
+const REQUEST_HANG: Duration = Duration::from_secs(60);
 /// How long a phase may take before the test counts it as hung: an upper bound that only catches a
-/// hang, far above what any phase takes on a loaded machine.
-const PHASE_HANG: Duration = Duration::from_secs(30);
+/// hang, far above what any phase takes on a loaded machine (and above the 60 s bounds of its steps).
+const PHASE_HANG: Duration = Duration::from_secs(120);
 
-fn fast_http() -> HttpOptions {
-    entra_testkit::http()
-        .connect_timeout(REQUEST_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT)
+/// Token requests that time out after `timeout`.
+fn http_timing_out_after(timeout: Duration) -> HttpOptions {
+    entra_testkit::http().connect_timeout(timeout).timeout(timeout)
 }
 
 fn alive_tasks() -> usize {
@@ -117,6 +123,19 @@ async fn select_one(pool: &EntraPool) -> Result<(), String> {
 /// on the paused clock in entra-token).
 /// (d) Once the pool is dropped, no task it started is left on the test runtime.
 async fn token_fault_case(fault: Fault, class: Class) {
+    // The short timeout only where it is the subject; elsewhere a bound that catches a hang, for the HTTP
+    // request and the fetch attempt around it.
+    let timeout_is_the_subject = matches!(fault, Fault::NoResponse | Fault::SlowBody(_));
+    // refresh 3 s into a 5 s token: the refresher fails while the token is still good for 1.5 s
+    let policy = RefreshPolicy::short_lived().refresh_margin(Duration::from_secs(2));
+    let (http, policy) = if timeout_is_the_subject {
+        (http_timing_out_after(REQUEST_TIMEOUT), policy)
+    } else {
+        (
+            http_timing_out_after(REQUEST_HANG),
+            policy.fetch_timeout(REQUEST_HANG),
+        )
+    };
     let emulator = Emulator::builder()
         .token_lifetime(TOKEN_LIFETIME)
         .start()
@@ -125,9 +144,8 @@ async fn token_fault_case(fault: Fault, class: Class) {
     let baseline = alive_tasks();
     let pool = pool_builder(&emulator)
         .with_config(|c| {
-            c.http_options(fast_http())
-                // refresh 3 s into a 5 s token: the refresher fails while the token is still good for 1.5 s
-                .refresh_policy(RefreshPolicy::short_lived().refresh_margin(Duration::from_secs(2)))
+            c.http_options(http)
+                .refresh_policy(policy)
                 .token_wait(Duration::from_secs(2))
         })
         .max_size(8)
@@ -281,8 +299,8 @@ token_fault! {
     })) => Class::Invalid;
     token_response_oversized: Fault::Oversized(1024 * 1024) => Class::Invalid;
     token_response_truncated: Fault::Truncated => Class::Invalid;
-    // the headers (200) arrived, the body did not within the request timeout
-    token_response_slow_body: Fault::SlowBody(Duration::from_secs(3)) => Class::Transient(Some(200));
+    // the headers (200) arrived, the body did not within the request timeout (it takes far longer)
+    token_response_slow_body: Fault::SlowBody(Duration::from_secs(60)) => Class::Transient(Some(200));
     token_endpoint_html_error_page: Fault::Html => Class::Transient(Some(500));
     identity_not_found: Fault::Status {
         status: 400,
@@ -291,9 +309,10 @@ token_fault! {
     } => Class::NoIdentity;
 }
 
-/// How long one write transaction may take, faults included, before it counts as a hang: the pool's
-/// own bounds (connect 1 s, create 2 s, wait 3 s) end every attempt well before.
-const ATTEMPT_BOUND: Duration = Duration::from_secs(20);
+/// How long one write transaction may take, faults included, before it counts as a hang (asserted never
+/// to happen): the pool's own bounds (connect 1 s, create 2 s, wait 3 s) end every attempt well before,
+/// and a statement a busy machine delays is far below it.
+const ATTEMPT_BOUND: Duration = Duration::from_secs(60);
 
 /// What the writers saw. A (task, seq) is either acknowledged (COMMIT returned Ok) or failed (an error
 /// was returned to the caller; the row may or may not have been committed).
@@ -487,7 +506,7 @@ async fn server_faults_under_a_write_workload_lose_no_acknowledged_row() {
         assert!(hint.contains("pgaadauth_create_principal"), "{hint}");
     }
     bounded(
-        10,
+        60,
         "create_principal",
         gate.create_principal(&user, &emulator.principal().object_id, PrincipalKind::Service),
     )
@@ -496,8 +515,11 @@ async fn server_faults_under_a_write_workload_lose_no_acknowledged_row() {
     progress(&ledger, 40, PHASE_HANG.as_secs(), "the principal was re-created").await;
 
     stop.store(true, Ordering::Relaxed);
+    // Above ATTEMPT_BOUND, so that an attempt that hung is counted as such before its writer stops.
     for w in writers {
-        bounded(60, "a writer", w).await.unwrap();
+        bounded(ATTEMPT_BOUND.as_secs() + 60, "a writer", w)
+            .await
+            .unwrap();
     }
     assert_eq!(ledger.hangs.load(Ordering::Relaxed), 0, "an attempt hung");
 
