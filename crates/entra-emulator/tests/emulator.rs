@@ -18,7 +18,7 @@ use tokio_postgres::Client;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// Upper bound for anything that might hang; far above what a passing test takes, even on a busy machine.
-const HANG_GUARD: Duration = Duration::from_secs(30);
+const HANG_GUARD: Duration = Duration::from_secs(60);
 
 async fn start(builder: entra_emulator::EmulatorBuilder) -> Emulator {
     builder

@@ -14,7 +14,7 @@ use serde_json::Value;
 pub const SCOPE: &str = "https://ossrdbms-aad.database.windows.net/.default";
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// Upper bound for anything that might hang; far above what a passing test takes, even on a busy machine.
-pub const HANG_GUARD: Duration = Duration::from_secs(30);
+pub const HANG_GUARD: Duration = Duration::from_secs(60);
 /// What a well-behaved IMDS client asks for: the oldest supported api-version and the database resource.
 pub const IMDS_QUERY: [(&str, &str); 2] = [("api-version", "2018-02-01"), ("resource", OSSRDBMS_RESOURCE)];
 /// What a well-behaved App Service client asks for.
