@@ -123,7 +123,7 @@ async fn garbage_output_is_an_invalid_response() {
 }
 
 /// Hang prevention only: far above what any of these fetches takes, far below the hanging script's sleep.
-const HANG: Duration = Duration::from_secs(30);
+const HANG: Duration = Duration::from_secs(60);
 
 /// A script that writes its pid next to itself, then becomes a `sleep` of 10 minutes (same pid).
 const HANGING_AZ: &str = r#"echo $$ > "$(dirname "$0")/pid"; exec sleep 600"#;

@@ -64,7 +64,7 @@ impl Seen {
     }
 }
 
-const HANG: Duration = Duration::from_secs(20);
+const HANG: Duration = Duration::from_secs(60);
 
 /// get() until it succeeds, keeping every error it returns on the way.
 async fn get_through_failures(handle: &TokenHandle, seen: &mut Seen) -> AccessToken {
