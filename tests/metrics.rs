@@ -199,7 +199,14 @@ async fn pool_and_token_metrics_carry_otel_names_and_true_values() {
                 // connection opened within `min_invalidate_interval` of it would be refused without a refetch (by
                 // design: a token refused moments after its fetch is usually refused for good), so this test, whose
                 // subject is the refetch and its metrics, turns that guard off.
-                .refresh_policy(RefreshPolicy::short_lived().min_invalidate_interval(Duration::ZERO))
+                // A refresh margin of 10 s renews every token below 20 s at half-life: the failure phase
+                // below has half a 20 s token's life for its retries, not the 0.5 s between the default
+                // margin (1 s) and the expiry margin (0.5 s).
+                .refresh_policy(
+                    RefreshPolicy::short_lived()
+                        .min_invalidate_interval(Duration::ZERO)
+                        .refresh_margin(Duration::from_secs(10)),
+                )
                 .name("orders")
         })
         .max_size(3)
@@ -294,7 +301,17 @@ async fn pool_and_token_metrics_carry_otel_names_and_true_values() {
 
     // The failure path: the next renewal meets a 429 and a 503 (both retried), then a token for the wrong
     // audience, which the gate refuses; the pool refetches once and carries on. The phase lasts until the
-    // gate has refused the token and a query has run after that.
+    // gate has refused the token and a query has run after that. The faults meet the renewal of a 20 s
+    // token, at half-life: its last 9.5 s or so of service leave room for two retries' backoff and three
+    // requests, however busy the machine (with 3 s tokens there would be 1 s). A 3 s token never has
+    // more than 3 s left: the one seen with more is one of the new ones.
+    emulator.set_token_lifetime(Duration::from_secs(20));
+    entra_testkit::until(60, "a 20 s token published", || {
+        tokens
+            .current()
+            .is_some_and(|t| t.expires_in() > Duration::from_secs(10))
+    })
+    .await;
     let mut claims = Claims::new(emulator.principal().object_id.clone(), Duration::from_secs(3600));
     claims.aud = "https://management.azure.com".into();
     let wrong_audience = emulator.identity().issuer().sign(&claims);
