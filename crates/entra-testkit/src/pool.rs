@@ -17,11 +17,12 @@ pub async fn emulator(lifetime: Duration) -> Emulator {
         .expect("the emulator starts (is PostgreSQL installed? `bash .ci/setup`)")
 }
 
-/// Network settings for loopback: short, but far above what a healthy local request takes.
+/// Network settings for loopback: far above what a local request takes even on a third of a core (a
+/// request timed out client-side but served would count as a second token request).
 pub fn http() -> HttpOptions {
     HttpOptions::default()
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(20))
 }
 
 /// `EntraConfig::from_env()` reading only the emulator's variables (AZURE_POD_IDENTITY_AUTHORITY_HOST,
@@ -35,12 +36,12 @@ pub fn config(emulator: &Emulator) -> EntraConfig {
         .token_wait(Duration::from_secs(5))
 }
 
-/// A pool of [`config`]'s connections whose waits only catch a hang (30 s for a connection, far above
+/// A pool of [`config`]'s connections whose waits only catch a hang (60 s for a connection, far above
 /// what a busy machine needs).
 pub fn pool_builder(emulator: &Emulator) -> PoolBuilder {
     PoolBuilder::new(config(emulator))
-        .wait_timeout(Some(Duration::from_secs(30)))
-        .create_timeout(Some(Duration::from_secs(30)))
+        .wait_timeout(Some(Duration::from_secs(60)))
+        .create_timeout(Some(Duration::from_secs(60)))
 }
 
 /// The identity endpoint's request count and the refresher's status, read at a moment when no fetch was
@@ -48,7 +49,7 @@ pub fn pool_builder(emulator: &Emulator) -> PoolBuilder {
 /// two readings of the count around it. A renewal in flight would otherwise be counted by one and not yet
 /// by the other.
 pub async fn settled(emulator: &Emulator, tokens: &TokenHandle) -> (u64, TokenStatus) {
-    crate::bounded(30, "a moment with no token fetch in flight", async {
+    crate::bounded(60, "a moment with no token fetch in flight", async {
         loop {
             let before = emulator.identity().token_requests();
             let status = tokens.status();
