@@ -18,7 +18,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::listen::Accepted;
 use crate::peer::{self, PeerError};
-use crate::stats::{Counter, Counters};
+use crate::stats::Reason;
 use crate::wire::{self, FirstPacket, Out};
 use crate::{LocalAuth, Shared};
 
@@ -95,6 +95,8 @@ pub(crate) enum Refusal {
     Replication,
     /// Every upstream slot stayed taken for the whole wait.
     Full { max_upstream: usize },
+    /// The proxy is draining: it admits no new session.
+    Draining,
 }
 
 impl Refusal {
@@ -114,6 +116,9 @@ impl Refusal {
                 "08P01"
             }
             Refusal::Full { .. } => "53300",
+            // PostgreSQL's answer while it shuts down (cannot_connect_now): clients and poolers know to
+            // try again elsewhere or later.
+            Refusal::Draining => "57P03",
         }
     }
 
@@ -144,6 +149,7 @@ impl Refusal {
                 "too many connections: all {max_upstream} upstream sessions of this proxy are in use \
                  (--max-upstream)"
             ),
+            Refusal::Draining => "the proxy is shutting down: it takes no new sessions".into(),
         }
     }
 
@@ -163,32 +169,30 @@ impl Refusal {
         }
     }
 
-    /// The counter, beside [`ProxyStats::refused`](crate::ProxyStats::refused), that says why.
-    fn counter<'a>(&self, stats: &'a Counters) -> Option<&'a Counter> {
+    /// Why, as counted and labelled in the metrics.
+    fn kind(&self) -> Reason {
         match self {
             Refusal::PeerAuthentication(_) | Refusal::ForeignUser(_) | Refusal::PasswordAuthentication => {
-                Some(&stats.refused_local_auth)
+                Reason::LocalAuth
             }
-            Refusal::Timeout(_) => Some(&stats.refused_timeout),
-            Refusal::Role { .. } => Some(&stats.refused_role),
-            Refusal::Database { .. } => Some(&stats.refused_database),
-            Refusal::Full { .. } => Some(&stats.refused_full),
-            Refusal::TlsRequired
-            | Refusal::UnencryptedAfterTlsRequest
-            | Refusal::NestedEncryptionRequest
-            | Refusal::Protocol(_)
-            | Refusal::NoUser
-            | Refusal::Replication => None,
+            Refusal::Timeout(_) => Reason::Timeout,
+            Refusal::Role { .. } => Reason::Role,
+            Refusal::Database { .. } => Reason::Database,
+            Refusal::Full { .. } => Reason::Full,
+            Refusal::TlsRequired => Reason::TlsRequired,
+            Refusal::UnencryptedAfterTlsRequest | Refusal::NestedEncryptionRequest | Refusal::Protocol(_) => {
+                Reason::Protocol
+            }
+            Refusal::NoUser => Reason::NoUser,
+            Refusal::Replication => Reason::Replication,
+            Refusal::Draining => Reason::Draining,
         }
     }
 }
 
 /// Counts and logs a refusal.
 fn record(shared: &Shared, origin: Origin, refusal: &Refusal) {
-    shared.stats.refused.add();
-    if let Some(counter) = refusal.counter(&shared.stats) {
-        counter.add();
-    }
+    shared.state.stats.refusals(refusal.kind()).add();
     tracing::info!(
         client = %origin,
         code = refusal.sqlstate(),
@@ -242,7 +246,7 @@ struct Unauthenticated<'a> {
 
 impl<'a> Unauthenticated<'a> {
     fn new(shared: &'a Shared, place: OwnedSemaphorePermit) -> Self {
-        shared.stats.unauthenticated.add();
+        shared.state.stats.unauthenticated.add();
         Unauthenticated {
             shared,
             _place: place,
@@ -252,7 +256,7 @@ impl<'a> Unauthenticated<'a> {
 
 impl Drop for Unauthenticated<'_> {
     fn drop(&mut self) {
-        self.shared.stats.unauthenticated.sub();
+        self.shared.state.stats.unauthenticated.sub();
     }
 }
 
@@ -496,6 +500,11 @@ async fn admit(shared: &Shared, authenticated: Authenticated) -> Option<Admitted
         startup,
         origin,
     } = authenticated;
+    let mut draining = shared.state.drain_signal();
+    if *draining.borrow_and_update() {
+        refuse(shared, origin, &mut client, Refusal::Draining).await;
+        return None;
+    }
     if let Err(refusal) = check_startup(shared, &startup) {
         refuse(shared, origin, &mut client, refusal).await;
         return None;
@@ -508,18 +517,29 @@ async fn admit(shared: &Shared, authenticated: Authenticated) -> Option<Admitted
         refuse(shared, origin, &mut client, refusal).await;
         return None;
     };
-    shared.stats.waiting.add();
-    let slot = match shared.upstream_wait {
-        Some(wait) => tokio::time::timeout(wait, shared.upstream_slots.clone().acquire_owned())
-            .await
-            .ok(),
-        None => Some(shared.upstream_slots.clone().acquire_owned().await),
+    shared.state.stats.waiting.add();
+    let acquire = async {
+        match shared.upstream_wait {
+            Some(wait) => tokio::time::timeout(wait, shared.upstream_slots.clone().acquire_owned())
+                .await
+                .ok(),
+            None => Some(shared.upstream_slots.clone().acquire_owned().await),
+        }
     };
-    shared.stats.waiting.sub();
+    // A drain ends the wait: a waiting client is not a session, and would only be cut at its deadline.
+    let slot = tokio::select! {
+        slot = acquire => Ok(slot),
+        _ = crate::state::until_draining(&mut draining) => Err(Refusal::Draining),
+    };
+    shared.state.stats.waiting.sub();
     drop(waiting);
     let upstream_slot = match slot {
-        Some(Ok(slot)) => slot,
-        _ => {
+        Ok(Some(Ok(slot))) => slot,
+        Err(refusal) => {
+            refuse(shared, origin, &mut client, refusal).await;
+            return None;
+        }
+        Ok(_) => {
             let refusal = Refusal::Full {
                 max_upstream: shared.max_upstream,
             };

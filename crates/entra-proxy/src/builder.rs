@@ -5,16 +5,31 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use entra_postgres::{CredentialKind, EntraConfig};
+use entra_postgres::{CredentialKind, EntraConfig, EntraConnect};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::error::ProxyError;
-use crate::stats::Counters;
+use crate::metrics::ProxyMetrics;
+use crate::state::ProxyState;
 use crate::{
-    cancel, listen, ClientTls, LocalAuth, ProxyHandle, Shared, DEFAULT_MAX_SIZE, DEFAULT_MAX_UNAUTHENTICATED,
-    DEFAULT_STARTUP_TIMEOUT,
+    cancel, health, listen, ClientTls, LocalAuth, ProxyHandle, Shared, DEFAULT_MAX_SIZE,
+    DEFAULT_MAX_UNAUTHENTICATED, DEFAULT_READINESS_MARGIN, DEFAULT_STARTUP_TIMEOUT,
 };
+
+/// How often recorded histogram samples are moved into their buckets when nobody scrapes `/metrics`.
+const METRICS_UPKEEP: Duration = Duration::from_secs(10);
+
+/// Where the health listener is.
+#[derive(Debug)]
+enum HealthListener {
+    /// An address to bind when the proxy starts.
+    Address(SocketAddr),
+    /// A listener bound already.
+    Bound(std::net::TcpListener),
+}
 
 /// Configures and starts a proxy: where it listens, who may connect and its limits. The upstream side,
 /// the [`EntraConfig`] every front shares (the connection plan, the identity and its refresher, the role),
@@ -32,6 +47,10 @@ pub struct ProxyBuilder {
     auth: LocalAuth,
     remote_allowed: bool,
     client_tls: Option<ClientTls>,
+    health: Option<HealthListener>,
+    readiness_margin: Duration,
+    connection_test: bool,
+    extra_metrics: Option<PrometheusHandle>,
 }
 
 impl Default for ProxyBuilder {
@@ -54,6 +73,10 @@ impl ProxyBuilder {
             auth: LocalAuth::own_user(),
             remote_allowed: false,
             client_tls: None,
+            health: None,
+            readiness_margin: DEFAULT_READINESS_MARGIN,
+            connection_test: false,
+            extra_metrics: None,
         }
     }
 
@@ -131,6 +154,51 @@ impl ProxyBuilder {
         self
     }
 
+    /// Serves health checks and metrics over HTTP on this address, apart from the PostgreSQL listeners:
+    /// `/startup`, `/liveness`, `/readiness` and `/metrics` (see [`ProxyHandle::readiness`] and
+    /// [`crate::metrics`]). It is bound first thing in [`start`](Self::start), so it answers while the
+    /// first token is fetched. It reveals no secret, role or database, so it may listen beyond loopback,
+    /// as Kubernetes's probes need (they come to the pod's address): it is bound where it is told.
+    pub fn health_listen(mut self, address: SocketAddr) -> Self {
+        self.health = Some(HealthListener::Address(address));
+        self
+    }
+
+    /// As [`health_listen`](Self::health_listen), on a listener bound already (port 0 chosen by the
+    /// system, a socket handed over by a service manager…), so its address is known before
+    /// [`start`](Self::start) returns.
+    pub fn health_listener(mut self, listener: std::net::TcpListener) -> Self {
+        self.health = Some(HealthListener::Bound(listener));
+        self
+    }
+
+    /// The proxy is ready (`/readiness` answers 200) only while its token stays usable for at least this
+    /// long (default [`DEFAULT_READINESS_MARGIN`]): a proxy whose token is about to lapse during an
+    /// identity outage is taken out of service before its new sessions fail. Keep it under the refresh
+    /// policy's renewal margin minus its expiry margin, or readiness fails for a moment before each
+    /// renewal.
+    pub fn readiness_margin(mut self, margin: Duration) -> Self {
+        self.readiness_margin = margin;
+        self
+    }
+
+    /// Signs in upstream once (a raw session opened and closed) during [`start`](Self::start), before the
+    /// proxy listens or reports ready; a failure ends the start with [`ProxyError::ConnectionTest`], whose
+    /// source `entra_postgres::diagnose` explains. Default off.
+    pub fn run_connection_test(mut self, run: bool) -> Self {
+        self.connection_test = run;
+        self
+    }
+
+    /// Also serves this recorder's metrics on `/metrics`, after the proxy's own: typically the global
+    /// recorder the application installed, to which entra-token and entra-postgres report the token's
+    /// and the connector's metrics (their feature `metrics`). The proxy installs no global recorder
+    /// itself.
+    pub fn extra_metrics(mut self, recorder: PrometheusHandle) -> Self {
+        self.extra_metrics = Some(recorder);
+        self
+    }
+
     /// Checks where and for whom the proxy would listen against the rules ([`ProxyError::NoListener`],
     /// [`ProxyError::NonLoopback`], [`ProxyError::RemoteNeedsTls`], [`ProxyError::RemoteNeedsSecret`]),
     /// binding nothing. Needs no connector, so a refused configuration costs no token;
@@ -147,16 +215,47 @@ impl ProxyBuilder {
         )
     }
 
-    /// Checks the rules (before any token is fetched), prepares the upstream side from `config` (the
-    /// plan, the refresher and its first token, the role), binds every listener and starts accepting
-    /// clients, whose sessions are opened upstream by `config`'s connector.
+    /// Checks the rules (before any token is fetched), starts the health listener if one is configured,
+    /// prepares the upstream side from `config` (the plan, the refresher and its first token, the role),
+    /// runs the connection test if asked for, binds every listener and starts accepting clients, whose
+    /// sessions are opened upstream by `config`'s connector. Returns once the proxy is ready.
     pub async fn start(self, config: &EntraConfig) -> Result<ProxyHandle, ProxyError> {
         self.check()?;
+        let state = Arc::new(ProxyState::new(
+            ProxyMetrics::new(self.extra_metrics),
+            self.readiness_margin,
+        ));
+        // Tasks that live as long as the proxy; dropped with it, and on any failure below.
+        let mut background = JoinSet::new();
+        let health_address = match self.health {
+            Some(listener) => {
+                let listener = bind_health(listener).await?;
+                let address = listener.local_addr().ok();
+                background.spawn(health::serve(listener, state.clone()));
+                address
+            }
+            None => None,
+        };
+        let upkeep = state.clone();
+        background.spawn(async move {
+            loop {
+                tokio::time::sleep(METRICS_UPKEEP).await;
+                upkeep.metrics.upkeep();
+            }
+        });
+
         let connector = config.build_connector().await.map_err(ProxyError::Upstream)?;
-        if connector.plan().credential() != CredentialKind::EntraToken || connector.tokens().is_none() {
+        let Some(tokens) = connector.tokens().cloned() else {
+            return Err(ProxyError::NotTokenMode);
+        };
+        if connector.plan().credential() != CredentialKind::EntraToken {
             return Err(ProxyError::NotTokenMode);
         }
+        state.set_tokens(tokens);
         let role = connector.plan().role().ok_or(ProxyError::NoRole)?.to_string();
+        if self.connection_test {
+            connection_test(&connector).await?;
+        }
         let mut listeners = Vec::new();
         for address in &self.tcp {
             listeners.push(listen::Listener::Tcp(listen::bind_tcp(*address).await?));
@@ -190,13 +289,16 @@ impl ProxyBuilder {
             unauthenticated_slots: Arc::new(Semaphore::new(self.max_unauthenticated)),
             startup_timeout: self.startup_timeout,
             cancel_keys: cancel::CancelKeys::default(),
-            stats: Counters::default(),
+            state: state.clone(),
         });
-        let mut tasks = JoinSet::new();
-        tasks.spawn(listen::accept_loop(listeners, shared.clone()));
+        // Accepting from here: the listeners are bound, so clients already queue in the kernel.
+        state.accept_loop_started();
+        let accept = tokio::spawn(listen::accept_loop(listeners, shared.clone()));
+        state.mark_started();
         tracing::info!(
             tcp = ?tcp_addresses,
             socket = ?socket_path,
+            health = ?health_address,
             role = shared.role,
             database = shared.dbname,
             auth = ?shared.auth,
@@ -206,9 +308,44 @@ impl ProxyBuilder {
         );
         Ok(ProxyHandle {
             shared,
-            tasks,
+            accept: Some(accept),
+            background,
             tcp_addresses,
             socket_path,
+            health_address,
         })
     }
+}
+
+/// The health listener, bound (or taken over) for tokio.
+async fn bind_health(listener: HealthListener) -> Result<tokio::net::TcpListener, ProxyError> {
+    match listener {
+        HealthListener::Address(address) => tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| ProxyError::HealthBind { address, source }),
+        HealthListener::Bound(listener) => {
+            let address = listener
+                .local_addr()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+            let failed = |source| ProxyError::HealthBind { address, source };
+            // tokio needs the socket non-blocking; one handed over may not be.
+            listener.set_nonblocking(true).map_err(failed)?;
+            tokio::net::TcpListener::from_std(listener).map_err(failed)
+        }
+    }
+}
+
+/// Signs in upstream once, as a client's session would, and leaves politely.
+async fn connection_test(connector: &EntraConnect) -> Result<(), ProxyError> {
+    let session = connector
+        .open_session(&[])
+        .await
+        .map_err(|e| ProxyError::ConnectionTest(Box::new(e)))?;
+    let mut stream = session.into_stream();
+    // Terminate ('X', length 4), as a client that ends its session sends: the server then logs a clean
+    // disconnection, not an unexpected end of file.
+    let _ = stream.write_all(&[b'X', 0, 0, 0, 4]).await;
+    let _ = stream.shutdown().await;
+    tracing::info!("proxy: connection test passed: signed in upstream");
+    Ok(())
 }

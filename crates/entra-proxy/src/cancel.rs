@@ -58,7 +58,7 @@ pub(crate) fn forward(
     let shared = shared.clone();
     tokio::spawn(async move {
         match target.cancel().await {
-            Ok(()) => shared.stats.cancels.add(),
+            Ok(()) => shared.state.stats.cancels.add(),
             Err(e) => tracing::warn!(
                 error = %crate::admission::escaped(&entra_postgres::report(&e)),
                 "proxy: cancel request failed"

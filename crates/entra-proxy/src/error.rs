@@ -50,6 +50,15 @@ pub enum ProxyError {
         #[source]
         source: std::io::Error,
     },
+    /// The health listener's address could not be bound.
+    #[error("cannot listen for health checks on {address}")]
+    HealthBind {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The unix socket could not be made.
     #[error("cannot listen on the unix socket {}", path.display())]
     Socket {
@@ -84,6 +93,11 @@ pub enum ProxyError {
     /// had (the source says which).
     #[error("cannot prepare the upstream side")]
     Upstream(#[source] entra_postgres::BuildError),
+    /// The connection test ([`ProxyBuilder::run_connection_test`](crate::ProxyBuilder::run_connection_test))
+    /// could not sign in upstream; `entra_postgres::diagnose` on the source names the cause and the fix.
+    /// (Boxed: a session error is large, and every other variant is small.)
+    #[error("the connection test could not sign in upstream")]
+    ConnectionTest(#[source] Box<entra_postgres::SessionError>),
     /// The connector was made for static-password mode, whose rules do not protect a token.
     #[error("the proxy signs clients in with Entra tokens; build its connector without a static password")]
     NotTokenMode,

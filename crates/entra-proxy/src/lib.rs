@@ -17,6 +17,35 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Operations
+//! - **Health checks** on an HTTP listener of their own ([`ProxyBuilder::health_listen`], bound first, so
+//!   it answers while the first token is fetched): `/startup` (200 once [`ProxyBuilder::start`] has
+//!   finished), `/liveness` (200 while the proxy serves, starting and draining included) and
+//!   `/readiness` (200 while new sessions are admitted and the token is usable for at least
+//!   [`ProxyBuilder::readiness_margin`]; otherwise 503 and why, [`NotReady`]).
+//!   [`ProxyBuilder::run_connection_test`] signs in upstream once before the proxy is ready.
+//! - **Metrics** on the same listener's `/metrics`, in Prometheus's text format: sessions, refusals by
+//!   reason, clients waiting, bytes each way, the sign-in latency ([`metrics`] names them all), from a
+//!   recorder of the proxy's own; with [`ProxyBuilder::extra_metrics`] also the token's, from the
+//!   application's global recorder.
+//! - **Graceful drain** ([`ProxyHandle::drain`]): readiness fails and the listeners close at once; open
+//!   sessions go on until their clients end them or the grace runs out.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! let mut proxy = entra_proxy::ProxyBuilder::new()
+//!     .listen("127.0.0.1:6543".parse()?)
+//!     .health_listen("127.0.0.1:9090".parse()?)
+//!     .run_connection_test(true)
+//!     .start(&entra_postgres::EntraConfig::from_env())
+//!     .await?;
+//! // … on SIGTERM:
+//! let drained = proxy.drain(Duration::from_secs(30)).await;
+//! eprintln!("{} sessions were still open at the deadline", drained.closed);
+//! # Ok(()) }
+//! ```
+//!
 //! # Security
 //! The proxy holds an identity's power, so who may use it is decided before anything goes upstream, and
 //! nothing a client or another local user sends changes what it trusts:
@@ -64,9 +93,12 @@ mod builder;
 mod cancel;
 mod error;
 mod handle;
+mod health;
 mod listen;
+pub mod metrics;
 mod peer;
 mod session;
+mod state;
 mod stats;
 mod tls;
 mod wire;
@@ -76,13 +108,14 @@ use std::time::Duration;
 
 use entra_postgres::EntraConnect;
 
-use stats::Counters;
+use state::ProxyState;
 use tokio::sync::Semaphore;
 
 pub use auth::LocalAuth;
 pub use builder::ProxyBuilder;
 pub use error::ProxyError;
-pub use handle::ProxyHandle;
+pub use handle::{Drained, ProxyHandle};
+pub use state::NotReady;
 pub use stats::ProxyStats;
 pub use tls::ClientTls;
 
@@ -96,6 +129,11 @@ pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 64;
 /// startup message and a password from a program; a person typing a password is asked by the client
 /// program before it connects again.
 pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the token must stay usable for the proxy to be ready, by default
+/// ([`ProxyBuilder::readiness_margin`]).
+pub const DEFAULT_READINESS_MARGIN: Duration = Duration::from_secs(30);
+/// How long a drain lets open sessions finish by default (`entra-pg proxy --max-sigterm-delay`).
+pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(30);
 /// What every session shares.
 pub(crate) struct Shared {
     connector: EntraConnect,
@@ -113,5 +151,6 @@ pub(crate) struct Shared {
     unauthenticated_slots: Arc<Semaphore>,
     startup_timeout: Duration,
     cancel_keys: cancel::CancelKeys,
-    stats: Counters,
+    /// Life, counters and metrics, shared with the health listener.
+    state: Arc<ProxyState>,
 }

@@ -83,16 +83,27 @@ async fn next_client(
     (place, next_connection(listeners, turn).await)
 }
 
-/// Accepts clients on every listener for as long as the proxy runs, each served in a task of its own;
-/// the sessions end when this task is aborted (the proxy's shutdown).
-pub(crate) async fn accept_loop(listeners: Vec<Listener>, shared: Arc<Shared>) {
+/// Accepts clients on every listener, each served in a task of its own, until a drain begins; then
+/// closes the listeners and waits for the connections it accepted to end. Sessions end early when this
+/// task is aborted (the proxy's shutdown, or a drain's deadline).
+pub(crate) async fn accept_loop(mut listeners: Vec<Listener>, shared: Arc<Shared>) {
+    // Tells the proxy's state when this loop ends, however it ends (a panic, an abort, a drain).
+    struct Ended<'a>(&'a crate::ProxyState);
+    impl Drop for Ended<'_> {
+        fn drop(&mut self) {
+            self.0.accept_loop_ended();
+        }
+    }
+    let _ended = Ended(&shared.state);
+    let mut draining = shared.state.drain_signal();
     let mut sessions = JoinSet::new();
     let mut turn = 0;
     loop {
+        let listening = !listeners.is_empty();
         tokio::select! {
-            (place, accepted) = next_client(&listeners, &shared, &mut turn) => match accepted {
+            (place, accepted) = next_client(&listeners, &shared, &mut turn), if listening => match accepted {
                 Ok(connection) => {
-                    shared.stats.accepted.add();
+                    shared.state.stats.accepted.add();
                     if let Accepted::Tcp(tcp) = &connection {
                         configure_client_socket(tcp);
                     }
@@ -105,9 +116,18 @@ pub(crate) async fn accept_loop(listeners: Vec<Listener>, shared: Arc<Shared>) {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
+            _ = crate::state::until_draining(&mut draining), if listening => {
+                // Closed, not just left unpolled: new clients are refused by the kernel at once rather
+                // than queued for a proxy that will never accept them.
+                listeners.clear();
+                shared.state.listeners_closed();
+                tracing::info!(open = sessions.len(), "proxy: draining; listeners closed");
+            }
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            else => break,
         }
     }
+    tracing::info!("proxy: drained");
 }
 
 /// Keepalive and a user timeout on an accepted TCP socket, so a client that vanished without closing

@@ -1,12 +1,16 @@
 //! An admitted client's session: the upstream session (opened by the connection plan with the current
 //! token), the proxy's greeting, then bytes copied both ways until either side closes.
 
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use entra_postgres::{ConnectError, SessionError};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use crate::admission::{escaped, Admitted};
+use crate::admission::{escaped, Admitted, Client};
+use crate::stats::{Counter, Reason};
 use crate::wire::Out;
 use crate::Shared;
 
@@ -22,7 +26,10 @@ pub(crate) async fn run(shared: Arc<Shared>, admitted: Admitted) {
         negotiation,
         upstream_slot,
     } = admitted;
-    let upstream = match shared.connector.open_session(&parameters).await {
+    let signing_in = std::time::Instant::now();
+    let opened = shared.connector.open_session(&parameters).await;
+    shared.state.metrics.sign_in(signing_in.elapsed(), opened.is_ok());
+    let upstream = match opened {
         Ok(upstream) => upstream,
         Err(e) => {
             // The server's message may quote the client's own parameters.
@@ -31,7 +38,7 @@ pub(crate) async fn run(shared: Arc<Shared>, admitted: Admitted) {
                 error = %escaped(&entra_postgres::report(&e)),
                 "proxy: upstream session failed"
             );
-            shared.stats.refused_upstream.add();
+            shared.state.stats.refusals(Reason::Upstream).add();
             let _ = upstream_failure(&e).send(&mut client).await;
             let _ = client.shutdown().await;
             return;
@@ -62,12 +69,18 @@ pub(crate) async fn run(shared: Arc<Shared>, admitted: Admitted) {
             application_name = %escaped(application),
             "proxy: session relayed"
         );
-        shared.stats.relayed.add();
-        shared.stats.active.add();
+        let stats = &shared.state.stats;
+        stats.relayed.add();
+        stats.active.add();
+        let mut counted = Counted {
+            client: &mut client,
+            read: &stats.bytes_to_server,
+            written: &stats.bytes_to_client,
+        };
         let _ =
-            tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, RELAY_BUFFER, RELAY_BUFFER)
+            tokio::io::copy_bidirectional_with_sizes(&mut counted, &mut upstream, RELAY_BUFFER, RELAY_BUFFER)
                 .await;
-        shared.stats.active.sub();
+        stats.active.sub();
     }
     if let Some(key) = key {
         shared.cancel_keys.remove(key);
@@ -111,5 +124,46 @@ fn upstream_failure(e: &SessionError) -> Out {
                 entra_postgres::report(e)
             ),
         ),
+    }
+}
+
+/// A client's stream that counts the bytes read from it (on their way to the server) and written to it
+/// (from the server) as they pass, so the byte counters move during a long session, not at its end.
+struct Counted<'a> {
+    client: &'a mut Box<dyn Client>,
+    read: &'a Counter,
+    written: &'a Counter,
+}
+
+impl AsyncRead for Counted<'_> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut **self.client).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            self.read.add_n((buf.filled().len() - before) as u64);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Counted<'_> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut **self.client).poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.written.add_n(n as u64);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut **self.client).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut **self.client).poll_shutdown(cx)
     }
 }

@@ -1,4 +1,6 @@
-//! [`ProxyStats`]: what a proxy has done so far, and the counters behind it.
+//! [`ProxyStats`]: what a proxy has done so far, and the counters behind it. The counters are the one
+//! record of what happened: [`ProxyHandle::stats`](crate::ProxyHandle::stats) reads them, and so does
+//! the `/metrics` endpoint (see [`crate::metrics`]), so the two always agree.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -9,11 +11,82 @@ impl Counter {
     pub(crate) fn add(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
+    pub(crate) fn add_n(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
     pub(crate) fn sub(&self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
     pub(crate) fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a client was refused, as counted and as the `reason` label of
+/// [`metrics::REFUSALS`](crate::metrics::REFUSALS) says it: a closed set of names chosen by the proxy,
+/// never text a client sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reason {
+    /// Peer credentials or the local secret did not match.
+    LocalAuth,
+    /// No authenticated startup within the startup timeout.
+    Timeout,
+    /// Another role than the proxy's.
+    Role,
+    /// Another database than the proxy's.
+    Database,
+    /// Every upstream slot taken for the whole wait, or as many clients already waiting.
+    Full,
+    /// A client in the clear where TLS is required.
+    TlsRequired,
+    /// A message that breaks the protocol (nested encryption requests and unencrypted bytes after a TLS
+    /// request included).
+    Protocol,
+    /// A startup message without a user.
+    NoUser,
+    /// A replication connection.
+    Replication,
+    /// The proxy is draining: no new sessions.
+    Draining,
+    /// The upstream session could not be opened (no token, a server refusal, the network).
+    Upstream,
+}
+
+impl Reason {
+    /// Every reason, in the order of [`Counters::refusals`].
+    pub(crate) const ALL: [Reason; 11] = [
+        Reason::LocalAuth,
+        Reason::Timeout,
+        Reason::Role,
+        Reason::Database,
+        Reason::Full,
+        Reason::TlsRequired,
+        Reason::Protocol,
+        Reason::NoUser,
+        Reason::Replication,
+        Reason::Draining,
+        Reason::Upstream,
+    ];
+
+    /// The `reason` label.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Reason::LocalAuth => "local_auth",
+            Reason::Timeout => "timeout",
+            Reason::Role => "role",
+            Reason::Database => "database",
+            Reason::Full => "full",
+            Reason::TlsRequired => "tls_required",
+            Reason::Protocol => "protocol",
+            Reason::NoUser => "no_user",
+            Reason::Replication => "replication",
+            Reason::Draining => "draining",
+            Reason::Upstream => "upstream",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -24,14 +97,45 @@ pub(crate) struct Counters {
     pub(crate) active: Counter,
     pub(crate) unauthenticated: Counter,
     pub(crate) waiting: Counter,
-    pub(crate) refused: Counter,
-    pub(crate) refused_local_auth: Counter,
-    pub(crate) refused_timeout: Counter,
-    pub(crate) refused_role: Counter,
-    pub(crate) refused_database: Counter,
-    pub(crate) refused_full: Counter,
-    pub(crate) refused_upstream: Counter,
     pub(crate) cancels: Counter,
+    /// Bytes read from clients and written upstream.
+    pub(crate) bytes_to_server: Counter,
+    /// Bytes read from upstream and written to clients.
+    pub(crate) bytes_to_client: Counter,
+    refusals: [Counter; Reason::ALL.len()],
+}
+
+impl Counters {
+    /// The counter of refusals for `reason`.
+    pub(crate) fn refusals(&self, reason: Reason) -> &Counter {
+        &self.refusals[reason.index()]
+    }
+
+    pub(crate) fn snapshot(&self) -> ProxyStats {
+        let by = |reason| self.refusals(reason).get();
+        ProxyStats {
+            accepted: self.accepted.get(),
+            relayed: self.relayed.get(),
+            active: self.active.get(),
+            unauthenticated: self.unauthenticated.get(),
+            waiting: self.waiting.get(),
+            refused: Reason::ALL
+                .iter()
+                .filter(|r| **r != Reason::Upstream)
+                .map(|r| by(*r))
+                .sum(),
+            refused_local_auth: by(Reason::LocalAuth),
+            refused_timeout: by(Reason::Timeout),
+            refused_role: by(Reason::Role),
+            refused_database: by(Reason::Database),
+            refused_full: by(Reason::Full),
+            refused_draining: by(Reason::Draining),
+            refused_upstream: by(Reason::Upstream),
+            cancels: self.cancels.get(),
+            bytes_to_server: self.bytes_to_server.get(),
+            bytes_to_client: self.bytes_to_client.get(),
+        }
+    }
 }
 
 /// What a proxy has done so far.
@@ -61,8 +165,40 @@ pub struct ProxyStats {
     pub refused_database: u64,
     /// … of which found every upstream slot taken.
     pub refused_full: u64,
+    /// … of which came while the proxy was draining ([`ProxyHandle::drain`](crate::ProxyHandle::drain)).
+    pub refused_draining: u64,
     /// Sessions whose upstream could not be opened (no token, server refusal, network).
     pub refused_upstream: u64,
     /// Cancel requests forwarded upstream.
     pub cancels: u64,
+    /// Bytes relayed from clients to the server.
+    pub bytes_to_server: u64,
+    /// Bytes relayed from the server to clients.
+    pub bytes_to_client: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_its_own_counter_and_label() {
+        for (i, reason) in Reason::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), i, "{reason:?} is at its index in ALL");
+        }
+        let labels: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(labels.len(), Reason::ALL.len());
+    }
+
+    #[test]
+    fn upstream_failures_are_not_counted_among_the_proxys_own_refusals() {
+        let counters = Counters::default();
+        counters.refusals(Reason::Role).add();
+        counters.refusals(Reason::Upstream).add();
+        let stats = counters.snapshot();
+        assert_eq!(
+            (stats.refused, stats.refused_role, stats.refused_upstream),
+            (1, 1, 1)
+        );
+    }
 }

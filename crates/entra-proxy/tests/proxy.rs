@@ -341,16 +341,22 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
 }
 
 /// A newline in a user name, a database name or an application_name does not start a log line of
-/// its own. (A current-thread runtime: every task of the proxy logs through this test's subscriber.)
+/// its own.
+///
+/// The subscriber is the process's global one, not a scoped one: `cargo test` runs this file's tests
+/// on threads of one process, and tracing caches whether a log statement is wanted when it is first
+/// reached; with a single scoped subscriber it asks only the thread that reached it first, which may
+/// be another test's, and this test's lines would then be lost. Only this test sets it; the lines
+/// other tests' proxies write meanwhile do not start with "forged" either.
 #[tokio::test]
 async fn client_text_cannot_forge_a_log_line() {
     let captured = Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(captured.clone())
-        .with_max_level(tracing::Level::TRACE)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("entra_proxy=trace"))
         .with_ansi(false)
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    tracing::subscriber::set_global_default(subscriber).expect("no other test sets the global subscriber");
     let emulator = Emulator::start().await.unwrap();
     let proxy = proxy(&emulator, short_tokens(), |b| b).await;
     let (role, database) = (proxy.role().to_string(), proxy.database().to_string());

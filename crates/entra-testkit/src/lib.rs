@@ -1,12 +1,13 @@
 //! What entra-pool's tests share, written once: the emulator-to-pool set-up ([`pool`]), waits that
-//! fail instead of hanging ([`wait`]), running the clients we did not write ([`process`]), and a bare
-//! TCP relay ([`relay`]).
+//! fail instead of hanging ([`wait`]), running the clients we did not write ([`process`]), a bare
+//! TCP relay ([`relay`]), and asking a health listener as a probe would ([`http`]).
 //!
 //! A dev-dependency of the workspace's crates, never published. The emulator itself (the test oracle)
 //! does not depend on the code under test; this kit does, which is why it is a crate of its own.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod http;
 pub mod pool;
 pub mod process;
 pub mod relay;
