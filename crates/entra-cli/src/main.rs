@@ -60,8 +60,9 @@ enum Command {
     Emulate(cmd::emulate::EmulateArgs),
     /// A local PostgreSQL front for clients in any language: psql, pgbench, a Python or Java service
     /// connect to it as to a local server, and it signs each session in upstream with the current token
-    /// (TLS verified). Loopback and unix sockets only by default; Ctrl-C stops it.
-    #[command(after_help = EXIT_CODES_HELP)]
+    /// (TLS verified). Loopback and unix sockets only by default; health checks and metrics with
+    /// --health-check; SIGTERM or Ctrl-C drains it, a second signal stops it at once.
+    #[command(after_help = cmd::proxy::PROXY_EXIT_CODES_HELP)]
     Proxy(cmd::proxy::ProxyArgs),
     /// Benchmark: a pool under load through the gate with short-lived tokens, then directly and with
     /// pgbench; prints throughput and latency (rotation windows apart) and writes JSON and an SVG plot.

@@ -1,13 +1,18 @@
 //! `entra-pg proxy` as a user runs it next to `entra-pg emulate`: psql with no token and no TLS
-//! settings signs in through it, and a non-loopback address is refused.
+//! settings signs in through it, a non-loopback address is refused, and in production: its health
+//! endpoints and metrics, its drain on SIGTERM with its exit codes, the connection test, and the
+//! refresh flags reaching its refresher.
 
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::process::Stdio;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::*;
+use entra_testkit::http::{get_blocking, until_answer_blocking};
 
 /// `entra-pg proxy` in the background; stopped with SIGTERM on drop.
 struct Proxy {
@@ -15,6 +20,12 @@ struct Proxy {
     stopped: bool,
     /// The `psql "…"` connection string it printed.
     conninfo: String,
+    /// Where it serves health checks, if it printed it (`--health-check`).
+    health: Option<SocketAddr>,
+    /// Its `token usable for U s, renewed in R s` line: (U, R).
+    token_plan: Option<(u64, u64)>,
+    /// What it wrote to stderr so far.
+    stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl Proxy {
@@ -42,25 +53,52 @@ impl Proxy {
             }
             cmd.stdin(Stdio::null());
         }
-        cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn proxy");
         let stdout = child.stdout.take().expect("stdout");
+        let stderr_pipe = child.stderr.take().expect("stderr");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let lines = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut health = None;
+            let mut plan = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("health checks on http://").nth(1) {
+                    health = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+                }
+                if let Some(rest) = line.split("token usable for ").nth(1) {
+                    let numbers: Vec<u64> = rest
+                        .split(|c: char| !c.is_ascii_digit())
+                        .filter_map(|n| n.parse().ok())
+                        .collect();
+                    plan = Some((numbers[0], numbers[1]));
+                }
                 if let Some(rest) = line.split("connect with psql ").nth(1) {
-                    let _ = tx.send(rest.trim_matches('"').to_string());
+                    let _ = tx.send((rest.trim_matches('"').to_string(), health, plan));
                 }
             }
         });
-        let Ok(conninfo) = rx.recv_timeout(Duration::from_secs(60)) else {
+        let Ok((conninfo, health, token_plan)) = rx.recv_timeout(Duration::from_secs(60)) else {
             let _ = child.kill();
-            panic!("entra-pg proxy printed no connection line within 60 s");
+            let _ = child.wait();
+            panic!(
+                "entra-pg proxy printed no connection line within 60 s; stderr:\n{}",
+                stderr.lock().unwrap().join("\n")
+            );
         };
         Proxy {
             child,
             stopped: false,
             conninfo,
+            health,
+            token_plan,
+            stderr,
         }
     }
 
@@ -73,13 +111,19 @@ impl Proxy {
             .expect("a port in the connection line")
     }
 
-    /// Signs in through the proxy (with `password`, if any) and returns `current_user`.
-    fn query(&self, password: Option<&str>) -> Result<String, String> {
-        let mut config: tokio_postgres::Config = self.conninfo.parse().map_err(|e| format!("{e}"))?;
+    /// A tokio-postgres configuration for the proxy (with `password`, if any).
+    fn config(&self, password: Option<&str>) -> tokio_postgres::Config {
+        let mut config: tokio_postgres::Config = self.conninfo.parse().expect("the printed conninfo");
         config.connect_timeout(Duration::from_secs(60));
         if let Some(password) = password {
             config.password(password);
         }
+        config
+    }
+
+    /// Signs in through the proxy (with `password`, if any) and returns `current_user`.
+    fn query(&self, password: Option<&str>) -> Result<String, String> {
+        let config = self.config(password);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -98,15 +142,52 @@ impl Proxy {
         })
     }
 
+    /// Sends SIGTERM and waits for the exit code.
     fn stop(mut self) -> Option<i32> {
         self.terminate();
-        self.stopped = true;
-        self.child.wait().ok().and_then(|s| s.code())
+        self.wait(60)
+    }
+
+    /// Waits for the process to exit, failing the test after `secs` (a hang bound).
+    fn wait(&mut self, secs: u64) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                self.stopped = true;
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                self.stopped = true;
+                panic!("entra-pg proxy did not exit within {secs} s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether it is still running.
+    fn running(&mut self) -> bool {
+        self.child.try_wait().expect("wait").is_none()
     }
 
     fn terminate(&self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    }
+
+    /// Its stderr so far.
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Waits until `/readiness` answers 503 because the proxy drains.
+    fn until_draining(&self) {
+        let health = self.health.expect("started with --health-check");
+        let (_, body) = until_answer_blocking(30, health, "/readiness", |status, body| {
+            status == 503 && body.starts_with("draining")
+        });
+        assert_eq!(body, "draining: not accepting new sessions\n");
     }
 }
 
@@ -120,6 +201,59 @@ impl Drop for Proxy {
     }
 }
 
+/// A client session of the test's own, on a runtime that lives as long as it does.
+struct Session {
+    runtime: tokio::runtime::Runtime,
+    client: Option<tokio_postgres::Client>,
+}
+
+impl Session {
+    fn open(config: &tokio_postgres::Config) -> Session {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let client = runtime.block_on(async {
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await.expect("a session");
+            tokio::spawn(connection);
+            client
+        });
+        Session {
+            runtime,
+            client: Some(client),
+        }
+    }
+
+    /// Runs `sql` (simple query protocol), bounded against a hang.
+    fn run(&self, sql: &str) -> Result<Vec<tokio_postgres::SimpleQueryMessage>, tokio_postgres::Error> {
+        let client = self.client.as_ref().expect("open");
+        self.runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), client.simple_query(sql))
+                .await
+                .unwrap_or_else(|_| panic!("{sql} did not finish within 30 s"))
+        })
+    }
+
+    /// Ends the session as a client does (Terminate, then close).
+    fn close(mut self) {
+        let client = self.client.take();
+        self.runtime.block_on(async move { drop(client) });
+        self.runtime.shutdown_timeout(Duration::from_secs(10));
+    }
+}
+
+/// The first value of a query's first row.
+fn first_value(messages: &[tokio_postgres::SimpleQueryMessage]) -> String {
+    messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+            _ => None,
+        })
+        .expect("a row")
+}
+
 #[test]
 fn psql_signs_in_through_the_proxy_with_no_token_of_its_own() {
     let Some(psql) = entra_emulator::clients::pg_program("psql") else {
@@ -127,7 +261,11 @@ fn psql_signs_in_through_the_proxy_with_no_token_of_its_own() {
         return;
     };
     let emulate = Emulate::start(&[]);
-    let proxy = Proxy::start(&emulate.vars);
+    let proxy = Proxy::start_with(
+        &[],
+        &["--listen", "127.0.0.1:0", "--exit-zero-on-sigterm"],
+        &emulate.vars,
+    );
     let user = emulate
         .vars
         .iter()
@@ -148,7 +286,11 @@ fn psql_signs_in_through_the_proxy_with_no_token_of_its_own() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{}\n{stdout}{stderr}", proxy.conninfo);
     assert_eq!(stdout.trim(), user);
-    assert_eq!(proxy.stop(), Some(0), "SIGTERM stops the proxy cleanly");
+    assert_eq!(
+        proxy.stop(),
+        Some(0),
+        "SIGTERM with --exit-zero-on-sigterm, no session cut: 0"
+    );
 }
 
 #[test]
@@ -231,7 +373,7 @@ fn a_second_proxy_that_cannot_bind_leaves_the_running_proxys_secret_alone() {
     assert!(stderr.contains(&taken), "{stderr}");
     let user = first.query(Some(&read_secret(&file)));
     assert_eq!(user.as_deref().ok(), emulate.var("PGUSER"), "{user:?}");
-    assert_eq!(first.stop(), Some(0));
+    assert_eq!(first.stop(), Some(143), "stopped by SIGTERM");
 }
 
 /// The secret file goes with the proxy that wrote it; a file another proxy has replaced since stays.
@@ -245,13 +387,13 @@ fn the_secret_file_is_removed_at_shutdown_unless_another_replaced_it() {
 
     let proxy = Proxy::start_with(&[], &args, &emulate.vars);
     assert!(file.exists(), "written once listening");
-    assert_eq!(proxy.stop(), Some(0));
+    assert_eq!(proxy.stop(), Some(143));
     assert!(!file.exists(), "removed at shutdown");
 
     let proxy = Proxy::start_with(&[], &args, &emulate.vars);
     std::fs::remove_file(&file).expect("remove");
     std::fs::write(&file, "another proxy's secret\n").expect("write");
-    assert_eq!(proxy.stop(), Some(0));
+    assert_eq!(proxy.stop(), Some(143));
     assert_eq!(
         read_secret(&file),
         "another proxy's secret",
@@ -352,5 +494,241 @@ sys.stdin.read()
     let _ = holder.kill();
     let _ = holder.wait();
     assert_eq!(user.as_deref().ok(), emulate.var("PGUSER"), "{user:?}");
-    assert_eq!(proxy.stop(), Some(0));
+    assert_eq!(proxy.stop(), Some(143));
+}
+
+/// `entra-pg proxy --help` shows the refresh and retry flags every long-running command has, and the
+/// operations flags with their defaults and exit codes.
+#[test]
+fn proxy_help_shows_the_refresh_retry_and_operations_flags() {
+    let out = run(entra_pg(&["proxy", "--help"], &[]), 30);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    for flag in [
+        "--retry-budget",
+        "--refresh-margin",
+        "--backoff-cap",
+        "--health-check",
+        "--readiness-margin",
+        "--run-connection-test",
+        "--max-sigterm-delay",
+        "--exit-zero-on-sigterm",
+        "[default: 30]",
+        "143",
+    ] {
+        assert!(stdout.contains(flag), "{flag} in:\n{stdout}");
+    }
+}
+
+/// `--refresh-margin` reaches the proxy's refresher: against 3600 s tokens, a margin of 1000 s plans the
+/// renewal at most 2600 s after the fetch; the default margin (300 s) plans it later than that. (The
+/// plan is read from the proxy's own line, taken from its refresher's status: no clock is compared.)
+#[test]
+fn refresh_margin_reaches_the_proxys_refresher() {
+    let emulate = Emulate::start(&[]);
+    let with = Proxy::start_with(
+        &[],
+        &["--listen", "127.0.0.1:0", "--refresh-margin", "1000"],
+        &emulate.vars,
+    );
+    let (usable, renewal) = with.token_plan.expect("the token line");
+    assert!(usable > 3000, "a 3600 s token: {usable}");
+    assert!(
+        renewal <= 3600 - 1000,
+        "renewed at least 1000 s before expiry: {renewal}"
+    );
+    // Never before half-life, with at most 10 % of jitter earlier.
+    assert!(renewal >= 1800, "{renewal}");
+    drop(with);
+    let without = Proxy::start(&emulate.vars);
+    let (_, renewal) = without.token_plan.expect("the token line");
+    assert!(
+        renewal > 3600 - 1000,
+        "the default margin renews later: {renewal}"
+    );
+}
+
+/// `/metrics` of the binary: the proxy's counters after one session and one refused client, and the
+/// token's and the connector's metrics from the global recorder the command installs.
+#[test]
+fn metrics_show_the_session_the_refusal_and_the_token() {
+    let emulate = Emulate::start(&[]);
+    let proxy = Proxy::start_with(
+        &[],
+        &["--listen", "127.0.0.1:0", "--health-check", "127.0.0.1:0"],
+        &emulate.vars,
+    );
+    let health = proxy.health.expect("a health address printed");
+    assert_eq!(proxy.query(None).as_deref().ok(), emulate.var("PGUSER"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut other = proxy.config(None);
+    other.user("someone_else");
+    let refused = runtime.block_on(other.connect(tokio_postgres::NoTls));
+    assert!(refused.is_err(), "another role is refused");
+    let (status, metrics) = get_blocking(health, "/metrics").expect("/metrics answers");
+    assert_eq!(status, 200);
+    let line = |prefix: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in:\n{metrics}"))
+            .to_string()
+    };
+    assert_eq!(
+        line("entra_proxy_sessions_total "),
+        "entra_proxy_sessions_total 1"
+    );
+    assert_eq!(
+        line("entra_proxy_refusals_total{reason=\"role\"}"),
+        "entra_proxy_refusals_total{reason=\"role\"} 1"
+    );
+    // From entra-token and entra-postgres, through the global recorder.
+    assert!(line("entra_token_rotations{").ends_with(" 1"), "{metrics}");
+    assert!(
+        line("entra_pool_connections_created{").contains("db_client_connection_pool_name=\"entra-pg proxy\""),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("someone_else"),
+        "client text in a label:\n{metrics}"
+    );
+    assert_eq!(get_blocking(health, "/readiness").unwrap(), (200, "ok\n".into()));
+    assert_eq!(
+        get_blocking(health, "/startup").unwrap(),
+        (200, "started\n".into())
+    );
+}
+
+/// SIGTERM with a session in a transaction: readiness fails at once, a new client is refused, the
+/// transaction commits, and the process exits once that session ends (long before its 600 s delay),
+/// with 143 since no session was cut.
+#[test]
+fn sigterm_lets_an_open_transaction_commit_then_exits_143() {
+    let emulate = Emulate::start(&[]);
+    let mut proxy = Proxy::start_with(
+        &[],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--health-check",
+            "127.0.0.1:0",
+            "--max-sigterm-delay",
+            "600",
+        ],
+        &emulate.vars,
+    );
+    let session = Session::open(&proxy.config(None));
+    session.run("CREATE TEMP TABLE drained (n int)").unwrap();
+    session.run("BEGIN").unwrap();
+    session.run("INSERT INTO drained VALUES (1)").unwrap();
+
+    proxy.terminate();
+    proxy.until_draining();
+    let refused = proxy.query(None);
+    assert!(refused.is_err(), "no new session while draining: {refused:?}");
+    assert!(proxy.running(), "the open session holds the drain");
+    session
+        .run("COMMIT")
+        .expect("the transaction commits during the drain");
+    assert_eq!(
+        first_value(&session.run("SELECT count(*) FROM drained").unwrap()),
+        "1"
+    );
+    assert!(proxy.running(), "still draining while the session is open");
+    session.close();
+    assert_eq!(proxy.wait(60), Some(143), "{}", proxy.stderr());
+    assert!(
+        proxy.stderr().contains("every session had ended"),
+        "{}",
+        proxy.stderr()
+    );
+}
+
+/// A second signal during the drain closes the open sessions at once: the process exits long before
+/// its 600 s delay, with 1 since a session was cut, and says so.
+#[test]
+fn a_second_signal_closes_the_open_sessions_at_once() {
+    let emulate = Emulate::start(&[]);
+    let mut proxy = Proxy::start_with(
+        &[],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--health-check",
+            "127.0.0.1:0",
+            "--max-sigterm-delay",
+            "600",
+            "--exit-zero-on-sigterm",
+        ],
+        &emulate.vars,
+    );
+    let session = Session::open(&proxy.config(None));
+    session.run("SELECT 1").unwrap();
+    proxy.terminate();
+    // The first signal was taken (signals sent together may arrive as one).
+    proxy.until_draining();
+    proxy.terminate();
+    assert_eq!(proxy.wait(60), Some(1), "{}", proxy.stderr());
+    let stderr = proxy.stderr();
+    assert!(stderr.contains("SIGTERM received again"), "{stderr}");
+    assert!(stderr.contains("1 session(s) still open"), "{stderr}");
+    assert!(session.run("SELECT 1").is_err(), "the session was closed");
+}
+
+/// A session that never ends holds the drain only until `--max-sigterm-delay`: then the process closes
+/// it and exits with 1 (a session was cut), saying how many. (The session never ends on its own, so the
+/// exit proves the delay ended the drain; the wait only bounds a hang.)
+#[test]
+fn sigterm_closes_a_session_still_open_at_the_delay_and_exits_1() {
+    let emulate = Emulate::start(&[]);
+    let mut proxy = Proxy::start_with(
+        &[],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--max-sigterm-delay",
+            "1",
+            "--exit-zero-on-sigterm",
+        ],
+        &emulate.vars,
+    );
+    let session = Session::open(&proxy.config(None));
+    session.run("BEGIN").unwrap();
+    proxy.terminate();
+    assert_eq!(proxy.wait(60), Some(1), "{}", proxy.stderr());
+    let stderr = proxy.stderr();
+    assert!(stderr.contains("SIGTERM received: draining"), "{stderr}");
+    assert!(
+        stderr.contains("1 session(s) still open when the proxy stopped were closed"),
+        "{stderr}"
+    );
+    assert!(session.run("COMMIT").is_err(), "the session was closed");
+}
+
+/// `--run-connection-test` against a principal the server no longer accepts: the command exits 1
+/// before listening, with the cause and the fix as the other commands print them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_connection_test_exits_with_the_cause_and_the_fix() {
+    let emulator = emulator().await;
+    assert!(emulator.gate().revoke_principal(emulator.user()));
+    let out = entra_testkit::run(
+        entra_pg(
+            &["proxy", "--listen", "127.0.0.1:0", "--run-connection-test"],
+            &emulator.env_vars(),
+        ),
+        60,
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("the connection test could not sign in upstream"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("cause:") && stderr.contains("fix:"), "{stderr}");
+    assert!(!stdout.contains("listening on"), "it never listened: {stdout}");
+    assert!(emulator.gate().sessions().is_empty());
 }
