@@ -98,8 +98,8 @@ pub enum LoadError {
         stderr: String,
     },
 
-    /// pgbench succeeded but its output held no throughput.
-    #[error("no \"tps = … (without initial connection time)\" in pgbench's output:\n{stdout}")]
+    /// pgbench succeeded but its output held no throughput (or, for a `-C` run, no latency).
+    #[error("pgbench's output holds no figures this benchmark reads (tps, latency average):\n{stdout}")]
     PgbenchOutput {
         /// What it printed.
         stdout: String,
@@ -115,6 +115,10 @@ pub enum LoadError {
     /// The reference relay of the proxy benchmark could not listen on loopback.
     #[error("cannot bind the reference relay")]
     Relay(#[source] std::io::Error),
+
+    /// The connect benchmark's idle sockets could not be held (the open-file limit, or no port left).
+    #[error("cannot hold the idle loopback sockets")]
+    IdleSockets(#[source] std::io::Error),
 
     /// The failover drill: the pool did not serve again in time after the gate came back.
     #[error("the pool did not serve again within {} s of the gate's return", within.as_secs())]

@@ -65,6 +65,19 @@ pub enum Event {
         /// Where it connects, when the run compares several (`gate`, `proxy`, `relay`, `socat`).
         through: Option<&'static str>,
     },
+    /// A `pgbench -C` run begins (a connection per transaction, at a fixed rate).
+    ConnectRun {
+        /// Its `-c`.
+        clients: usize,
+        /// Its `-T`.
+        duration: Duration,
+        /// Its `-R`.
+        rate: u32,
+        /// Where it connects: `gate` or `proxy`.
+        through: &'static str,
+        /// Idle loopback sockets the bench holds meanwhile.
+        idle_sockets: usize,
+    },
     /// pgbench is not installed: the benchmark goes on without its runs.
     PgbenchSkipped,
     /// socat is not installed: the proxy benchmark goes on without the C relay's run.
@@ -141,6 +154,23 @@ impl fmt::Display for Event {
                     Some(target) => write!(f, " ({target})…"),
                     None => f.write_str("…"),
                 }
+            }
+            Event::ConnectRun {
+                clients,
+                duration,
+                rate,
+                through,
+                idle_sockets,
+            } => {
+                write!(
+                    f,
+                    "  pgbench -n -C -S -c {clients} -j 2 -R {rate} -T {} ({through}",
+                    duration.as_secs()
+                )?;
+                if *idle_sockets > 0 {
+                    write!(f, ", beside {idle_sockets} idle sockets")?;
+                }
+                f.write_str(")…")
             }
             Event::PgbenchSkipped => {
                 f.write_str("pgbench is not installed (Debian: postgresql-contrib); skipping it")

@@ -16,6 +16,8 @@
 //! - `bystander` (behind `entra-pg bench --bystander`): sessions signing in and out beside a load they do
 //!   not serve, the floor a machine puts under "p99.9 in sign-in windows over the rest".
 //! - [`proxy_bench`]: `pgbench -S` through `entra-proxy` against the same straight at the gate, interleaved.
+//! - [`proxy_connect`]: `pgbench -C` (a connection per transaction) the same way: the price of a connect,
+//!   also beside 10 000 idle loopback sockets.
 //! - [`setup`]: the tables the workloads use and the end-of-run check that no acknowledged write is lost.
 //!
 //! Every public function that can fail returns a [`LoadError`]; none prints.
@@ -33,6 +35,7 @@ mod pairs;
 pub mod pgbench;
 pub mod plot;
 pub mod proxy_bench;
+pub mod proxy_connect;
 pub mod setup;
 pub mod stats;
 pub mod workload;

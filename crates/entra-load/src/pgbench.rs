@@ -1,4 +1,5 @@
-//! `pgbench -S -M prepared` against the same server, as the yardstick for the pool's own throughput.
+//! `pgbench -S -M prepared` against the same server, as the yardstick for the pool's own throughput; and
+//! `pgbench -C`, a connection per transaction, for the price of a connect.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -38,7 +39,53 @@ pub async fn run_with(
         .arg("-c")
         .arg(connections.to_string())
         .arg("-T")
-        .arg(duration.as_secs().max(1).to_string())
+        .arg(duration.as_secs().max(1).to_string());
+    let stdout = output(command, env, database).await?;
+    parse_tps(&stdout).ok_or(LoadError::PgbenchOutput { stdout })
+}
+
+/// What a `pgbench -C` run measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct ConnectingRun {
+    /// `latency average`: per transaction, the connect included, from its scheduled start (under `-R`).
+    pub latency_ms: f64,
+    /// `average connection time`: the connect alone.
+    pub connection_ms: f64,
+    /// Transactions per second, connects included.
+    pub tps: f64,
+}
+
+/// Runs `pgbench -n -C -S -c C -j 2 -R R -T T` (a new connection for every transaction, `rate`
+/// transactions per second in all) on `database` wherever libpq's variables in `env` point it, and
+/// returns its latency and tps; [`LoadError::PgbenchMissing`] when pgbench is not installed.
+pub async fn run_connecting(
+    env: &[(&str, String)],
+    database: &str,
+    clients: usize,
+    duration: Duration,
+    rate: u32,
+) -> Result<ConnectingRun, LoadError> {
+    let mut command = tokio::process::Command::new(program());
+    command
+        .args(["-n", "-C", "-S", "-j", "2"])
+        .arg("-c")
+        .arg(clients.to_string())
+        .arg("-R")
+        .arg(rate.to_string())
+        .arg("-T")
+        .arg(duration.as_secs().max(1).to_string());
+    let stdout = output(command, env, database).await?;
+    parse_connecting(&stdout).ok_or(LoadError::PgbenchOutput { stdout })
+}
+
+/// Runs `command` on `database` with `env`, and returns its stdout once it succeeded.
+async fn output(
+    mut command: tokio::process::Command,
+    env: &[(&str, String)],
+    database: &str,
+) -> Result<String, LoadError> {
+    command
         .arg(database)
         .env_remove("PGSERVICE")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
@@ -49,16 +96,13 @@ pub async fn run_with(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(LoadError::PgbenchMissing),
         Err(e) => return Err(LoadError::PgbenchSpawn(e)),
     };
-    let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         return Err(LoadError::PgbenchFailed {
             status: output.status,
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
         });
     }
-    parse_tps(&stdout).ok_or_else(|| LoadError::PgbenchOutput {
-        stdout: stdout.into_owned(),
-    })
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// `pgbench` as the emulator's clients finder has it (PATH, else the PostgreSQL installation).
@@ -74,9 +118,26 @@ fn parse_tps(output: &str) -> Option<f64> {
         .find_map(|l| l.split('=').nth(1)?.split_whitespace().next()?.parse().ok())
 }
 
+/// The number after `<name> = ` on the line that starts with `name`.
+fn value(output: &str, name: &str) -> Option<f64> {
+    output.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?.trim_start().strip_prefix('=')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// The latency, connection time and tps of a `pgbench -C` run's summary.
+fn parse_connecting(output: &str) -> Option<ConnectingRun> {
+    Some(ConnectingRun {
+        latency_ms: value(output, "latency average")?,
+        connection_ms: value(output, "average connection time")?,
+        tps: value(output, "tps")?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_tps;
+    use super::{parse_connecting, parse_tps, ConnectingRun};
 
     #[test]
     fn reads_tps_without_connection_time() {
@@ -85,5 +146,22 @@ mod tests {
         assert_eq!(parse_tps(out), Some(24987.402118));
         assert_eq!(parse_tps("tps = abc (without initial connection time)"), None);
         assert_eq!(parse_tps("latency average = 1 ms"), None);
+    }
+
+    /// pgbench 15's summary of `-C -R 20`.
+    #[test]
+    fn reads_latency_connection_time_and_tps_of_a_connecting_run() {
+        let out = "number of failed transactions: 0 (0.000%)\nlatency average = 61.254 ms\n\
+                   latency stddev = 9.871 ms\nrate limit schedule lag: avg 2.125 (max 20.070) ms\n\
+                   average connection time = 57.964 ms\ntps = 19.617 (including reconnection times)\n";
+        assert_eq!(
+            parse_connecting(out),
+            Some(ConnectingRun {
+                latency_ms: 61.254,
+                connection_ms: 57.964,
+                tps: 19.617
+            })
+        );
+        assert_eq!(parse_connecting("latency average = 1 ms\n"), None);
     }
 }

@@ -298,6 +298,45 @@ async fn a_foreign_user_id_is_told_only_that_peer_authentication_failed() {
     assert!(emulator.gate().sessions().is_empty(), "nothing went upstream");
 }
 
+/// Beside 10 000 idle loopback sockets (the socket table of a busy node), the peer lookup still finds the
+/// one socket of each client: a client of this process's user is admitted, and refused by a proxy that
+/// admits only another user id. (Correctness only: what the sockets cost is measured by `entra-pg bench
+/// --mode proxy-connect`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_finds_each_client_among_10_000_idle_loopback_sockets() {
+    let idle = tokio::task::spawn_blocking(|| entra_testkit::sockets::IdleSockets::hold(10_000))
+        .await
+        .unwrap()
+        .expect("10 000 idle loopback sockets");
+    assert_eq!(idle.len(), 10_000);
+    let listed = entra_testkit::sockets::tcp_sockets_on_machine();
+    assert!(listed >= 10_000, "the kernel lists {listed} TCP sockets");
+
+    let emulator = Emulator::start().await.unwrap();
+    let ours = proxy(&emulator, short_tokens(), |b| b).await;
+    let client = connect(&tcp_config(&ours))
+        .await
+        .expect("our own user is admitted");
+    let row = client.query_one("SELECT current_user", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), ours.role());
+
+    let others = vec![nix::unistd::geteuid().as_raw().wrapping_add(4242)];
+    let theirs = proxy(&emulator, short_tokens(), |b| {
+        b.local_auth(LocalAuth::Peer { uids: others })
+    })
+    .await;
+    let err = connect(&tcp_config(&theirs)).await.unwrap_err();
+    assert_eq!(sqlstate(&err), Some("28000"), "{err}");
+    assert_eq!(theirs.stats().refused_local_auth, 1);
+    assert_eq!(ours.stats().refused_local_auth, 0);
+    assert_eq!(
+        emulator.gate().sessions().len(),
+        1,
+        "only the admitted client went upstream"
+    );
+    drop(idle);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_is_told_only_that_password_authentication_failed() {
     let emulator = Emulator::start().await.unwrap();

@@ -1,6 +1,7 @@
 //! What entra-pool's tests share, written once: the emulator-to-pool set-up ([`pool`]), waits that
 //! fail instead of hanging ([`wait`]), running the clients we did not write ([`process`]), a bare
-//! TCP relay ([`relay`]), and asking a health listener as a probe would ([`http`]).
+//! TCP relay ([`relay`]), asking a health listener as a probe would ([`http`]), and the socket table of
+//! a busy node ([`sockets`]).
 //!
 //! A dev-dependency of the workspace's crates, never published. The emulator itself (the test oracle)
 //! does not depend on the code under test; this kit does, which is why it is a crate of its own.
@@ -11,6 +12,7 @@ pub mod http;
 pub mod pool;
 pub mod process;
 pub mod relay;
+pub mod sockets;
 pub mod wait;
 
 pub use pool::{config, emulator, http, pool_builder, settled};

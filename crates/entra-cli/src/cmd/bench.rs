@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use entra_load::bench::{BenchArgs, BenchOutcome, BenchReport};
 use entra_load::proxy_bench::ProxyBenchReport;
+use entra_load::proxy_connect::ProxyConnectReport;
 use entra_load::{Event, LoadError};
 
 use crate::exit::{CliError, Exit};
@@ -12,9 +13,10 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
     match entra_load::bench::run_mode(args.config(), &show).await {
         Ok(BenchOutcome::Load(report)) => load(&report, &args),
         Ok(BenchOutcome::Proxy(report)) => proxy(&report, &args),
+        Ok(BenchOutcome::ProxyConnect(report)) => proxy_connect(&report, &args),
         Err(LoadError::PgbenchMissing) => Err(CliError::new(
             Exit::Environment,
-            "pgbench is not installed (Debian: postgresql-contrib); the proxy mode needs it",
+            "pgbench is not installed (Debian: postgresql-contrib); the proxy modes need it",
         )),
         Err(e) => Err(failed(&e)),
     }
@@ -47,6 +49,20 @@ fn load(report: &BenchReport, args: &BenchArgs) -> Result<ExitCode, CliError> {
 
 /// `--mode proxy`: pgbench through the proxy against the same straight at the gate; its table and file.
 fn proxy(report: &ProxyBenchReport, args: &BenchArgs) -> Result<ExitCode, CliError> {
+    print!("{}", report.table());
+    match report.write(&args.out) {
+        Ok(path) => println!("\n  results: {}", path.display()),
+        Err(e) => eprintln!(
+            "entra-pg: could not write the results: {}",
+            entra_postgres::report(&e)
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--mode proxy-connect`: `pgbench -C` through the proxy against the same straight at the gate; its
+/// table and file.
+fn proxy_connect(report: &ProxyConnectReport, args: &BenchArgs) -> Result<ExitCode, CliError> {
     print!("{}", report.table());
     match report.write(&args.out) {
         Ok(path) => println!("\n  results: {}", path.display()),

@@ -36,8 +36,10 @@ pub struct BenchArgs {
     #[arg(long, value_name = "DIR", default_value = "bench-results")]
     pub out: PathBuf,
     /// `checkout` (a connection per operation), `multiplexed` (statements pipelined on --connections
-    /// shared connections; pgbench then also runs at -c 16) or `proxy` (pgbench -c --connections through
-    /// `entra-pg proxy` against the same straight at the gate).
+    /// shared connections; pgbench then also runs at -c 16), `proxy` (pgbench -c --connections through
+    /// `entra-pg proxy` against the same straight at the gate) or `proxy-connect` (the same with
+    /// `pgbench -C -R 20`, a connection per transaction, also beside 10 000 idle loopback sockets; use
+    /// --sign-in-delay-ms 50).
     #[arg(long, value_enum, default_value_t = Mode::Checkout)]
     mode: Mode,
     /// The gate waits this long at every sign-in, as Azure's sign-in costs tens of milliseconds.

@@ -51,6 +51,10 @@ pub enum Mode {
     /// `pgbench -S -c <connections>` through `entra-proxy` against the same straight at the gate
     /// ([`crate::proxy_bench`]).
     Proxy,
+    /// `pgbench -n -C -S -c <connections> -R 20` (a connection per transaction) through `entra-proxy`
+    /// against the same straight at the gate, also beside 10 000 idle loopback sockets
+    /// ([`crate::proxy_connect`]).
+    ProxyConnect,
 }
 
 impl Mode {
@@ -60,6 +64,7 @@ impl Mode {
             Mode::Checkout => "checkout",
             Mode::Multiplexed => "multiplexed",
             Mode::Proxy => "proxy",
+            Mode::ProxyConnect => "proxy-connect",
         }
     }
 }

@@ -17,9 +17,10 @@ use crate::workload::Mix;
 
 /// Runs the benchmark against a fresh emulator, telling `on_event` each step as it begins.
 pub async fn run(config: BenchConfig, on_event: &(dyn Fn(Event) + Sync)) -> Result<BenchReport, LoadError> {
-    if config.mode == Mode::Proxy {
+    if matches!(config.mode, Mode::Proxy | Mode::ProxyConnect) {
         return Err(LoadError::invalid(
-            "the proxy mode is crate::proxy_bench::run (`entra-pg bench --mode proxy`)",
+            "the proxy modes are crate::proxy_bench::run and crate::proxy_connect::run (`entra-pg bench \
+             --mode proxy|proxy-connect`)",
         ));
     }
     if config.tasks == 0 || config.connections == 0 || config.cycles == 0 || config.run_duration.is_zero() {

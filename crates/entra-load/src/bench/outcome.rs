@@ -6,6 +6,7 @@ use super::report::BenchReport;
 use crate::error::LoadError;
 use crate::event::Event;
 use crate::proxy_bench::{self, ProxyBenchConfig, ProxyBenchReport};
+use crate::proxy_connect::{self, ProxyConnectConfig, ProxyConnectReport};
 
 /// What [`run_mode`] ran.
 // Not non_exhaustive: a front end must show every kind of report, so a new mode should break its match.
@@ -15,11 +16,14 @@ pub enum BenchOutcome {
     Load(Box<BenchReport>),
     /// The proxy benchmark ([`proxy_bench::run`]).
     Proxy(ProxyBenchReport),
+    /// The connect benchmark of the proxy ([`proxy_connect::run`]).
+    ProxyConnect(ProxyConnectReport),
 }
 
 /// Runs the benchmark `config.mode` names: [`run`] for the checkout and multiplexed modes;
 /// [`proxy_bench::run`] for [`Mode::Proxy`], with `config.connections` pgbench clients and the same run
-/// duration and cycles (the other settings do not apply to it).
+/// duration and cycles (the other settings do not apply to it); [`proxy_connect::run`] for
+/// [`Mode::ProxyConnect`], the same with the sign-in delay.
 pub async fn run_mode(
     config: BenchConfig,
     on_event: &(dyn Fn(Event) + Sync),
@@ -28,6 +32,17 @@ pub async fn run_mode(
         Mode::Proxy => {
             let proxy = ProxyBenchConfig::new(config.connections, config.run_duration, config.cycles);
             proxy_bench::run(proxy, on_event).await.map(BenchOutcome::Proxy)
+        }
+        Mode::ProxyConnect => {
+            let connect = ProxyConnectConfig::new(
+                config.connections,
+                config.run_duration,
+                config.cycles,
+                config.sign_in_delay,
+            );
+            proxy_connect::run(connect, on_event)
+                .await
+                .map(BenchOutcome::ProxyConnect)
         }
         Mode::Checkout | Mode::Multiplexed => run(config, on_event)
             .await

@@ -33,7 +33,9 @@ async fn load_target(
                 pool,
             })
         }
-        Mode::Proxy => Err(LoadError::invalid("the proxy mode is crate::proxy_bench::run")),
+        Mode::Proxy | Mode::ProxyConnect => Err(LoadError::invalid(
+            "the proxy modes are crate::proxy_bench::run and crate::proxy_connect::run",
+        )),
         Mode::Multiplexed => {
             let m = builder
                 .build_multiplexed(config.connections)
