@@ -88,6 +88,11 @@ pub struct ProxyConnectReport {
     pub latency_over_gate: Option<PairedRatio>,
     /// The same, both runs beside the idle sockets.
     pub latency_over_gate_idle: Option<PairedRatio>,
+    /// Proxy connection time over gate connection time (pgbench's `average connection time`: the
+    /// connect alone, without the schedule's lag), per cycle, without the idle sockets.
+    pub connect_over_gate: Option<PairedRatio>,
+    /// The same, both runs beside the idle sockets.
+    pub connect_over_gate_idle: Option<PairedRatio>,
 }
 
 /// Runs the benchmark against a fresh emulator, telling `on_event` each step as it begins;
@@ -188,23 +193,28 @@ pub async fn run(
     }
     proxy.shutdown().await;
     tokens.shutdown();
-    let latency = |target: &str, idle: bool, cycle: usize| {
+    let figure = |target: &str, idle: bool, cycle: usize, of: fn(&ConnectingRun) -> f64| {
         runs.iter()
             .find(|r| r.target == target && (r.idle_sockets > 0) == idle && r.cycle == cycle)
-            .map(|r| r.measured.latency_ms)
+            .map(|r| of(&r.measured))
     };
-    let over_gate = |idle: bool| {
+    let over_gate = |idle: bool, of: fn(&ConnectingRun) -> f64| {
         PairedRatio::of_pairs(
-            (0..config.cycles).filter_map(|c| Some((latency("proxy", idle, c)?, latency("gate", idle, c)?))),
+            (0..config.cycles)
+                .filter_map(|c| Some((figure("proxy", idle, c, of)?, figure("gate", idle, c, of)?))),
         )
     };
-    let latency_over_gate = over_gate(false);
-    let latency_over_gate_idle = over_gate(true);
+    let latency_over_gate = over_gate(false, |m| m.latency_ms);
+    let latency_over_gate_idle = over_gate(true, |m| m.latency_ms);
+    let connect_over_gate = over_gate(false, |m| m.connection_ms);
+    let connect_over_gate_idle = over_gate(true, |m| m.connection_ms);
     Ok(ProxyConnectReport {
         config,
         runs,
         latency_over_gate,
         latency_over_gate_idle,
+        connect_over_gate,
+        connect_over_gate_idle,
     })
 }
 
@@ -251,9 +261,14 @@ impl ProxyConnectReport {
                 "proxy / gate latency, beside the idle sockets",
                 &self.latency_over_gate_idle,
             ),
+            ("proxy / gate connection time", &self.connect_over_gate),
+            (
+                "proxy / gate connection time, beside the idle sockets",
+                &self.connect_over_gate_idle,
+            ),
         ] {
             if let Some(r) = ratio {
-                out.push_str(&format!("  {label:<46} {}\n", r.display()));
+                out.push_str(&format!("  {label:<54} {}\n", r.display()));
             }
         }
         out
@@ -276,8 +291,9 @@ impl ProxyConnectReport {
         Ok(path)
     }
 
-    /// The report as JSON: the ratio under `ratios.proxy_connect_latency_over_gate`, and beside the idle
-    /// sockets under `ratios.proxy_connect_latency_over_gate_idle_sockets`.
+    /// The report as JSON: the latency ratio under `ratios.proxy_connect_latency_over_gate`, and beside
+    /// the idle sockets under `ratios.proxy_connect_latency_over_gate_idle_sockets`; the same of the
+    /// connection time under `ratios.proxy_connect_time_over_gate[_idle_sockets]`.
     pub fn json(&self) -> serde_json::Value {
         let c = &self.config;
         json!({
@@ -300,6 +316,9 @@ impl ProxyConnectReport {
                 "proxy_connect_latency_over_gate": self.latency_over_gate.as_ref().map(PairedRatio::json),
                 "proxy_connect_latency_over_gate_idle_sockets":
                     self.latency_over_gate_idle.as_ref().map(PairedRatio::json),
+                "proxy_connect_time_over_gate": self.connect_over_gate.as_ref().map(PairedRatio::json),
+                "proxy_connect_time_over_gate_idle_sockets":
+                    self.connect_over_gate_idle.as_ref().map(PairedRatio::json),
             },
         })
     }

@@ -6,7 +6,8 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 /// Idle, connected loopback TCP sockets, held until dropped: [`IdleSockets::hold`]`(n)` makes `n / 2`
 /// connections to a listener of its own and keeps both ends of each, so the kernel's TCP table (what
 /// `/proc/net/tcp` lists, what `sock_diag` searches) grows by `n` established sockets. Nothing is ever
-/// sent on them.
+/// sent on them. They close with a reset (`SO_LINGER` 0), so none lingers in `TIME_WAIT` after the drop:
+/// a run that follows has the machine's own table again, not these sockets' remains.
 #[derive(Debug)]
 pub struct IdleSockets {
     held: Vec<(TcpStream, TcpStream)>,
@@ -28,6 +29,9 @@ impl IdleSockets {
         for _ in 0..connections {
             let client = TcpStream::connect(address)?;
             let (server, _) = listener.accept()?;
+            for end in [&client, &server] {
+                socket2::SockRef::from(end).set_linger(Some(std::time::Duration::ZERO))?;
+            }
             held.push((client, server));
         }
         Ok(IdleSockets {
