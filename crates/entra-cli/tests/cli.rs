@@ -648,3 +648,77 @@ fn bench_write_mix_loses_no_acknowledged_write_through_the_gate_or_direct() {
     }
     assert!(doc["ratios"]["gate_over_direct"]["median"].is_number(), "{doc}");
 }
+
+/// `bench --mode proxy-connect` runs its four arms in order (gate, proxy, then both beside the idle
+/// sockets it holds, which the kernel's table then lists) and writes both ratios. (What the figures are
+/// is the benchmark's business; this checks what it ran and wrote.)
+#[test]
+fn bench_proxy_connect_runs_gate_and_proxy_with_and_without_idle_sockets() {
+    if entra_emulator::clients::pg_program("pgbench").is_none() {
+        entra_emulator::clients::skip("pgbench is not installed");
+        return;
+    }
+    let out_dir = tempfile::tempdir().expect("a temporary directory");
+    let out_arg = out_dir.path().display().to_string();
+    let args = [
+        "bench",
+        "--mode",
+        "proxy-connect",
+        "--connections",
+        "2",
+        "--duration",
+        "1",
+        "--cycles",
+        "1",
+        "--sign-in-delay-ms",
+        "50",
+        "--out",
+        &out_arg,
+    ];
+    let out = run(entra_pg(&args, &[]), 240);
+    let (stdout, stderr) = text(&out);
+    assert!(
+        out.status.success(),
+        "bench failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let json = std::fs::read_dir(out_dir.path())
+        .expect("--out exists")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .unwrap_or_else(|| panic!("no JSON in {out_arg}"));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).expect("readable")).expect("JSON");
+    let runs = doc["runs"].as_array().expect("runs");
+    let arms: Vec<(&str, u64)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r["target"].as_str().unwrap_or("?"),
+                r["idle_sockets"].as_u64().unwrap_or(u64::MAX),
+            )
+        })
+        .collect();
+    assert_eq!(
+        arms,
+        [("gate", 0), ("proxy", 0), ("gate", 10_000), ("proxy", 10_000)],
+        "{doc}"
+    );
+    for r in &runs[2..] {
+        assert!(r["tcp_sockets"].as_u64().unwrap_or(0) >= 10_000, "{r}");
+    }
+    for r in runs {
+        assert!(r["latency_ms"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
+        assert!(r["connection_ms"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
+    }
+    for ratio in [
+        "proxy_connect_latency_over_gate",
+        "proxy_connect_latency_over_gate_idle_sockets",
+        "proxy_connect_time_over_gate",
+        "proxy_connect_time_over_gate_idle_sockets",
+    ] {
+        assert!(doc["ratios"][ratio]["median"].is_number(), "{ratio}: {doc}");
+    }
+    assert_eq!(doc["config"]["rate"], 20);
+    assert_eq!(doc["config"]["sign_in_delay_ms"], 50);
+}
