@@ -26,6 +26,8 @@ struct Proxy {
     token_plan: Option<(u64, u64)>,
     /// What it wrote to stderr so far.
     stderr: Arc<Mutex<Vec<String>>>,
+    /// The thread that reads its stderr: joined once it has exited, so its last lines are in `stderr`.
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Proxy {
@@ -59,7 +61,7 @@ impl Proxy {
         let stderr_pipe = child.stderr.take().expect("stderr");
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let lines = stderr.clone();
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
                 lines.lock().unwrap().push(line);
             }
@@ -99,6 +101,7 @@ impl Proxy {
             health,
             token_plan,
             stderr,
+            stderr_reader: Some(stderr_reader),
         }
     }
 
@@ -154,6 +157,10 @@ impl Proxy {
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 self.stopped = true;
+                // The pipe's end: the process has exited, so its last lines are read by now.
+                if let Some(reader) = self.stderr_reader.take() {
+                    let _ = reader.join();
+                }
                 return status.code();
             }
             if Instant::now() > deadline {
