@@ -60,6 +60,9 @@ pub enum MultiplexError {
     NeedsTypes,
 }
 
+/// How long a replacement may spend preparing its predecessor's statements before it takes over anyway.
+const PREPARE_AHEAD_LIMIT: Duration = Duration::from_secs(10);
+
 /// Statements cached per connection, at most.
 const MAX_CACHED_STATEMENTS: usize = 1024;
 
@@ -338,7 +341,17 @@ async fn replace(inner: Arc<Inner>, index: usize) {
             // Callers would otherwise wait for a prepare round trip on each statement's first use after
             // the hand-over: the rotation windows' tail latency.
             if let Some(old) = slot.current.load_full() {
-                conn.prepare_like(&old).await;
+                // Bounded: a server that stops answering must not hold the slot's replacement back; what
+                // did not prepare in time prepares on first use.
+                if tokio::time::timeout(PREPARE_AHEAD_LIMIT, conn.prepare_like(&old))
+                    .await
+                    .is_err()
+                {
+                    tracing::debug!(
+                        "multiplexed pool: preparing the predecessor's statements timed out; the rest \
+                         prepare on first use"
+                    );
+                }
             }
             slot.current.store(Some(Arc::new(conn)));
             inner.reopened.notify_waiters();
