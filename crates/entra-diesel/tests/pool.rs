@@ -3,17 +3,14 @@
 //! token published, a session signed in) under hang bounds, and assert what happened and in which
 //! order, never that it happened within some time.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use diesel::sql_types::{BigInt, Text};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use entra_diesel::EntraDieselPoolBuilder;
 use entra_emulator::{Claims, Emulator, Fault, TokenFingerprint, OSSRDBMS_RESOURCE};
-use entra_testkit::{bounded, emulator, settled, until};
+use entra_testkit::{bounded, emulator, rotations_under_load, until};
 use entra_token::Env;
 
 /// The shortest load of the rotation tests: ten 3 s tokens' worth.
@@ -63,93 +60,35 @@ async fn rotations_under_load_cost_no_query_and_one_token_request_each() {
         .await
         .expect("builds");
     let tokens = pool.tokens().expect("token mode").clone();
-
-    // Every token the refresher publishes, as the gate fingerprints it.
-    let published: Arc<Mutex<HashSet<TokenFingerprint>>> = Arc::default();
-    let record = {
-        let published = published.clone();
-        move |t: entra_token::AccessToken| {
-            published
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(TokenFingerprint::of(t.secret()));
+    // Ten 3 s tokens' worth of load, and then until new sessions have signed in with eight of the
+    // refresher's tokens and 500 queries have run.
+    let run = rotations_under_load(&emu, &tokens, 8, LOAD, 8, 500, move |v| {
+        let pool = pool.clone();
+        async move {
+            let mut connection = pool.get().await.map_err(|e| e.to_string())?;
+            doubled(&mut connection, v).await
         }
-    };
-    record(tokens.current().expect("a token"));
-    let watcher = {
-        let tokens = tokens.clone();
-        let mut changes = tokens.watch();
-        tokio::spawn(async move {
-            while changes.changed().await.is_ok() {
-                if let Some(t) = tokens.current() {
-                    record(t);
-                }
-            }
-        })
-    };
-
-    let queries = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = tokio::task::JoinSet::new();
-    for task in 0..8i64 {
-        let (pool, queries, failed, stop) = (pool.clone(), queries.clone(), failed.clone(), stop.clone());
-        tasks.spawn(async move {
-            let mut n = 0i64;
-            while !stop.load(Ordering::Relaxed) {
-                let v = task * 1_000_000 + n;
-                let result = async {
-                    let mut connection = pool.get().await.map_err(|e| e.to_string())?;
-                    doubled(&mut connection, v).await
-                };
-                match bounded(60, "a query", result).await {
-                    Ok(d) if d == v * 2 => queries.fetch_add(1, Ordering::Relaxed),
-                    other => {
-                        eprintln!("query {n} of task {task} failed: {other:?}");
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-                n += 1;
-            }
-        });
-    }
-    // The load lasts 30 s (ten 3 s tokens), and then until new sessions have signed in with eight of the
-    // refresher's tokens and 500 queries have run: what the assertions below need has happened, however
-    // slow the machine; the bound only catches a hang.
-    let started = Instant::now();
-    until(
-        180,
-        "30 s of load, sessions signed in with eight tokens, and 500 queries",
-        || {
-            let used: HashSet<_> = emu.gate().sessions().into_iter().map(|s| s.token).collect();
-            started.elapsed() >= LOAD && used.len() >= 8 && queries.load(Ordering::Relaxed) > 500
-        },
-    )
+    })
     .await;
-    stop.store(true, Ordering::Relaxed);
-    while let Some(joined) = bounded(60, "the load to stop", tasks.join_next()).await {
-        joined.expect("no panic");
-    }
-    watcher.abort();
-
-    let (requests, status) = settled(&emu, &tokens).await;
-    let sessions = emu.gate().sessions();
-    let used: HashSet<_> = sessions.iter().map(|s| s.token.clone()).collect();
-    let published = published.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let used = run.tokens_used();
     eprintln!(
-        "queries={} failed={} tokens={} requests={requests} sessions={} tokens used={}",
-        queries.load(Ordering::Relaxed),
-        failed.load(Ordering::Relaxed),
-        status.refreshes,
-        sessions.len(),
+        "queries={} failed={} tokens={} requests={} sessions={} tokens used={}",
+        run.queries,
+        run.failed,
+        run.status.refreshes,
+        run.requests,
+        run.sessions.len(),
         used.len()
     );
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "no query may fail");
-    assert!(queries.load(Ordering::Relaxed) > 500);
-    assert!(status.refreshes >= 8, "eight tokens used: {status:?}");
-    assert_eq!(requests, status.refreshes, "one token request per rotation");
+    assert_eq!(run.failed, 0, "no query may fail");
+    assert!(run.queries > 500);
+    assert!(run.status.refreshes >= 8, "eight tokens used: {:?}", run.status);
+    assert_eq!(
+        run.requests, run.status.refreshes,
+        "one token request per rotation"
+    );
     assert!(
-        used.is_subset(&published),
+        used.is_subset(&run.published),
         "every session signed in with a token the refresher published"
     );
     assert!(
