@@ -11,6 +11,24 @@ use crate::manager::{EntraConnectionManager, LogErrors};
 /// bb8 has no unbounded wait; a century stands in for it.
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
+/// A `wait_timeout` as bb8 takes it (it asserts a non-zero wait): `None` as good as forever, zero as
+/// short as it allows (1 ms), so that zero fails at once as it does on the deadpool fronts.
+fn bb8_wait(timeout: Option<Duration>) -> Duration {
+    timeout.map_or(FOREVER, |t| t.max(Duration::from_millis(1)))
+}
+
+/// A `max_size` as bb8 takes it (it asserts a non-zero size): zero is a configuration error.
+fn bb8_size(origin: &str, max_size: usize) -> Result<u32, BuildError> {
+    if max_size == 0 {
+        return Err(BuildError::Config(entra_postgres::ConfigError::Invalid {
+            origin: origin.to_string(),
+            value: "0".to_string(),
+            problem: "a pool needs at least one connection: give 1 or more".to_string(),
+        }));
+    }
+    Ok(u32::try_from(max_size).unwrap_or(u32::MAX))
+}
+
 /// Builds an [`EntraBb8Pool`]: the [`EntraConfig`] every front shares (where to connect, the identity
 /// and its refresher, TLS), then bb8's own settings, in the words of the other fronts (`max_size`,
 /// `wait_timeout`, `max_lifetime`).
@@ -30,6 +48,8 @@ const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 pub struct EntraBb8PoolBuilder {
     config: EntraConfig,
     builder: bb8::Builder<EntraConnectionManager>,
+    /// Set by [`max_size`](Self::max_size), checked at build (bb8's builder panics on zero).
+    max_size: Option<usize>,
 }
 
 impl std::fmt::Debug for EntraBb8PoolBuilder {
@@ -53,11 +73,14 @@ impl EntraBb8PoolBuilder {
                 .connection_timeout(Duration::from_secs(30))
                 .max_lifetime(Some(Duration::from_secs(3600)))
                 .error_sink(Box::new(LogErrors)),
+            max_size: None,
         }
     }
 
     /// bb8's own builder, for what this one does not name (`min_idle`, `idle_timeout`,
-    /// `test_on_check_out`, `queue_strategy`, a `connection_customizer`, another error sink…).
+    /// `test_on_check_out`, `queue_strategy`, a `connection_customizer`, another error sink…). bb8
+    /// checks what is set here itself, with assertions (a zero `max_size` or `connection_timeout`, a
+    /// `min_idle` above `max_size` panic): this builder's own setters are checked and refused with an error.
     pub fn pool_builder(
         mut self,
         change: impl FnOnce(bb8::Builder<EntraConnectionManager>) -> bb8::Builder<EntraConnectionManager>,
@@ -68,14 +91,14 @@ impl EntraBb8PoolBuilder {
 
     /// The most connections the pool holds (default 16), as every front calls it.
     pub fn max_size(mut self, max_size: usize) -> Self {
-        self.builder = self.builder.max_size(u32::try_from(max_size).unwrap_or(u32::MAX));
+        self.max_size = Some(max_size);
         self
     }
 
     /// How long `get()` waits for a connection, opening one included (bb8's `connection_timeout`;
     /// default 30 s; `None`: as good as forever), as every front calls it.
     pub fn wait_timeout(mut self, timeout: Option<Duration>) -> Self {
-        let wait = timeout.filter(|t| !t.is_zero()).unwrap_or(FOREVER);
+        let wait = bb8_wait(timeout);
         self.builder = self.builder.connection_timeout(wait);
         self
     }
@@ -89,7 +112,12 @@ impl EntraBb8PoolBuilder {
 
     /// Checks the configuration, starts the refresher (the first fetch retried within its budget),
     /// settles the role and builds the pool; no connection is opened yet.
-    pub async fn build(self) -> Result<EntraBb8Pool, BuildError> {
+    pub async fn build(mut self) -> Result<EntraBb8Pool, BuildError> {
+        if let Some(max_size) = self.max_size {
+            self.builder = self
+                .builder
+                .max_size(bb8_size("EntraBb8PoolBuilder::max_size", max_size)?);
+        }
         let connect = self.config.build_connector().await?;
         let role: Arc<str> = connect.plan().role().unwrap_or_default().into();
         let tokens = connect.tokens().cloned();

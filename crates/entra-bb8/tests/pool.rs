@@ -122,3 +122,21 @@ async fn verify_full_refuses_a_server_whose_ca_is_not_trusted_and_sends_no_token
     assert_eq!(emu.gate().stats().accepted, 0);
     assert!(emu.gate().rejections().is_empty(), "no password reached the gate");
 }
+
+#[tokio::test]
+async fn a_pool_of_no_connections_is_refused_with_an_error_not_a_panic() {
+    let err = EntraBb8PoolBuilder::new(entra_postgres::EntraConfig::from_env())
+        .max_size(0)
+        .wait_timeout(Some(Duration::ZERO))
+        .build()
+        .await
+        .expect_err("max_size(0) is refused");
+    assert!(
+        matches!(
+            &err,
+            entra_postgres::BuildError::Config(entra_postgres::ConfigError::Invalid { origin, .. })
+                if origin == "EntraBb8PoolBuilder::max_size"
+        ),
+        "{err:?}"
+    );
+}

@@ -127,10 +127,24 @@ impl EntraDieselPoolBuilder {
         self,
     ) -> Result<EntraDieselPool<diesel_async::pooled_connection::bb8::Pool<AsyncPgConnection>>, BuildError>
     {
+        // bb8's builder panics on zero: refused here, as deadpool refuses it.
+        if self.max_size == 0 {
+            return Err(BuildError::Config(entra_postgres::ConfigError::Invalid {
+                origin: "EntraDieselPoolBuilder::max_size".to_string(),
+                value: "0".to_string(),
+                problem: "a pool needs at least one connection: give 1 or more".to_string(),
+            }));
+        }
+        let max_size = u32::try_from(self.max_size).unwrap_or(u32::MAX);
         let (connect, role, tokens) = self.connector().await?;
         let pool = bb8::Pool::builder()
-            .max_size(u32::try_from(self.max_size).unwrap_or(u32::MAX))
-            .connection_timeout(self.wait_timeout.filter(|w| !w.is_zero()).unwrap_or(FOREVER))
+            .max_size(max_size)
+            // bb8 asserts a non-zero wait: `None` as good as forever, zero as short as it allows (1 ms),
+            // so that zero fails at once as it does with deadpool.
+            .connection_timeout(
+                self.wait_timeout
+                    .map_or(FOREVER, |w| w.max(Duration::from_millis(1))),
+            )
             .max_lifetime(self.max_lifetime.filter(|l| !l.is_zero()))
             .error_sink(Box::new(LogErrors))
             .build_unchecked(crate::setup::manager(connect));
