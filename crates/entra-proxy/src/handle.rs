@@ -27,10 +27,10 @@ pub struct ProxyHandle {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Drained {
-    /// Sessions being relayed when the drain began.
+    /// Sessions open when the drain began: relayed, or admitted and signing in upstream.
     pub open: u64,
-    /// Of those and any admitted since, the sessions still open at the deadline, which the proxy then
-    /// closed (0: every session ended on its own).
+    /// Of those and any admitted since, the sessions still open (relayed or signing in) at the deadline,
+    /// which the proxy then closed (0: every session ended on its own).
     pub closed: u64,
 }
 
@@ -105,7 +105,7 @@ impl ProxyHandle {
     /// [`shutdown`](Self::shutdown), or drop the handle: the sessions left are closed at once.
     pub async fn drain(&mut self, grace: Duration) -> Drained {
         let state = self.shared.state.clone();
-        let open = state.stats.active.get();
+        let open = state.stats.snapshot().sessions_open();
         state.begin_drain();
         tracing::info!(open, grace = ?grace, "proxy: draining");
         self.remove_socket();
@@ -114,7 +114,7 @@ impl ProxyHandle {
             match tokio::time::timeout(grace, accept).await {
                 // The loop ended: every connection it accepted has ended.
                 Ok(_) => self.accept = None,
-                Err(_) => closed = state.stats.active.get(),
+                Err(_) => closed = state.stats.snapshot().sessions_open(),
             }
         }
         self.stop().await;

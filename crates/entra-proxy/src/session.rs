@@ -27,6 +27,7 @@ pub(crate) async fn run(shared: Arc<Shared>, admitted: Admitted) {
         upstream_slot,
     } = admitted;
     let signing_in = std::time::Instant::now();
+    let in_sign_in = shared.state.stats.signing_in.hold();
     let opened = shared.connector.open_session(&parameters).await;
     shared.state.metrics.sign_in(signing_in.elapsed(), opened.is_ok());
     let upstream = match opened {
@@ -59,6 +60,9 @@ pub(crate) async fn run(shared: Arc<Shared>, admitted: Admitted) {
         .backend_key(pid, secret)
         .ready();
     let mut upstream = upstream.into_stream();
+    // Counted as active from here: a drain that closes it counts it either way.
+    let _active = shared.state.stats.active.hold();
+    drop(in_sign_in);
     if hello.send(&mut client).await.is_ok() {
         let application = parameters
             .iter()
@@ -71,7 +75,6 @@ pub(crate) async fn run(shared: Arc<Shared>, admitted: Admitted) {
         );
         let stats = &shared.state.stats;
         stats.relayed.add();
-        stats.active.add();
         let mut counted = Counted {
             client: &mut client,
             read: &stats.bytes_to_server,
@@ -80,7 +83,6 @@ pub(crate) async fn run(shared: Arc<Shared>, admitted: Admitted) {
         let _ =
             tokio::io::copy_bidirectional_with_sizes(&mut counted, &mut upstream, RELAY_BUFFER, RELAY_BUFFER)
                 .await;
-        stats.active.sub();
     }
     if let Some(key) = key {
         shared.cancel_keys.remove(key);

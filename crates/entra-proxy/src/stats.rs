@@ -20,6 +20,20 @@ impl Counter {
     pub(crate) fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+    /// Counts one for as long as the guard lives, however its holder ends (an abort included).
+    pub(crate) fn hold(&self) -> Held<'_> {
+        self.add();
+        Held(self)
+    }
+}
+
+/// One counted in a [`Counter`] until dropped.
+pub(crate) struct Held<'a>(&'a Counter);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.sub();
+    }
 }
 
 /// Why a client was refused, as counted and as the `reason` label of
@@ -95,6 +109,7 @@ pub(crate) struct Counters {
     pub(crate) accepted: Counter,
     pub(crate) relayed: Counter,
     pub(crate) active: Counter,
+    pub(crate) signing_in: Counter,
     pub(crate) unauthenticated: Counter,
     pub(crate) waiting: Counter,
     pub(crate) cancels: Counter,
@@ -117,6 +132,7 @@ impl Counters {
             accepted: self.accepted.get(),
             relayed: self.relayed.get(),
             active: self.active.get(),
+            signing_in: self.signing_in.get(),
             unauthenticated: self.unauthenticated.get(),
             waiting: self.waiting.get(),
             refused: Reason::ALL
@@ -148,6 +164,8 @@ pub struct ProxyStats {
     pub relayed: u64,
     /// Sessions being relayed now.
     pub active: u64,
+    /// Admitted sessions being signed in upstream now (not relayed yet).
+    pub signing_in: u64,
     /// Connections accepted that have not authenticated yet, now (at most
     /// [`ProxyBuilder::max_unauthenticated`](crate::ProxyBuilder::max_unauthenticated)).
     pub unauthenticated: u64,
@@ -175,6 +193,13 @@ pub struct ProxyStats {
     pub bytes_to_server: u64,
     /// Bytes relayed from the server to clients.
     pub bytes_to_client: u64,
+}
+
+impl ProxyStats {
+    /// Client sessions that a stop would cut short: those relayed and those still signing in upstream.
+    pub fn sessions_open(&self) -> u64 {
+        self.active + self.signing_in
+    }
 }
 
 #[cfg(test)]

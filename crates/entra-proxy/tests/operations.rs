@@ -255,13 +255,40 @@ async fn a_drain_closes_the_sessions_still_open_at_its_deadline() {
     .await;
     assert_eq!((drained.open, drained.closed), (1, 1));
     let err = entra_testkit::bounded(
-        30,
+        60,
         "the closed session's next query",
         client.query_one("SELECT 1", &[]),
     )
     .await
     .expect_err("the session was closed");
     assert!(err.is_closed() || err.as_db_error().is_none(), "{err}");
+}
+
+/// A session still signing in upstream at the drain's deadline is closed too, and counted: its client
+/// loses it as surely as a relayed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_counts_a_session_cut_while_it_signs_in() {
+    let emulator = Emulator::start().await.unwrap();
+    let mut proxy = proxy(&emulator, short_tokens(), |b| b).await;
+    // The gate holds every sign-in for 10 minutes: the client below stays signing in.
+    emulator.gate().set_sign_in_delay(Duration::from_secs(600));
+    let config = tcp_config(&proxy);
+    let signing_in = tokio::spawn(async move { connect(&config).await });
+    entra_testkit::until(60, "the client signing in upstream", || {
+        proxy.stats().signing_in == 1
+    })
+    .await;
+    let drained = entra_testkit::bounded(
+        60,
+        "a drain with a short grace",
+        proxy.drain(Duration::from_millis(200)),
+    )
+    .await;
+    assert_eq!((drained.open, drained.closed), (1, 1), "{:?}", proxy.stats());
+    let result = entra_testkit::bounded(60, "the cut client's connect", signing_in)
+        .await
+        .expect("no panic");
+    assert!(result.is_err(), "the client was not signed in");
 }
 
 /// With the connection test, the start signs in upstream once before it returns, and no client is

@@ -252,7 +252,7 @@ pub(crate) async fn run(args: ProxyArgs) -> Result<ExitCode, CliError> {
     drop(out);
 
     let signal = signals.next().await;
-    let open = proxy.stats().active;
+    let open = proxy.stats().sessions_open();
     eprintln!(
         "entra-pg proxy: {} received: draining (new sessions refused); waiting up to {} s for {open} open \
          session(s) to end; a second signal closes them now",
@@ -270,7 +270,7 @@ pub(crate) async fn run(args: ProxyArgs) -> Result<ExitCode, CliError> {
     let closed = match drained {
         Some(drained) => drained.closed,
         None => {
-            let open = proxy.stats().active;
+            let open = proxy.stats().sessions_open();
             proxy.shutdown().await;
             open
         }
