@@ -16,7 +16,7 @@
 //!   ([`PoolBuilder::transaction_pooling`](crate::PoolBuilder::transaction_pooling)) nothing is prepared:
 //!   statements go as unnamed ones (`query_typed`), so a statement with parameters must say their types.
 //! - **Rotation**: before a connection reaches its `max_lifetime` (±10 %), a replacement signs in with the
-//!   current token, prepares the statements its predecessor had cached (so callers wait for no prepare
+//!   current token, prepares the statements used on its predecessor (so callers wait for no prepare
 //!   round trip after the hand-over), and takes over new statements; statements already in flight on the
 //!   old one finish, then it closes.
 //! - **A dead connection** fails only the statements in flight on it, with its error; nothing is retried
@@ -71,7 +71,14 @@ struct Conn {
     _task: JoinHandle<()>,
     created: Instant,
     retire_at: Instant,
-    statements: Mutex<HashMap<String, Statement>>,
+    /// Prepared statements by SQL text, each with whether it was used on this connection (what a
+    /// replacement prepares ahead).
+    statements: Mutex<HashMap<String, Cached>>,
+}
+
+struct Cached {
+    statement: Statement,
+    used: bool,
 }
 
 struct Slot {
@@ -247,36 +254,49 @@ impl MultiplexedPool {
 
 impl Conn {
     async fn statement(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
-        if let Some(statement) = self.statements.lock().get(sql).cloned() {
-            return Ok(statement);
+        if let Some(cached) = self.statements.lock().get_mut(sql) {
+            cached.used = true;
+            return Ok(cached.statement.clone());
         }
         let statement = self.client.prepare(sql).await?;
+        self.cache(sql.to_string(), statement.clone(), true);
+        Ok(statement)
+    }
+
+    fn cache(&self, sql: String, statement: Statement, used: bool) {
         let mut cache = self.statements.lock();
         // SQL text built per call (values inlined) would otherwise grow the cache, and the server's
         // prepared statements, without end; past the cap a statement is closed once its caller drops it.
         if cache.len() < MAX_CACHED_STATEMENTS {
-            cache.insert(sql.to_string(), statement.clone());
+            cache.insert(sql, Cached { statement, used });
         }
-        Ok(statement)
     }
-}
 
-impl Conn {
-    /// Prepares, pipelined, the statements `predecessor` had cached, before this connection takes over
-    /// from it. One that no longer prepares (a table dropped since) is left out: its first use prepares it
-    /// again and gives the caller the server's error.
+    /// Prepares, pipelined, the statements used on `predecessor`, before this connection takes over from
+    /// it; each is cached as soon as it is prepared. Statements prepared ahead but never used are not
+    /// carried further, so one-off SQL leaves the cache within two rotations. One that no longer prepares
+    /// (a table dropped since) is left out: its first use prepares it again and gives the caller the
+    /// server's error.
     async fn prepare_like(&self, predecessor: &Conn) {
-        let texts: Vec<String> = predecessor.statements.lock().keys().cloned().collect();
-        if texts.is_empty() {
-            return;
-        }
-        let prepared = futures_util::future::join_all(texts.iter().map(|sql| self.client.prepare(sql))).await;
-        let mut cache = self.statements.lock();
-        for (sql, statement) in texts.into_iter().zip(prepared) {
-            match statement {
-                Ok(statement) => {
-                    cache.insert(sql, statement);
-                }
+        use futures_util::stream::{FuturesUnordered, StreamExt};
+
+        let texts: Vec<String> = predecessor
+            .statements
+            .lock()
+            .iter()
+            .filter(|(_, cached)| cached.used)
+            .map(|(sql, _)| sql.clone())
+            .collect();
+        let mut preparing: FuturesUnordered<_> = texts
+            .into_iter()
+            .map(|sql| async move {
+                let prepared = self.client.prepare(&sql).await;
+                (sql, prepared)
+            })
+            .collect();
+        while let Some((sql, prepared)) = preparing.next().await {
+            match prepared {
+                Ok(statement) => self.cache(sql, statement, false),
                 Err(e) => tracing::debug!(
                     error = ?crate::report(&e),
                     "multiplexed pool: a cached statement did not prepare on the replacement; it prepares on \

@@ -129,32 +129,38 @@ async fn a_replacement_prepares_its_predecessors_statements_before_it_takes_over
     let emulator = Emulator::start().await.expect("emulator");
     let pool = pool_builder(&emulator)
         .max_size(1)
-        .max_lifetime(Some(Duration::from_secs(3)))
+        // Long enough that no second replacement comes between two polls, however busy the machine.
+        .max_lifetime(Some(Duration::from_secs(10)))
         .build_multiplexed(1)
         .await
         .expect("multiplexed pool");
+    // The backend serving a statement, and the statements prepared there, read by one statement.
     let backend = |pool: MultiplexedPool| async move {
-        let row = pool.query_one("SELECT pg_backend_pid()", &[]).await;
-        row.expect("the backend's pid").get::<_, i32>(0)
+        let row = pool
+            .query_one(
+                "SELECT pg_backend_pid(), coalesce(array_agg(statement::text), '{}') \
+                 FROM pg_prepared_statements",
+                &[],
+            )
+            .await
+            .expect("the backend and its statements");
+        (row.get::<_, i32>(0), row.get::<_, Vec<String>>(1))
     };
-    let first = backend(pool.clone()).await;
+    let (first, _) = backend(pool.clone()).await;
     for sql in ["SELECT 'cached one'::text", "SELECT 'cached two'::text"] {
         pool.query_one(sql, &[]).await.expect("a cached statement");
     }
     // Once another backend serves, the statements used only on its predecessor are already prepared there.
-    bounded(60, "a replacement connection", async {
-        while backend(pool.clone()).await == first {
+    let prepared: HashSet<String> = bounded(60, "a replacement connection", async {
+        loop {
+            let (pid, prepared) = backend(pool.clone()).await;
+            if pid != first {
+                return prepared.into_iter().collect();
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await;
-    let prepared: HashSet<String> = pool
-        .query("SELECT statement FROM pg_prepared_statements", &[])
-        .await
-        .expect("the replacement's prepared statements")
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
     for sql in ["SELECT 'cached one'::text", "SELECT 'cached two'::text"] {
         assert!(
             prepared.contains(sql),
