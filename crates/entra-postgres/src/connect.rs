@@ -140,6 +140,12 @@ impl EntraConnect {
         self
     }
 
+    /// How long a new connection waits for a token ([`token_wait`](Self::token_wait)), for fronts that
+    /// drive the sign-in themselves (sqlx) and wait the same.
+    pub fn get_token_wait(&self) -> Duration {
+        self.token_wait
+    }
+
     /// The pool's name in metrics (`db.client.connection.pool.name`; default `entra-pool`).
     pub fn pool_name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.pool_name = name.into();

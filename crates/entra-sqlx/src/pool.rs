@@ -93,6 +93,7 @@ impl EntraPgPoolBuilder {
             base,
             role: plan.role().unwrap_or_default().to_string(),
             tokens: tokens.clone(),
+            token_wait: connector.get_token_wait(),
             pushed: Mutex::new(token),
         });
         let follower = tokio::spawn(follow(pool.clone(), shared.clone()));
@@ -184,7 +185,8 @@ impl EntraPgPool {
     /// itself (an executor on [`pool`](Self::pool), SeaORM's `DatabaseConnection`), which sqlx gives no
     /// hook into: when `error` is the server refusing the token (28P01 or 28000, as
     /// [`AzureRefusal`](entra_postgres::AzureRefusal) decides for every front), the token sqlx holds is
-    /// invalidated, the refresher's next one (awaited for at most 15 s) is handed to sqlx, and `true`
+    /// invalidated, the refresher's next one (awaited for at most the configuration's
+    /// [`token_wait`](entra_postgres::EntraConfig::token_wait)) is handed to sqlx, and `true`
     /// says one retry may now sign in. `false` for any other error, and when no newer token could be had
     /// (too soon after the last refetch, or the identity endpoint failing): a retry would be refused
     /// again. Call it once per failed attempt, and retry once.
@@ -200,7 +202,7 @@ impl EntraPgPool {
         let used = self.shared.pushed.lock().clone();
         tracing::warn!(token = %used.fingerprint(), "server rejected the token; fetching a new one for one retry");
         self.shared.tokens.invalidate(&used);
-        match tokio::time::timeout(Duration::from_secs(15), self.shared.tokens.get()).await {
+        match tokio::time::timeout(self.shared.token_wait, self.shared.tokens.get()).await {
             Ok(Ok(fresh)) if !fresh.same_as(&used) => {
                 self.shared.push(&self.pool, fresh);
                 true
@@ -229,6 +231,8 @@ struct Shared {
     base: PgConnectOptions,
     role: String,
     tokens: TokenHandle,
+    /// How long a recovery waits for the next token: the configuration's, as every front waits.
+    token_wait: Duration,
     /// The last token handed to sqlx.
     pushed: Mutex<AccessToken>,
 }
