@@ -29,12 +29,12 @@ use crate::state::ProxyState;
 
 /// At most this many health connections at once (probes and scrapes are a few); more wait in the
 /// kernel's listen queue.
-const MAX_CONNECTIONS: usize = 16;
+const MAX_CONNECTIONS: usize = 64;
 /// A client has this long to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// A connection (kept alive across requests, as Prometheus does) is closed after this long, once its
-/// current answer is sent: no client holds one of the few places for ever.
-const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// A connection is closed after this long at most (one request each: keep-alive is off, so a client
+/// holds a place only while its one request is read and answered).
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(10);
 /// How long the answer in flight may take once a connection is to close.
 const CLOSE_BOUND: Duration = Duration::from_secs(5);
 
@@ -83,7 +83,10 @@ async fn connection(stream: TcpStream, state: Arc<ProxyState>) {
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
-        .keep_alive(true);
+        // One request per connection: kubelet probes connect anew each time, Prometheus reconnects at
+        // its next scrape, and a client that keeps a connection busy with request after request cannot
+        // hold one of the places (a few such clients would otherwise keep the probes out).
+        .keep_alive(false);
     let served = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(served);
     tokio::select! {
