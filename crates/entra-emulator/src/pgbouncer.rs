@@ -102,6 +102,9 @@ impl TestPgBouncerBuilder {
     /// TCP at `address` (`entra-pg proxy`, for one), every server connection signed in as `user` with no
     /// password (`auth_type = any`: the client's user name is ignored). PgBouncer runs as an unprivileged
     /// user when the harness is root ([`TestPgBouncer::process_uid`]), so the front must admit that user.
+    /// A test harness only: with `auth_type = any`, any local process reaches the front through it as
+    /// `user` (docs/pgbouncer.md gives a production configuration); `user` is written into the
+    /// configuration as given, so it must be a plain role name.
     ///
     /// Fails as [`start`](Self::start) does.
     pub async fn start_in_front_of(

@@ -109,7 +109,8 @@ Exit codes:
        or the connection test failed
   2    usage or configuration error
   3    no token could be had from the identity endpoint
-  4    a listener could not be bound";
+  4    a listener could not be bound, or the signal handlers or the metrics
+       recorder could not be set up";
 
 pub(crate) async fn run(args: ProxyArgs) -> Result<ExitCode, CliError> {
     // Installed first, so a signal during start-up is not lost.
