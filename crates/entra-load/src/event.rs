@@ -71,9 +71,9 @@ pub enum Event {
         clients: usize,
         /// Its `-T`.
         duration: Duration,
-        /// Its `-R`.
-        rate: u32,
-        /// Where it connects: `gate` or `proxy`.
+        /// Its `-R` (`None`: full speed).
+        rate: Option<u32>,
+        /// Where it connects: `gate`, `proxy` or `proxy-warm`.
         through: &'static str,
         /// Idle loopback sockets the bench holds meanwhile.
         idle_sockets: usize,
@@ -162,11 +162,11 @@ impl fmt::Display for Event {
                 through,
                 idle_sockets,
             } => {
-                write!(
-                    f,
-                    "  pgbench -n -C -S -c {clients} -j 2 -R {rate} -T {} ({through}",
-                    duration.as_secs()
-                )?;
+                write!(f, "  pgbench -n -C -S -c {clients} -j 2")?;
+                if let Some(rate) = rate {
+                    write!(f, " -R {rate}")?;
+                }
+                write!(f, " -T {} ({through}", duration.as_secs())?;
                 if *idle_sockets > 0 {
                     write!(f, ", beside {idle_sockets} idle sockets")?;
                 }

@@ -56,25 +56,25 @@ pub struct ConnectingRun {
     pub tps: f64,
 }
 
-/// Runs `pgbench -n -C -S -c C -j 2 -R R -T T` (a new connection for every transaction, `rate`
-/// transactions per second in all) on `database` wherever libpq's variables in `env` point it, and
+/// Runs `pgbench -n -C -S -c C -j 2 [-R R] -T T` (a new connection for every transaction, `rate`
+/// transactions per second in all, or as fast as it goes without one) on `database` wherever libpq's variables in `env` point it, and
 /// returns its latency and tps; [`LoadError::PgbenchMissing`] when pgbench is not installed.
 pub async fn run_connecting(
     env: &[(&str, String)],
     database: &str,
     clients: usize,
     duration: Duration,
-    rate: u32,
+    rate: Option<u32>,
 ) -> Result<ConnectingRun, LoadError> {
     let mut command = tokio::process::Command::new(program());
     command
         .args(["-n", "-C", "-S", "-j", "2"])
         .arg("-c")
-        .arg(clients.to_string())
-        .arg("-R")
-        .arg(rate.to_string())
-        .arg("-T")
-        .arg(duration.as_secs().max(1).to_string());
+        .arg(clients.to_string());
+    if let Some(rate) = rate {
+        command.arg("-R").arg(rate.to_string());
+    }
+    command.arg("-T").arg(duration.as_secs().max(1).to_string());
     let stdout = output(command, env, database).await?;
     parse_connecting(&stdout).ok_or(LoadError::PgbenchOutput { stdout })
 }

@@ -1,9 +1,11 @@
 //! The price of a connect through the proxy: `pgbench -n -C -S -c C -j 2 -R R` (a new connection for
-//! every transaction, at a fixed rate below what the upstream can sign in) through `entra-proxy`
-//! against the same straight at the emulator's gate; and both again beside idle loopback sockets the
-//! bench holds (10 000 by default: the socket table of a busy node, which the proxy's peer lookup must
-//! not have to read). Each cycle runs the four arms in turn (gate, proxy, then both beside the sockets),
-//! so each ratio is the median of the per-cycle ratios, with min and max.
+//! every transaction, at a fixed rate below what the upstream can sign in) straight at the emulator's
+//! gate, through `entra-proxy` signing in for each client (`warm(0)`), and through `entra-proxy` with
+//! warm sessions (`warm(N)`); and the three again beside idle loopback sockets the bench holds (10 000
+//! by default: the socket table of a busy node, which the proxy's peer lookup must not have to read).
+//! Each cycle runs the six arms in turn, so each ratio is the median of the per-cycle ratios, with min
+//! and max. Each cycle then runs the three at full speed (no `-R`) for their tps, a figure and not a
+//! target: at full speed the upstream's sign-ins bound every path, warm sessions or not.
 //!
 //! The figure is pgbench's latency average under `-R`: per transaction, the connect included, from the
 //! transaction's scheduled start (so a backlog shows as latency rather than hiding in a lower rate).
@@ -39,13 +41,16 @@ pub struct ProxyConnectConfig {
     pub rate: u32,
     /// Added by the gate to every sign-in.
     pub sign_in_delay: Duration,
-    /// Idle loopback sockets held beside the second pair of arms.
+    /// Idle loopback sockets held beside the second set of arms.
     pub idle_sockets: usize,
+    /// Warm sessions of the warm arm's proxy.
+    pub warm: usize,
 }
 
 impl ProxyConnectConfig {
     /// `clients` clients, `cycles` cycles of `run_duration` runs, at 20 transactions per second, beside
-    /// 10 000 idle sockets in the second pair of arms, with a sign-in delay of `sign_in_delay`.
+    /// 10 000 idle sockets in the second set of arms, with a sign-in delay of `sign_in_delay`; the warm
+    /// arm's proxy keeps the proxy's default number of warm sessions.
     pub fn new(clients: usize, run_duration: Duration, cycles: usize, sign_in_delay: Duration) -> Self {
         ProxyConnectConfig {
             clients,
@@ -54,6 +59,7 @@ impl ProxyConnectConfig {
             rate: 20,
             sign_in_delay,
             idle_sockets: 10_000,
+            warm: entra_proxy::DEFAULT_WARM,
         }
     }
 }
@@ -64,8 +70,10 @@ impl ProxyConnectConfig {
 pub struct ConnectRun {
     /// The cycle it belongs to.
     pub cycle: usize,
-    /// `gate` or `proxy`.
+    /// `gate`, `proxy` (no warm sessions) or `proxy-warm`.
     pub target: &'static str,
+    /// Under pgbench's `-R` (`false`: at full speed).
+    pub paced: bool,
     /// Idle sockets the bench held during the run (0 or the configured count).
     pub idle_sockets: usize,
     /// TCP sockets of the machine as `/proc/net/tcp*` listed them just before the run.
@@ -93,6 +101,10 @@ pub struct ProxyConnectReport {
     pub connect_over_gate: Option<PairedRatio>,
     /// The same, both runs beside the idle sockets.
     pub connect_over_gate_idle: Option<PairedRatio>,
+    /// Latency through the proxy with warm sessions over the gate's, per cycle, without the idle sockets.
+    pub warm_latency_over_gate: Option<PairedRatio>,
+    /// The same, both runs beside the idle sockets.
+    pub warm_latency_over_gate_idle: Option<PairedRatio>,
 }
 
 /// Runs the benchmark against a fresh emulator, telling `on_event` each step as it begins;
@@ -120,14 +132,18 @@ pub async fn run(
     let upstream = EntraConfig::from_env()
         .env(Env::from_pairs(emulator.env_vars()))
         .dbname(setup::PGBENCH_DB);
-    let proxy = ProxyBuilder::new()
-        .listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
-        .max_size(config.clients.max(1) * 2)
-        .start(&upstream)
-        .await
-        .map_err(LoadError::ProxyStart)?;
+    let start_proxy = |warm: usize| {
+        ProxyBuilder::new()
+            .listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+            .max_size(config.clients.max(1) * 2 + warm)
+            .warm(warm)
+            .start(&upstream)
+    };
+    let proxy = start_proxy(0).await.map_err(LoadError::ProxyStart)?;
+    let warm_proxy = start_proxy(config.warm).await.map_err(LoadError::ProxyStart)?;
     let tokens = proxy.tokens().cloned().ok_or(LoadError::NoTokenHandle)?;
     let proxy_addr = proxy.tcp_addresses()[0];
+    let warm_addr = warm_proxy.tcp_addresses()[0];
 
     let mut runs = Vec::new();
     for cycle in 0..config.cycles {
@@ -144,14 +160,23 @@ pub async fn run(
             ("PGSSLMODE", "verify-full".to_string()),
             ("PGSSLROOTCERT", emulator.ca_path().display().to_string()),
         ];
-        let through_proxy = [
-            ("PGHOST", proxy_addr.ip().to_string()),
-            ("PGPORT", proxy_addr.port().to_string()),
-            ("PGUSER", emulator.user().to_string()),
-            ("PGSSLMODE", "disable".to_string()),
+        let through = |addr: std::net::SocketAddr| {
+            [
+                ("PGHOST", addr.ip().to_string()),
+                ("PGPORT", addr.port().to_string()),
+                ("PGUSER", emulator.user().to_string()),
+                ("PGSSLMODE", "disable".to_string()),
+            ]
+        };
+        let (through_proxy, through_warm) = (through(proxy_addr), through(warm_addr));
+        let arms = [
+            ("gate", &gate[..]),
+            ("proxy", &through_proxy[..]),
+            ("proxy-warm", &through_warm[..]),
         ];
-        for idle in [0, config.idle_sockets] {
-            // Held for this pair of runs only, so the runs without them have the machine's own table.
+        // Paced runs in both socket tables, then the full-speed runs in the machine's own.
+        for (idle, paced) in [(0, true), (config.idle_sockets, true), (0, false)] {
+            // Held for these runs only, so the others have the machine's own table.
             let held = if idle == 0 {
                 None
             } else {
@@ -161,12 +186,30 @@ pub async fn run(
                     .map_err(LoadError::IdleSockets)?;
                 Some(held)
             };
-            for (target, env) in [("gate", &gate[..]), ("proxy", &through_proxy[..])] {
+            for (target, env) in arms {
+                if target == "proxy-warm" {
+                    // Each arm starts as the proxy stands between bursts: its warm sessions signed in.
+                    let warm = warm_proxy.stats().warm_idle;
+                    let ready = async {
+                        while warm_proxy.stats().warm_idle < config.warm as u64 {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    };
+                    if tokio::time::timeout(Duration::from_secs(60), ready)
+                        .await
+                        .is_err()
+                    {
+                        return Err(LoadError::invalid(format!(
+                            "the warm proxy had {warm} of {} warm sessions after 60 s",
+                            config.warm
+                        )));
+                    }
+                }
                 let before = load_average();
                 on_event(Event::ConnectRun {
                     clients: config.clients,
                     duration: config.run_duration,
-                    rate: config.rate,
+                    rate: paced.then_some(config.rate),
                     through: target,
                     idle_sockets: idle,
                 });
@@ -176,12 +219,13 @@ pub async fn run(
                     setup::PGBENCH_DB,
                     config.clients,
                     config.run_duration,
-                    config.rate,
+                    paced.then_some(config.rate),
                 )
                 .await?;
                 runs.push(ConnectRun {
                     cycle,
                     target,
+                    paced,
                     idle_sockets: idle,
                     tcp_sockets,
                     measured,
@@ -192,22 +236,25 @@ pub async fn run(
         }
     }
     proxy.shutdown().await;
+    warm_proxy.shutdown().await;
     tokens.shutdown();
     let figure = |target: &str, idle: bool, cycle: usize, of: fn(&ConnectingRun) -> f64| {
         runs.iter()
-            .find(|r| r.target == target && (r.idle_sockets > 0) == idle && r.cycle == cycle)
+            .find(|r| r.paced && r.target == target && (r.idle_sockets > 0) == idle && r.cycle == cycle)
             .map(|r| of(&r.measured))
     };
-    let over_gate = |idle: bool, of: fn(&ConnectingRun) -> f64| {
+    let over_gate = |target: &str, idle: bool, of: fn(&ConnectingRun) -> f64| {
         PairedRatio::of_pairs(
             (0..config.cycles)
-                .filter_map(|c| Some((figure("proxy", idle, c, of)?, figure("gate", idle, c, of)?))),
+                .filter_map(|c| Some((figure(target, idle, c, of)?, figure("gate", idle, c, of)?))),
         )
     };
-    let latency_over_gate = over_gate(false, |m| m.latency_ms);
-    let latency_over_gate_idle = over_gate(true, |m| m.latency_ms);
-    let connect_over_gate = over_gate(false, |m| m.connection_ms);
-    let connect_over_gate_idle = over_gate(true, |m| m.connection_ms);
+    let latency_over_gate = over_gate("proxy", false, |m| m.latency_ms);
+    let latency_over_gate_idle = over_gate("proxy", true, |m| m.latency_ms);
+    let connect_over_gate = over_gate("proxy", false, |m| m.connection_ms);
+    let connect_over_gate_idle = over_gate("proxy", true, |m| m.connection_ms);
+    let warm_latency_over_gate = over_gate("proxy-warm", false, |m| m.latency_ms);
+    let warm_latency_over_gate_idle = over_gate("proxy-warm", true, |m| m.latency_ms);
     Ok(ProxyConnectReport {
         config,
         runs,
@@ -215,17 +262,30 @@ pub async fn run(
         latency_over_gate_idle,
         connect_over_gate,
         connect_over_gate_idle,
+        warm_latency_over_gate,
+        warm_latency_over_gate_idle,
     })
 }
 
 impl ProxyConnectReport {
-    /// The median, min and max latency (ms) of the runs of `target`, with or without the idle sockets.
+    /// The median, min and max latency (ms) of the paced runs of `target`, with or without the idle
+    /// sockets.
     pub fn latency(&self, target: &str, idle: bool) -> Option<(f64, f64, f64)> {
         let values = self
             .runs
             .iter()
-            .filter(|r| r.target == target && (r.idle_sockets > 0) == idle)
+            .filter(|r| r.paced && r.target == target && (r.idle_sockets > 0) == idle)
             .map(|r| r.measured.latency_ms);
+        PairedRatio::of(values).map(|r| (r.median, r.min, r.max))
+    }
+
+    /// The median, min and max tps of the full-speed runs of `target`.
+    pub fn full_speed_tps(&self, target: &str) -> Option<(f64, f64, f64)> {
+        let values = self
+            .runs
+            .iter()
+            .filter(|r| !r.paced && r.target == target)
+            .map(|r| r.measured.tps);
         PairedRatio::of(values).map(|r| (r.median, r.min, r.max))
     }
 
@@ -234,20 +294,22 @@ impl ProxyConnectReport {
         let c = &self.config;
         let mut out = format!(
             "\nentra-pg bench --mode proxy-connect: pgbench -n -C -S -c {} -j 2 -R {} -T {}, {} cycles, \
-             sign-in delay {} ms\n\n",
+             sign-in delay {} ms, {} warm sessions in the warm arm\n\n",
             c.clients,
             c.rate,
             c.run_duration.as_secs(),
             c.cycles,
-            c.sign_in_delay.as_millis()
+            c.sign_in_delay.as_millis(),
+            c.warm
         );
         for r in &self.runs {
             let load = r.load.0.map_or_else(|| "-".into(), |l| format!("{:.2}", l[0]));
             out.push_str(&format!(
-                "  #{} {:<6} {:>6} TCP sockets  latency {:>7.2} ms  connect {:>7.2} ms  {:>6.1} tps  \
+                "  #{} {:<10} {:<10} {:>6} TCP sockets  latency {:>7.2} ms  connect {:>7.2} ms  {:>6.1} tps  \
                  (load average {load})\n",
                 r.cycle + 1,
                 r.target,
+                if r.paced { "paced" } else { "full speed" },
                 r.tcp_sockets,
                 r.measured.latency_ms,
                 r.measured.connection_ms,
@@ -266,9 +328,21 @@ impl ProxyConnectReport {
                 "proxy / gate connection time, beside the idle sockets",
                 &self.connect_over_gate_idle,
             ),
+            ("warm proxy / gate latency", &self.warm_latency_over_gate),
+            (
+                "warm proxy / gate latency, beside the idle sockets",
+                &self.warm_latency_over_gate_idle,
+            ),
         ] {
             if let Some(r) = ratio {
                 out.push_str(&format!("  {label:<54} {}\n", r.display()));
+            }
+        }
+        for target in ["gate", "proxy", "proxy-warm"] {
+            if let Some((median, min, max)) = self.full_speed_tps(target) {
+                out.push_str(&format!(
+                    "  full-speed tps, {target:<10} (a figure, not a target)    {median:.1} ({min:.1}–{max:.1})\n"
+                ));
             }
         }
         out
@@ -293,9 +367,20 @@ impl ProxyConnectReport {
 
     /// The report as JSON: the latency ratio under `ratios.proxy_connect_latency_over_gate`, and beside
     /// the idle sockets under `ratios.proxy_connect_latency_over_gate_idle_sockets`; the same of the
-    /// connection time under `ratios.proxy_connect_time_over_gate[_idle_sockets]`.
+    /// connection time under `ratios.proxy_connect_time_over_gate[_idle_sockets]`; the warm arm's latency
+    /// ratio under `ratios.proxy_warm_connect_latency_over_gate[_idle_sockets]`; full-speed tps under
+    /// `full_speed_tps`.
     pub fn json(&self) -> serde_json::Value {
         let c = &self.config;
+        let full_speed: serde_json::Map<String, serde_json::Value> = ["gate", "proxy", "proxy-warm"]
+            .iter()
+            .map(|t| {
+                let tps = self
+                    .full_speed_tps(t)
+                    .map(|(median, min, max)| json!({ "median": median, "min": min, "max": max }));
+                (t.to_string(), json!(tps))
+            })
+            .collect();
         json!({
             "config": {
                 "clients": c.clients,
@@ -304,10 +389,11 @@ impl ProxyConnectReport {
                 "rate": c.rate,
                 "sign_in_delay_ms": c.sign_in_delay.as_millis() as u64,
                 "idle_sockets": c.idle_sockets,
+                "warm": c.warm,
                 "cores": std::thread::available_parallelism().map(|n| n.get()).ok(),
             },
             "runs": self.runs.iter().map(|r| json!({
-                "cycle": r.cycle, "target": r.target, "idle_sockets": r.idle_sockets,
+                "cycle": r.cycle, "target": r.target, "paced": r.paced, "idle_sockets": r.idle_sockets,
                 "tcp_sockets": r.tcp_sockets, "latency_ms": r.measured.latency_ms,
                 "connection_ms": r.measured.connection_ms, "tps": r.measured.tps,
                 "load_average": { "before": r.load.0, "after": r.load.1 },
@@ -319,7 +405,11 @@ impl ProxyConnectReport {
                 "proxy_connect_time_over_gate": self.connect_over_gate.as_ref().map(PairedRatio::json),
                 "proxy_connect_time_over_gate_idle_sockets":
                     self.connect_over_gate_idle.as_ref().map(PairedRatio::json),
+                "proxy_warm_connect_latency_over_gate": self.warm_latency_over_gate.as_ref().map(PairedRatio::json),
+                "proxy_warm_connect_latency_over_gate_idle_sockets":
+                    self.warm_latency_over_gate_idle.as_ref().map(PairedRatio::json),
             },
+            "full_speed_tps": full_speed,
         })
     }
 }

@@ -19,6 +19,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::listen::Accepted;
 use crate::peer::{self, PeerError};
 use crate::stats::Reason;
+use crate::warm;
 use crate::wire::{self, FirstPacket, Out};
 use crate::{LocalAuth, Shared};
 
@@ -236,6 +237,8 @@ pub(crate) struct Admitted {
     pub(crate) negotiation: Option<Vec<String>>,
     /// The upstream slot, held for the session's life.
     pub(crate) upstream_slot: OwnedSemaphorePermit,
+    /// A warm session to serve the client, signed in already (its parameters not applied yet).
+    pub(crate) warm: Option<entra_postgres::RawSession>,
 }
 
 /// An accepted connection holding one of the places for connections that have not authenticated.
@@ -509,6 +512,32 @@ async fn admit(shared: &Shared, authenticated: Authenticated) -> Option<Admitted
         refuse(shared, origin, &mut client, refusal).await;
         return None;
     }
+    let unsupported: Vec<String> = startup
+        .parameters
+        .keys()
+        .filter(|k| k.starts_with("_pq_."))
+        .cloned()
+        .collect();
+    let negotiation = (startup.protocol_number_minor != 0 || !unsupported.is_empty()).then_some(unsupported);
+    let parameters: Vec<(String, String)> = startup
+        .parameters
+        .into_iter()
+        .filter(|(k, _)| {
+            !matches!(k.as_str(), "user" | "database" | "replication") && !k.starts_with("_pq_.")
+        })
+        .collect();
+    if warm::eligible(&parameters) {
+        if let Some(warm) = shared.warm.take(&shared.state.stats) {
+            return Some(Admitted {
+                client,
+                origin,
+                parameters,
+                negotiation,
+                upstream_slot: warm.slot,
+                warm: Some(warm.session),
+            });
+        }
+    }
     // Every slot taken and as many clients already waiting: refused at once rather than held.
     let Ok(waiting) = shared.waiting_slots.clone().try_acquire_owned() else {
         let refusal = Refusal::Full {
@@ -518,7 +547,17 @@ async fn admit(shared: &Shared, authenticated: Authenticated) -> Option<Admitted
         return None;
     };
     shared.state.stats.waiting.add();
+    // A free slot, else a warm session's (this client cannot use one, or none was left), else a wait.
+    let free = shared
+        .upstream_slots
+        .clone()
+        .try_acquire_owned()
+        .ok()
+        .or_else(|| shared.warm.surrender(&shared.state.stats));
     let acquire = async {
+        if let Some(slot) = free {
+            return Some(Ok(slot));
+        }
         match shared.upstream_wait {
             Some(wait) => tokio::time::timeout(wait, shared.upstream_slots.clone().acquire_owned())
                 .await
@@ -547,26 +586,13 @@ async fn admit(shared: &Shared, authenticated: Authenticated) -> Option<Admitted
             return None;
         }
     };
-    let unsupported: Vec<String> = startup
-        .parameters
-        .keys()
-        .filter(|k| k.starts_with("_pq_."))
-        .cloned()
-        .collect();
-    let negotiation = (startup.protocol_number_minor != 0 || !unsupported.is_empty()).then_some(unsupported);
-    let parameters = startup
-        .parameters
-        .into_iter()
-        .filter(|(k, _)| {
-            !matches!(k.as_str(), "user" | "database" | "replication") && !k.starts_with("_pq_.")
-        })
-        .collect();
     Some(Admitted {
         client,
         origin,
         parameters,
         negotiation,
         upstream_slot,
+        warm: None,
     })
 }
 

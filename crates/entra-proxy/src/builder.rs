@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use entra_postgres::{CredentialKind, EntraConfig, EntraConnect};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -15,8 +14,9 @@ use crate::error::ProxyError;
 use crate::metrics::ProxyMetrics;
 use crate::state::ProxyState;
 use crate::{
-    cancel, health, listen, ClientTls, LocalAuth, ProxyHandle, Shared, DEFAULT_MAX_SIZE,
-    DEFAULT_MAX_UNAUTHENTICATED, DEFAULT_READINESS_MARGIN, DEFAULT_STARTUP_TIMEOUT,
+    cancel, health, listen, warm, ClientTls, LocalAuth, ProxyHandle, Shared, DEFAULT_MAX_SIZE,
+    DEFAULT_MAX_UNAUTHENTICATED, DEFAULT_READINESS_MARGIN, DEFAULT_STARTUP_TIMEOUT, DEFAULT_WARM,
+    DEFAULT_WARM_LIFETIME,
 };
 
 /// How often recorded histogram samples are moved into their buckets when nobody scrapes `/metrics`.
@@ -51,6 +51,8 @@ pub struct ProxyBuilder {
     readiness_margin: Duration,
     connection_test: bool,
     extra_metrics: Option<PrometheusHandle>,
+    warm: usize,
+    warm_lifetime: Duration,
 }
 
 impl Default for ProxyBuilder {
@@ -77,6 +79,8 @@ impl ProxyBuilder {
             readiness_margin: DEFAULT_READINESS_MARGIN,
             connection_test: false,
             extra_metrics: None,
+            warm: DEFAULT_WARM,
+            warm_lifetime: DEFAULT_WARM_LIFETIME,
         }
     }
 
@@ -199,6 +203,24 @@ impl ProxyBuilder {
         self
     }
 
+    /// Keeps this many upstream sessions signed in ahead of their clients (default [`DEFAULT_WARM`]; 0
+    /// turns them off), so a client that connects gets one at once instead of waiting for a sign-in. A
+    /// warm session serves exactly one client and is never reused; each holds one of the
+    /// [`max_size`](Self::max_size) slots while it waits, and gives it up to a client that needs a slot
+    /// when none is free. See the crate's "Operations" for what a client sees.
+    pub fn warm(mut self, sessions: usize) -> Self {
+        self.warm = sessions;
+        self
+    }
+
+    /// How long a warm session may wait for its client (default [`DEFAULT_WARM_LIFETIME`]): it is
+    /// replaced once nine tenths of this old (the replacement signed in first), so that no client gets a
+    /// session older than this, and role settings changed upstream reach new clients within it.
+    pub fn warm_lifetime(mut self, lifetime: Duration) -> Self {
+        self.warm_lifetime = lifetime;
+        self
+    }
+
     /// Checks where and for whom the proxy would listen against the rules ([`ProxyError::NoListener`],
     /// [`ProxyError::NonLoopback`], [`ProxyError::RemoteNeedsTls`], [`ProxyError::RemoteNeedsSecret`]),
     /// binding nothing. Needs no connector, so a refused configuration costs no token;
@@ -289,8 +311,10 @@ impl ProxyBuilder {
             unauthenticated_slots: Arc::new(Semaphore::new(self.max_unauthenticated)),
             startup_timeout: self.startup_timeout,
             cancel_keys: cancel::CancelKeys::default(),
+            warm: warm::Warm::new(self.warm, self.warm_lifetime),
             state: state.clone(),
         });
+        background.spawn(warm::keep_warm(shared.clone()));
         // Accepting from here: the listeners are bound, so clients already queue in the kernel.
         state.accept_loop_started();
         let accept = tokio::spawn(listen::accept_loop(listeners, shared.clone()));
@@ -304,6 +328,7 @@ impl ProxyBuilder {
             auth = ?shared.auth,
             max_unauthenticated = self.max_unauthenticated,
             startup_timeout = ?shared.startup_timeout,
+            warm = self.warm,
             "entra proxy listening"
         );
         Ok(ProxyHandle {
@@ -341,11 +366,7 @@ async fn connection_test(connector: &EntraConnect) -> Result<(), ProxyError> {
         .open_session(&[])
         .await
         .map_err(|e| ProxyError::ConnectionTest(Box::new(e)))?;
-    let mut stream = session.into_stream();
-    // Terminate ('X', length 4), as a client that ends its session sends: the server then logs a clean
-    // disconnection, not an unexpected end of file.
-    let _ = stream.write_all(&[b'X', 0, 0, 0, 4]).await;
-    let _ = stream.shutdown().await;
+    session.close().await;
     tracing::info!("proxy: connection test passed: signed in upstream");
     Ok(())
 }

@@ -138,6 +138,9 @@ impl ProxyHandle {
             let _ = accept.await;
         }
         self.background.shutdown().await;
+        // The warmer has stopped (it closes its sessions when a drain begins; not when it is aborted).
+        let warm = self.shared.warm.drain_all(&self.shared.state.stats);
+        crate::warm::close_all(warm).await;
     }
 
     fn remove_socket(&mut self) {

@@ -28,6 +28,12 @@
 //!   reason, clients waiting, bytes each way, the sign-in latency ([`metrics`] names them all), from a
 //!   recorder of the proxy's own; with [`ProxyBuilder::extra_metrics`] also the token's, from the
 //!   application's global recorder.
+//! - **Warm sessions** ([`ProxyBuilder::warm`], default [`DEFAULT_WARM`]): upstream sessions signed in
+//!   ahead, so a client that connects does not wait for a sign-in. Each serves one client and is never
+//!   reused; the client's startup parameters are applied with `set_config` and its greeting is that of
+//!   a session started with them (one difference: `RESET` returns a parameter to the server's default,
+//!   not to the client's startup value). A client with `options`, or with a parameter the server will
+//!   not set after connection start, gets a fresh session.
 //! - **Graceful drain** ([`ProxyHandle::drain`]): readiness fails and the listeners close at once; open
 //!   sessions go on until their clients end them or the grace runs out.
 //!
@@ -101,6 +107,7 @@ mod session;
 mod state;
 mod stats;
 mod tls;
+mod warm;
 mod wire;
 
 use std::sync::Arc;
@@ -132,6 +139,11 @@ pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the token must stay usable for the proxy to be ready, by default
 /// ([`ProxyBuilder::readiness_margin`]).
 pub const DEFAULT_READINESS_MARGIN: Duration = Duration::from_secs(30);
+/// How many warm sessions the proxy keeps signed in ahead of its clients by default
+/// ([`ProxyBuilder::warm`]).
+pub const DEFAULT_WARM: usize = 2;
+/// How long a warm session may wait for its client by default ([`ProxyBuilder::warm_lifetime`]).
+pub const DEFAULT_WARM_LIFETIME: Duration = Duration::from_secs(300);
 /// How long a drain lets open sessions finish by default (`entra-pg proxy --max-sigterm-delay`).
 pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(30);
 /// What every session shares.
@@ -151,6 +163,8 @@ pub(crate) struct Shared {
     unauthenticated_slots: Arc<Semaphore>,
     startup_timeout: Duration,
     cancel_keys: cancel::CancelKeys,
+    /// Sessions signed in ahead of their clients.
+    warm: warm::Warm,
     /// Life, counters and metrics, shared with the health listener.
     state: Arc<ProxyState>,
 }

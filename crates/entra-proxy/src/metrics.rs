@@ -14,6 +14,10 @@
 //! | `entra_proxy_bytes_total` | counter | `direction` (`to_server`, `to_client`) | bytes relayed each way |
 //! | `entra_proxy_upstream_sign_in_seconds` | histogram | `outcome` (`ok`, `error`) | opening an upstream session: token, TCP, TLS, sign-in |
 //! | `entra_proxy_ready` | gauge | | 1 while `/readiness` would answer 200, else 0 |
+//! | `entra_proxy_warm_sessions` | gauge | | warm sessions signed in and waiting for a client |
+//! | `entra_proxy_warm_sessions_opened_total` | counter | | warm sessions signed in |
+//! | `entra_proxy_warm_sessions_used_total` | counter | | clients given a warm session |
+//! | `entra_proxy_warm_sessions_dropped_total` | counter | `reason` (`renewed`, `closed`, `parameters`) | warm sessions no client used: renewed or given up for a slot, found closed, or not able to take a client's parameters |
 //!
 //! `reason` is one of `local_auth`, `timeout`, `role`, `database`, `full`, `tls_required`, `protocol`,
 //! `no_user`, `replication`, `draining` (the proxy is draining) and `upstream` (the upstream session
@@ -53,6 +57,14 @@ pub const BYTES: &str = "entra.proxy.bytes_total";
 pub const SIGN_IN_SECONDS: &str = "entra.proxy.upstream.sign_in_seconds";
 /// 1 while the proxy is ready, else 0 (gauge).
 pub const READY: &str = "entra.proxy.ready";
+/// Warm sessions waiting for a client (gauge).
+pub const WARM_SESSIONS: &str = "entra.proxy.warm_sessions";
+/// Warm sessions signed in (counter).
+pub const WARM_OPENED: &str = "entra.proxy.warm_sessions.opened_total";
+/// Clients given a warm session (counter).
+pub const WARM_USED: &str = "entra.proxy.warm_sessions.used_total";
+/// Warm sessions no client used, by `reason` (counter).
+pub const WARM_DROPPED: &str = "entra.proxy.warm_sessions.dropped_total";
 
 /// The sign-in histogram's buckets, in seconds: a loopback sign-in takes milliseconds, one to Azure tens
 /// of them, and one waiting for a token or a server that is starting up seconds.
@@ -74,6 +86,12 @@ pub(crate) struct ProxyMetrics {
     bytes_to_server: Counter,
     bytes_to_client: Counter,
     ready: Gauge,
+    warm_idle: Gauge,
+    warm_opened: Counter,
+    warm_used: Counter,
+    warm_renewed: Counter,
+    warm_closed: Counter,
+    warm_parameters: Counter,
     sign_in_ok: Histogram,
     sign_in_error: Histogram,
 }
@@ -109,6 +127,12 @@ impl ProxyMetrics {
                 bytes_to_server: metrics::counter!(BYTES, "direction" => "to_server"),
                 bytes_to_client: metrics::counter!(BYTES, "direction" => "to_client"),
                 ready: metrics::gauge!(READY),
+                warm_idle: metrics::gauge!(WARM_SESSIONS),
+                warm_opened: metrics::counter!(WARM_OPENED),
+                warm_used: metrics::counter!(WARM_USED),
+                warm_renewed: metrics::counter!(WARM_DROPPED, "reason" => "renewed"),
+                warm_closed: metrics::counter!(WARM_DROPPED, "reason" => "closed"),
+                warm_parameters: metrics::counter!(WARM_DROPPED, "reason" => "parameters"),
                 sign_in_ok: metrics::histogram!(SIGN_IN_SECONDS, "outcome" => "ok"),
                 sign_in_error: metrics::histogram!(SIGN_IN_SECONDS, "outcome" => "error"),
             }
@@ -136,6 +160,13 @@ impl ProxyMetrics {
         self.bytes_to_server.absolute(counters.bytes_to_server.get());
         self.bytes_to_client.absolute(counters.bytes_to_client.get());
         self.ready.set(if ready { 1.0 } else { 0.0 });
+        self.warm_idle.set(counters.warm_idle.get() as f64);
+        self.warm_opened.absolute(counters.warm_opened.get());
+        self.warm_used.absolute(counters.warm_used.get());
+        self.warm_renewed.absolute(counters.warm_retired.get());
+        self.warm_closed.absolute(counters.warm_discarded_closed.get());
+        self.warm_parameters
+            .absolute(counters.warm_discarded_parameters.get());
         let mut text = self.recorder.render();
         if let Some(extra) = &self.extra {
             text.push_str(&extra.render());
@@ -172,6 +203,13 @@ fn describe() {
         "Opening an upstream session (token, TCP, TLS, sign-in), by outcome."
     );
     metrics::describe_gauge!(READY, "1 while /readiness answers 200, else 0.");
+    metrics::describe_gauge!(WARM_SESSIONS, "Warm sessions signed in and waiting for a client.");
+    metrics::describe_counter!(WARM_OPENED, "Warm sessions signed in.");
+    metrics::describe_counter!(WARM_USED, "Clients given a warm session.");
+    metrics::describe_counter!(
+        WARM_DROPPED,
+        "Warm sessions no client used: renewed (or given up for a slot), found closed, or unable to take a client's parameters."
+    );
 }
 
 #[cfg(test)]

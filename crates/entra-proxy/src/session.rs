@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use entra_postgres::{ConnectError, SessionError};
+use entra_postgres::{ConnectError, RawSession, SessionError};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::admission::{escaped, Admitted, Client};
@@ -25,11 +25,22 @@ pub(crate) async fn run(shared: Arc<Shared>, admitted: Admitted) {
         parameters,
         negotiation,
         upstream_slot,
+        warm,
     } = admitted;
-    let signing_in = std::time::Instant::now();
     let in_sign_in = shared.state.stats.signing_in.hold();
-    let opened = shared.connector.open_session(&parameters).await;
-    shared.state.metrics.sign_in(signing_in.elapsed(), opened.is_ok());
+    let warmed = match warm {
+        Some(session) => take_warm(&shared, session, &parameters).await,
+        None => None,
+    };
+    let opened = match warmed {
+        Some(session) => Ok(session),
+        None => {
+            let signing_in = std::time::Instant::now();
+            let opened = shared.connector.open_session(&parameters).await;
+            shared.state.metrics.sign_in(signing_in.elapsed(), opened.is_ok());
+            opened
+        }
+    };
     let upstream = match opened {
         Ok(upstream) => upstream,
         Err(e) => {
@@ -89,6 +100,40 @@ pub(crate) async fn run(shared: Arc<Shared>, admitted: Admitted) {
     }
     let _ = upstream.shutdown().await;
     drop(upstream_slot);
+}
+
+/// A warm session with the client's parameters applied, or `None` (and the session closed) when it
+/// cannot serve this client: the server refused a parameter after connection start, or the session
+/// turned out closed. The client then gets a fresh session.
+async fn take_warm(
+    shared: &Shared,
+    mut session: RawSession,
+    parameters: &[(String, String)],
+) -> Option<RawSession> {
+    let stats = &shared.state.stats;
+    match session.apply_parameters(parameters).await {
+        Ok(()) => {
+            stats.warm_used.add();
+            Some(session)
+        }
+        Err(e) => {
+            // An ERROR refuses a parameter and leaves the session open; a FATAL (terminated by an
+            // administrator, the server shutting down) or a broken stream means it was gone.
+            let refused = matches!(&e, SessionError::Server { severity, .. } if severity == "ERROR");
+            if refused {
+                stats.warm_discarded_parameters.add();
+                session.close().await;
+            } else {
+                stats.warm_discarded_closed.add();
+            }
+            // The server's message may quote the client's parameters.
+            tracing::debug!(
+                error = %escaped(&entra_postgres::report(&e)),
+                "proxy: a warm session could not take the client's parameters; signing in afresh"
+            );
+            None
+        }
+    }
 }
 
 /// What the client is told when the upstream session could not be opened.

@@ -117,6 +117,19 @@ pub(crate) struct Counters {
     pub(crate) bytes_to_server: Counter,
     /// Bytes read from upstream and written to clients.
     pub(crate) bytes_to_client: Counter,
+    /// Warm sessions idle now.
+    pub(crate) warm_idle: Counter,
+    /// Warm sessions signed in.
+    pub(crate) warm_opened: Counter,
+    /// Clients given a warm session.
+    pub(crate) warm_used: Counter,
+    /// Warm sessions closed unused: renewed, past their lifetime, or given up for a client's slot.
+    pub(crate) warm_retired: Counter,
+    /// Warm sessions found closed by their server before a client got them.
+    pub(crate) warm_discarded_closed: Counter,
+    /// Warm sessions taken by a client whose parameters the server would not set on them (the client
+    /// then got a fresh session).
+    pub(crate) warm_discarded_parameters: Counter,
     refusals: [Counter; Reason::ALL.len()],
 }
 
@@ -150,6 +163,12 @@ impl Counters {
             cancels: self.cancels.get(),
             bytes_to_server: self.bytes_to_server.get(),
             bytes_to_client: self.bytes_to_client.get(),
+            warm_idle: self.warm_idle.get(),
+            warm_opened: self.warm_opened.get(),
+            warm_used: self.warm_used.get(),
+            warm_retired: self.warm_retired.get(),
+            warm_discarded_closed: self.warm_discarded_closed.get(),
+            warm_discarded_parameters: self.warm_discarded_parameters.get(),
         }
     }
 }
@@ -193,6 +212,20 @@ pub struct ProxyStats {
     pub bytes_to_server: u64,
     /// Bytes relayed from the server to clients.
     pub bytes_to_client: u64,
+    /// Warm sessions signed in and waiting for a client now ([`ProxyBuilder::warm`](crate::ProxyBuilder::warm)).
+    pub warm_idle: u64,
+    /// Warm sessions signed in so far.
+    pub warm_opened: u64,
+    /// Clients given a warm session.
+    pub warm_used: u64,
+    /// Warm sessions closed unused: renewed ahead of their lifetime, or their slot given to a client.
+    pub warm_retired: u64,
+    /// Warm sessions found closed by their server (terminated, restarted) and dropped before any client
+    /// got them.
+    pub warm_discarded_closed: u64,
+    /// Warm sessions taken by a client whose startup parameters the server would not set after
+    /// connection start; that client got a fresh session instead.
+    pub warm_discarded_parameters: u64,
 }
 
 impl ProxyStats {

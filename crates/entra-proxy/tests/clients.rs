@@ -1,5 +1,6 @@
-//! Clients we did not write, through the proxy, with no Entra code of their own: `psql`, `pgbench` and
-//! Python's psycopg, while 5 s tokens rotate at least 20 times.
+//! Clients we did not write, through the proxy, with no Entra code of their own: `psql`, `pgbench`,
+//! Python's psycopg and pg8000, while 5 s tokens rotate at least 20 times; most of them are served warm
+//! sessions (the proxy's default), each with the client's own startup parameters in effect.
 
 mod common;
 
@@ -21,7 +22,14 @@ async fn psql_pgbench_and_psycopg_sign_in_through_twenty_token_rotations() {
         .await
         .unwrap();
     let proxy = proxy(&emulator, short_tokens(), |b| b).await;
-    let env = libpq_env(&proxy);
+    let mut env = libpq_env(&proxy);
+    // Startup parameters libpq sends from these, which a warm session must take on.
+    let settings = [
+        ("PGAPPNAME", "entra-warm-libpq"),
+        ("PGDATESTYLE", "SQL, DMY"),
+        ("PGTZ", "Pacific/Chatham"),
+    ];
+    env.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
 
     // pgbench's tables, made through the proxy (COPY included) as the principal, who owns the database.
     let Some(mut init) = pg_client("pgbench", &env) else {
@@ -72,6 +80,26 @@ async fn psql_pgbench_and_psycopg_sign_in_through_twenty_token_rotations() {
             "(psycopg part) no Python with psycopg (run `bash .ci/setup`, or set ENTRA_PYTHON)",
         );
     }
+    // pg8000, which sends search_path as a startup parameter of its own.
+    let pg8000 = entra_emulator::clients::python_with(&["pg8000"]).map(|python| {
+        let mut cmd = std::process::Command::new(python);
+        cmd.arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/pg8000_loop.py"
+        ))
+        .arg(RUN.as_secs().to_string())
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin");
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        tokio::spawn(run(cmd, RUN.as_secs() + 60))
+    });
+    if pg8000.is_none() {
+        entra_emulator::clients::skip(
+            "(pg8000 part) no Python with pg8000 (run `bash .ci/setup`, or set ENTRA_PYTHON)",
+        );
+    }
 
     // psql, one process (one connection) after another, beside the others for RUN and then until 20
     // rotations went by and sessions signed in with 20 tokens: events, however long a busy machine takes.
@@ -89,10 +117,18 @@ async fn psql_pgbench_and_psycopg_sign_in_through_twenty_token_rotations() {
             "20 rotations not seen in 300 s"
         );
         let mut psql = pg_client("psql", &env).unwrap();
-        psql.args(["-X", "-A", "-t", "-c", "SELECT current_user"]);
+        psql.args([
+            "-X",
+            "-A",
+            "-t",
+            "-c",
+            "SELECT current_user, current_setting('application_name'), current_setting('DateStyle'), \
+             current_setting('TimeZone')",
+        ]);
         let out = run(psql, 30).await;
         let (stdout, stderr) = text(&out);
-        if !out.status.success() || stdout.trim() != proxy.role() {
+        let expected = format!("{}|entra-warm-libpq|SQL, DMY|Pacific/Chatham", proxy.role());
+        if !out.status.success() || stdout.trim() != expected {
             psql_failures.push(format!("{stdout}{stderr}"));
         }
         psql_runs += 1;
@@ -131,6 +167,12 @@ async fn psql_pgbench_and_psycopg_sign_in_through_twenty_token_rotations() {
             "psycopg connected only {connections} times:\n{stdout}"
         );
     }
+    if let Some(pg8000) = pg8000 {
+        let out = pg8000.await.unwrap();
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "pg8000:\n{stdout}\n{stderr}");
+        assert!(stdout.contains(" errors=0"), "pg8000:\n{stdout}\n{stderr}");
+    }
     assert!(
         psql_failures.is_empty(),
         "psql failed {} of {psql_runs} times: {psql_failures:?}",
@@ -158,6 +200,9 @@ async fn psql_pgbench_and_psycopg_sign_in_through_twenty_token_rotations() {
     );
     assert_eq!(stats.refused, 0, "{stats:?}");
     assert_eq!(stats.refused_upstream, 0, "{stats:?}");
+    // Warm sessions served clients, and none had to be given up for a client's parameters.
+    assert!(stats.warm_used > 20, "{stats:?}");
+    assert_eq!(stats.warm_discarded_parameters, 0, "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

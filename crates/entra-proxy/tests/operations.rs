@@ -133,7 +133,11 @@ async fn readiness_fails_and_liveness_holds_once_an_outage_outlasts_the_token() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_a_session_and_a_refused_client() {
     let emulator = Emulator::start().await.unwrap();
-    let proxy = proxy(&emulator, short_tokens(), |b| b.health_listen(loopback())).await;
+    let proxy = proxy(&emulator, short_tokens(), |b| {
+        // Counts every upstream sign-in: none ahead of the client's own (no warm sessions).
+        b.health_listen(loopback()).warm(0)
+    })
+    .await;
     let address = proxy.health_address().unwrap();
 
     let client = connect(&tcp_config(&proxy)).await.unwrap();
@@ -184,7 +188,11 @@ async fn metrics_count_a_session_and_a_refused_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_lets_an_open_transaction_commit_and_refuses_new_clients() {
     let emulator = Emulator::start().await.unwrap();
-    let mut proxy = proxy(&emulator, short_tokens(), |b| b.health_listen(loopback())).await;
+    let mut proxy = proxy(&emulator, short_tokens(), |b| {
+        // Counts every upstream sign-in: none ahead of the client's own (no warm sessions).
+        b.health_listen(loopback()).warm(0)
+    })
+    .await;
     let address = proxy.health_address().unwrap();
     let config = tcp_config(&proxy);
     let client = connect(&config).await.unwrap();
@@ -296,7 +304,11 @@ async fn a_drain_counts_a_session_cut_while_it_signs_in() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_connection_test_signs_in_before_the_proxy_is_ready_or_stops_the_start() {
     let emulator = Emulator::start().await.unwrap();
-    let proxy = proxy(&emulator, short_tokens(), |b| b.run_connection_test(true)).await;
+    let proxy = proxy(&emulator, short_tokens(), |b| {
+        // Counts sessions at the gate: no warm sessions.
+        b.run_connection_test(true).warm(0)
+    })
+    .await;
     assert_eq!(proxy.readiness(), Ok(()));
     assert_eq!(
         emulator.gate().sessions().len(),

@@ -12,40 +12,6 @@ use entra_proxy::{LocalAuth, ProxyBuilder, ProxyError};
 use entra_token::RefreshPolicy;
 use tokio_postgres::NoTls;
 
-async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, connection) = config.connect(NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
-fn sqlstate(e: &tokio_postgres::Error) -> Option<&str> {
-    e.as_db_error().map(|db| db.code().code())
-}
-
-/// Waits until `SELECT pg_sleep(30)` runs on the server, watching through a session of its own (returned,
-/// so that it stays open).
-async fn wait_until_sleeping(proxy: &entra_proxy::ProxyHandle) -> tokio_postgres::Client {
-    let watcher = connect(&tcp_config(proxy)).await.unwrap();
-    let running = Instant::now();
-    loop {
-        let row = watcher
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = 'SELECT pg_sleep(30)'",
-                &[],
-            )
-            .await
-            .unwrap();
-        if row.get::<_, i64>(0) == 1 {
-            return watcher;
-        }
-        assert!(
-            running.elapsed() < Duration::from_secs(60),
-            "pg_sleep never started"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_pg_sleep_is_cancelled_on_the_server() {
     let emulator = Emulator::start().await.unwrap();
@@ -75,7 +41,8 @@ async fn a_cancelled_pg_sleep_is_cancelled_on_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clients_password_is_ignored_and_the_token_goes_upstream() {
     let emulator = Emulator::start().await.unwrap();
-    let proxy = proxy(&emulator, short_tokens(), |b| b).await;
+    // The client's own sign-in is the last at the gate, with the token current then: no warm sessions.
+    let proxy = proxy(&emulator, short_tokens(), |b| b.warm(0)).await;
     let mut config = tcp_config(&proxy);
     config.password("an-old-token-pasted-by-mistake");
     let client = connect(&config).await.unwrap();
@@ -122,7 +89,11 @@ async fn with_the_local_secret_only_its_holders_get_in_and_it_never_goes_upstrea
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_role_or_database_is_refused_with_what_to_connect_with() {
     let emulator = Emulator::start().await.unwrap();
-    let proxy = proxy(&emulator, short_tokens(), |b| b).await;
+    let proxy = proxy(&emulator, short_tokens(), |b| {
+        // Counts sessions at the gate: no warm sessions.
+        b.warm(0)
+    })
+    .await;
 
     let mut config = tcp_config(&proxy);
     config.user("postgres");
@@ -216,7 +187,12 @@ async fn an_identity_outage_is_outlived_while_the_token_is_valid() {
     // Renewals start 8 s before expiry: the outage is seen about 4 s in, and the cached token is served
     // for about 7.5 s more, a window far wider than the three sign-ins below take on a busy machine.
     let policy = RefreshPolicy::short_lived().refresh_margin(Duration::from_secs(8));
-    let proxy = proxy(&emulator, policy, |b| b).await;
+    let proxy = proxy(&emulator, policy, |b| {
+        // The token's path is the subject: a warm session signed in before the token lapsed would
+        // still serve a client (as a session opened then lives on).
+        b.warm(0)
+    })
+    .await;
     let config = tcp_config(&proxy);
     let held = connect(&config).await.unwrap();
     emulator.identity().set_persistent_fault(Some(Fault::status(503)));
@@ -281,7 +257,8 @@ async fn a_foreign_user_id_is_told_only_that_peer_authentication_failed() {
     // Our own user id is not among those allowed: to this proxy, we are another local user.
     let others = vec![nix::unistd::geteuid().as_raw().wrapping_add(4242)];
     let proxy = proxy(&emulator, short_tokens(), |b| {
-        b.local_auth(LocalAuth::Peer { uids: others })
+        // Counts sessions at the gate: no warm sessions.
+        b.local_auth(LocalAuth::Peer { uids: others }).warm(0)
     })
     .await;
     for (user, dbname) in [("postgres", "postgres"), (proxy.role(), proxy.database())] {
@@ -313,7 +290,11 @@ async fn admission_finds_each_client_among_10_000_idle_loopback_sockets() {
     assert!(listed >= 10_000, "the kernel lists {listed} TCP sockets");
 
     let emulator = Emulator::start().await.unwrap();
-    let ours = proxy(&emulator, short_tokens(), |b| b).await;
+    let ours = proxy(&emulator, short_tokens(), |b| {
+        // Counts sessions at the gate: none ahead of the client's own (no warm sessions).
+        b.warm(0)
+    })
+    .await;
     let client = connect(&tcp_config(&ours))
         .await
         .expect("our own user is admitted");
@@ -322,7 +303,8 @@ async fn admission_finds_each_client_among_10_000_idle_loopback_sockets() {
 
     let others = vec![nix::unistd::geteuid().as_raw().wrapping_add(4242)];
     let theirs = proxy(&emulator, short_tokens(), |b| {
-        b.local_auth(LocalAuth::Peer { uids: others })
+        // Counts sessions at the gate: no warm sessions.
+        b.local_auth(LocalAuth::Peer { uids: others }).warm(0)
     })
     .await;
     let err = connect(&tcp_config(&theirs)).await.unwrap_err();
@@ -341,7 +323,9 @@ async fn admission_finds_each_client_among_10_000_idle_loopback_sockets() {
 async fn a_wrong_password_is_told_only_that_password_authentication_failed() {
     let emulator = Emulator::start().await.unwrap();
     let proxy = proxy(&emulator, short_tokens(), |b| {
+        // Counts sessions at the gate: no warm sessions.
         b.local_auth(LocalAuth::Secret(LocalAuth::generate_secret()))
+            .warm(0)
     })
     .await;
     for (user, dbname) in [("postgres", "postgres"), (proxy.role(), proxy.database())] {

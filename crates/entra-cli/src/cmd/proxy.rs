@@ -46,6 +46,15 @@ pub(crate) struct ProxyArgs {
     /// At most this many upstream sessions at once; clients beyond wait, then get SQLSTATE 53300.
     #[arg(long, value_name = "N", default_value_t = entra_proxy::DEFAULT_MAX_SIZE)]
     max_upstream: usize,
+    /// Keep this many upstream sessions signed in ahead of clients (0: off). Each serves one client
+    /// and is never reused; a client gets one at once instead of waiting for a sign-in, with its
+    /// startup parameters applied by SET. Each holds one of the --max-upstream slots while it waits.
+    #[arg(long, value_name = "N", default_value_t = entra_proxy::DEFAULT_WARM)]
+    warm: usize,
+    /// Seconds a warm session may wait for its client; it is replaced (the new one signed in first)
+    /// at nine tenths of this.
+    #[arg(long, value_name = "SECS", default_value_t = entra_proxy::DEFAULT_WARM_LIFETIME.as_secs_f64())]
+    warm_lifetime: f64,
     /// At most this many connections that have not authenticated yet; beyond, new connections wait in
     /// the kernel's listen queue until one authenticates, is refused or times out.
     #[arg(long, value_name = "N", default_value_t = entra_proxy::DEFAULT_MAX_UNAUTHENTICATED)]
@@ -121,8 +130,11 @@ pub(crate) async fn run(args: ProxyArgs) -> Result<ExitCode, CliError> {
     let startup_timeout = seconds("--startup-timeout", args.startup_timeout, false)?;
     let readiness_margin = seconds("--readiness-margin", args.readiness_margin, true)?;
     let grace = seconds("--max-sigterm-delay", args.max_sigterm_delay, true)?;
+    let warm_lifetime = seconds("--warm-lifetime", args.warm_lifetime, false)?;
     let mut proxy = ProxyBuilder::new()
         .max_size(args.max_upstream)
+        .warm(args.warm)
+        .warm_lifetime(warm_lifetime)
         .max_unauthenticated(args.max_unauthenticated)
         .startup_timeout(startup_timeout)
         .readiness_margin(readiness_margin)

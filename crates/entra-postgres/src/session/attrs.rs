@@ -27,10 +27,7 @@ pub(super) async fn suits(mut session: RawSession, attrs: SessionAttrs) -> Resul
     if read_only == wanted_read_only {
         return Ok(session);
     }
-    let mut out = BytesMut::new();
-    frontend::terminate(&mut out);
-    let _ = session.stream.write_all(&out).await;
-    let _ = session.stream.shutdown().await;
+    session.close().await;
     Err(SessionError::NoSuitableHost {
         wanted: if wanted_read_only {
             "read-only"

@@ -12,12 +12,12 @@
 //! an Entra token, over TLS). A server that asks for MD5, SCRAM, GSS or SSPI is refused with
 //! [`SessionError::UnsupportedAuthentication`]; the deadpool pool supports those through tokio-postgres.
 
+mod apply;
 mod attrs;
 mod dial;
+mod greeting;
 mod startup;
 mod stream;
-
-use bytes::BytesMut;
 
 use crate::error::ConnectError;
 use crate::plan::ConnectionPlan;
@@ -27,6 +27,7 @@ use attrs::suits;
 use dial::secure;
 pub use dial::CancelTarget;
 pub(crate) use dial::{connect_to, request_tls, Address, Socket};
+use greeting::Greeting;
 use startup::RESERVED_PARAMETERS;
 pub use stream::SessionStream;
 
@@ -140,8 +141,7 @@ impl SessionError {
 #[derive(Debug)]
 pub struct RawSession {
     stream: SessionStream,
-    greeting: BytesMut,
-    parameters: Vec<(String, String)>,
+    greeting: Greeting,
     cancel: Option<CancelTarget>,
     host: String,
 }
@@ -151,17 +151,17 @@ impl RawSession {
     /// (wire format, in order), without its `BackendKeyData` and `ReadyForQuery`: a relay passes these on,
     /// then its own key and `ReadyForQuery`.
     pub fn greeting(&self) -> &[u8] {
-        &self.greeting
+        self.greeting.bytes()
     }
 
     /// The server's parameters (`server_version`, `TimeZone`…).
     pub fn parameters(&self) -> &[(String, String)] {
-        &self.parameters
+        self.greeting.parameters()
     }
 
     /// The server's parameter `name`.
     pub fn parameter(&self, name: &str) -> Option<&str> {
-        self.parameters
+        self.parameters()
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
@@ -247,11 +247,10 @@ impl ConnectionPlan {
         let open = async {
             let socket = connect_to(address, host, Some(self.config())).await?;
             let mut stream = secure(socket, host, self.transport()).await?;
-            let (greeting, parameters, key) = self.sign_in(&mut stream, host, password, parameters).await?;
+            let (greeting, key) = self.sign_in(&mut stream, host, password, parameters).await?;
             Ok(RawSession {
                 stream,
                 greeting,
-                parameters,
                 cancel: key.map(|(process_id, secret_key)| CancelTarget {
                     address: address.clone(),
                     host: host.to_string(),

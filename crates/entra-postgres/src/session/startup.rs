@@ -7,6 +7,7 @@ use fallible_iterator::FallibleIterator;
 use postgres_protocol::message::{backend, frontend};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::greeting::Greeting;
 use super::{SessionError, SessionStream};
 use crate::plan::ConnectionPlan;
 use crate::refusal::Phase;
@@ -25,7 +26,7 @@ impl ConnectionPlan {
         host: &str,
         password: &[u8],
         parameters: &[(String, String)],
-    ) -> Result<(BytesMut, Vec<(String, String)>, Option<(i32, i32)>), SessionError> {
+    ) -> Result<(Greeting, Option<(i32, i32)>), SessionError> {
         let protocol = |what: String| SessionError::Protocol {
             host: host.to_string(),
             what,
@@ -49,8 +50,7 @@ impl ConnectionPlan {
         stream.write_all(&out).await.map_err(io)?;
         stream.flush().await.map_err(io)?;
 
-        let mut greeting = BytesMut::new();
-        let mut server_parameters = Vec::new();
+        let mut greeting = Greeting::default();
         let mut key = None;
         // Where the server is in the handshake: what a refusal answers (see `AzureRefusal`).
         let mut phase = Phase::BeforePassword;
@@ -87,16 +87,13 @@ impl ConnectionPlan {
                 backend::Message::ParameterStatus(body) if authenticated => {
                     let name = body.name().map_err(io)?.to_string();
                     let value = body.value().map_err(io)?.to_string();
-                    server_parameters.push((name, value));
-                    greeting.extend_from_slice(&raw);
+                    greeting.parameter(name, value, raw);
                 }
-                backend::Message::NoticeResponse(_) if authenticated => greeting.extend_from_slice(&raw),
+                backend::Message::NoticeResponse(_) if authenticated => greeting.notice(raw),
                 backend::Message::BackendKeyData(body) if authenticated => {
                     key = Some((body.process_id(), body.secret_key()))
                 }
-                backend::Message::ReadyForQuery(_) if authenticated => {
-                    return Ok((greeting, server_parameters, key))
-                }
+                backend::Message::ReadyForQuery(_) if authenticated => return Ok((greeting, key)),
                 _ => {
                     return Err(protocol(format!(
                         "unexpected message {:?} during startup",
@@ -144,6 +141,7 @@ pub(super) async fn read_backend(
 
 pub(super) fn server_error(body: &backend::ErrorResponseBody, host: &str, phase: Phase) -> SessionError {
     let mut severity = String::from("FATAL");
+    let mut untranslated = false;
     let mut code = String::new();
     let mut message = String::new();
     let mut detail = None;
@@ -154,7 +152,13 @@ pub(super) fn server_error(body: &backend::ErrorResponseBody, host: &str, phase:
             Ok(Some(field)) => {
                 let value = String::from_utf8_lossy(field.value_bytes()).into_owned();
                 match field.type_() {
-                    b'S' => severity = value,
+                    // `V` is the severity never translated (PostgreSQL 9.6 and later); `S` may be
+                    // in the server's language, so it is kept only when `V` is absent.
+                    b'V' => {
+                        severity = value;
+                        untranslated = true;
+                    }
+                    b'S' if !untranslated => severity = value,
                     b'C' => code = value,
                     b'M' => message = value,
                     b'D' => detail = Some(value),

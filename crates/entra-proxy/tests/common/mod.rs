@@ -2,7 +2,9 @@
 //! emulator's environment variables (as `entra-pg proxy` is), and the clients we did not write.
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::NoTls;
 
 use entra_emulator::Emulator;
 use entra_proxy::{ProxyBuilder, ProxyHandle};
@@ -57,4 +59,40 @@ pub fn tcp_config(proxy: &ProxyHandle) -> tokio_postgres::Config {
         .dbname(proxy.database())
         .connect_timeout(Duration::from_secs(10));
     config
+}
+
+pub async fn connect(
+    config: &tokio_postgres::Config,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+pub fn sqlstate(e: &tokio_postgres::Error) -> Option<&str> {
+    e.as_db_error().map(|db| db.code().code())
+}
+
+/// Waits until `SELECT pg_sleep(30)` runs on the server, watching through a session of its own (returned,
+/// so that it stays open).
+pub async fn wait_until_sleeping(proxy: &entra_proxy::ProxyHandle) -> tokio_postgres::Client {
+    let watcher = connect(&tcp_config(proxy)).await.unwrap();
+    let running = Instant::now();
+    loop {
+        let row = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = 'SELECT pg_sleep(30)'",
+                &[],
+            )
+            .await
+            .unwrap();
+        if row.get::<_, i64>(0) == 1 {
+            return watcher;
+        }
+        assert!(
+            running.elapsed() < Duration::from_secs(60),
+            "pg_sleep never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
