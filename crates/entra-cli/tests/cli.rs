@@ -653,7 +653,7 @@ fn bench_write_mix_loses_no_acknowledged_write_through_the_gate_or_direct() {
 /// sockets it holds, which the kernel's table then lists) and writes both ratios. (What the figures are
 /// is the benchmark's business; this checks what it ran and wrote.)
 #[test]
-fn bench_proxy_connect_runs_gate_and_proxy_with_and_without_idle_sockets() {
+fn bench_proxy_connect_runs_gate_proxy_and_warm_proxy_with_and_without_idle_sockets() {
     if entra_emulator::clients::pg_program("pgbench").is_none() {
         entra_emulator::clients::skip("pgbench is not installed");
         return;
@@ -690,21 +690,32 @@ fn bench_proxy_connect_runs_gate_and_proxy_with_and_without_idle_sockets() {
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(json).expect("readable")).expect("JSON");
     let runs = doc["runs"].as_array().expect("runs");
-    let arms: Vec<(&str, u64)> = runs
+    let arms: Vec<(&str, u64, bool)> = runs
         .iter()
         .map(|r| {
             (
                 r["target"].as_str().unwrap_or("?"),
                 r["idle_sockets"].as_u64().unwrap_or(u64::MAX),
+                r["paced"].as_bool().unwrap_or(false),
             )
         })
         .collect();
     assert_eq!(
         arms,
-        [("gate", 0), ("proxy", 0), ("gate", 10_000), ("proxy", 10_000)],
+        [
+            ("gate", 0, true),
+            ("proxy", 0, true),
+            ("proxy-warm", 0, true),
+            ("gate", 10_000, true),
+            ("proxy", 10_000, true),
+            ("proxy-warm", 10_000, true),
+            ("gate", 0, false),
+            ("proxy", 0, false),
+            ("proxy-warm", 0, false),
+        ],
         "{doc}"
     );
-    for r in &runs[2..] {
+    for r in &runs[3..6] {
         assert!(r["tcp_sockets"].as_u64().unwrap_or(0) >= 10_000, "{r}");
     }
     for r in runs {
@@ -716,8 +727,16 @@ fn bench_proxy_connect_runs_gate_and_proxy_with_and_without_idle_sockets() {
         "proxy_connect_latency_over_gate_idle_sockets",
         "proxy_connect_time_over_gate",
         "proxy_connect_time_over_gate_idle_sockets",
+        "proxy_warm_connect_latency_over_gate",
+        "proxy_warm_connect_latency_over_gate_idle_sockets",
     ] {
         assert!(doc["ratios"][ratio]["median"].is_number(), "{ratio}: {doc}");
+    }
+    for target in ["gate", "proxy", "proxy-warm"] {
+        assert!(
+            doc["full_speed_tps"][target]["median"].as_f64().unwrap_or(0.0) > 0.0,
+            "{target}: {doc}"
+        );
     }
     assert_eq!(doc["config"]["rate"], 20);
     assert_eq!(doc["config"]["sign_in_delay_ms"], 50);
