@@ -111,7 +111,19 @@ async fn take_warm(
     parameters: &[(String, String)],
 ) -> Option<RawSession> {
     let stats = &shared.state.stats;
-    match session.apply_parameters(parameters).await {
+    // Bounded as a fresh sign-in is, by the plan's connect timeout: a server that stopped answering
+    // must not hold the client (and its slot) for ever.
+    let applied = match shared.connector.plan().config().get_connect_timeout() {
+        Some(bound) => match tokio::time::timeout(*bound, session.apply_parameters(parameters)).await {
+            Ok(applied) => applied,
+            Err(_) => Err(SessionError::Protocol {
+                host: session.host().to_string(),
+                what: format!("no answer within the connect timeout ({bound:?})"),
+            }),
+        },
+        None => session.apply_parameters(parameters).await,
+    };
+    match applied {
         Ok(()) => {
             stats.warm_used.add();
             Some(session)

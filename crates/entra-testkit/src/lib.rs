@@ -20,4 +20,4 @@ pub use pool::{config, emulator, http, pool_builder, settled};
 pub use process::{pg_client, run, run_blocking, text};
 pub use relay::relay;
 pub use rotation::{rotations_under_load, RotationLoad};
-pub use wait::{bounded, until};
+pub use wait::{bounded, terminate_sessions, until};

@@ -26,3 +26,24 @@ pub async fn until(secs: u64, what: &str, mut condition: impl FnMut() -> bool) {
     })
     .await
 }
+
+/// Terminates `role`'s sessions at `gate` until `count` have been terminated, failing the test after
+/// `secs` seconds. A session a client has just opened is registered by the gate a moment after the
+/// client is told it is ready, so one call may find it not there yet: this waits for the event, not a
+/// guess at the moment.
+pub async fn terminate_sessions(gate: &entra_emulator::EntraGate, role: &str, count: usize, secs: u64) {
+    bounded(secs, "terminating sessions at the gate", async {
+        let mut terminated = 0;
+        while terminated < count {
+            terminated += gate
+                .terminate_sessions(role)
+                .await
+                .unwrap_or_else(|e| panic!("terminate_sessions: {e}"));
+            if terminated < count {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        assert_eq!(terminated, count, "more sessions of {role} than expected");
+    })
+    .await
+}
