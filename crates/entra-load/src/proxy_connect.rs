@@ -189,7 +189,6 @@ pub async fn run(
             for (target, env) in arms {
                 if target == "proxy-warm" {
                     // Each arm starts as the proxy stands between bursts: its warm sessions signed in.
-                    let warm = warm_proxy.stats().warm_idle;
                     let ready = async {
                         while warm_proxy.stats().warm_idle < config.warm as u64 {
                             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -200,7 +199,8 @@ pub async fn run(
                         .is_err()
                     {
                         return Err(LoadError::invalid(format!(
-                            "the warm proxy had {warm} of {} warm sessions after 60 s",
+                            "the warm proxy had {} of {} warm sessions after 60 s",
+                            warm_proxy.stats().warm_idle,
                             config.warm
                         )));
                     }

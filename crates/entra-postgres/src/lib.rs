@@ -95,8 +95,9 @@ pub use plan::{ConnectionPlan, CredentialKind, PlanOptions, Roots, TlsChoice};
 pub use pool::{CheckError, EntraPool, PoolStatus};
 pub use probe::{Reach, ReachStep};
 pub use refusal::{AzureRefusal, Phase};
-pub use session::{CancelTarget, RawSession, SessionError, SessionStream};
+pub use session::{CancelTarget, RawSession, SessionError, SessionStream, RESERVED_STARTUP_PARAMETERS};
 pub use spares::ConnectionCounts;
+pub use spares::EARLY_FRACTION as REPLACE_AHEAD_FRACTION;
 
 pub use deadpool_postgres;
 pub use entra_token;

@@ -33,8 +33,9 @@ use tokio_postgres::Client;
 
 use crate::EntraConnect;
 
-/// The share of a connection's lifetime, at its end, in which it may hand its place to a spare early.
-pub(crate) const EARLY_FRACTION: f64 = 0.15;
+/// The share of a connection's lifetime, at its end, in which it may hand its place to a spare early
+/// (replace-ahead); the proxy's warm sessions are renewed from the same point of their lifetime.
+pub const EARLY_FRACTION: f64 = 0.15;
 
 struct Spare {
     client: Client,

@@ -523,10 +523,11 @@ async fn admit(shared: &Shared, authenticated: Authenticated) -> Option<Admitted
         .parameters
         .into_iter()
         .filter(|(k, _)| {
-            !matches!(k.as_str(), "user" | "database" | "replication") && !k.starts_with("_pq_.")
+            !entra_postgres::RESERVED_STARTUP_PARAMETERS.contains(&k.as_str()) && !k.starts_with("_pq_.")
         })
         .collect();
-    if warm::eligible(&parameters) {
+    let eligible = warm::eligible(&parameters);
+    if eligible {
         if let Some(warm) = shared.warm.take(&shared.state.stats) {
             return Some(Admitted {
                 client,
@@ -547,33 +548,25 @@ async fn admit(shared: &Shared, authenticated: Authenticated) -> Option<Admitted
         return None;
     };
     shared.state.stats.waiting.add();
-    // A free slot, else a warm session's (this client cannot use one, or none was left), else a wait.
-    let free = shared
-        .upstream_slots
-        .clone()
-        .try_acquire_owned()
-        .ok()
-        .or_else(|| shared.warm.surrender(&shared.state.stats));
     let acquire = async {
-        if let Some(slot) = free {
-            return Some(Ok(slot));
-        }
         match shared.upstream_wait {
-            Some(wait) => tokio::time::timeout(wait, shared.upstream_slots.clone().acquire_owned())
-                .await
-                .ok(),
-            None => Some(shared.upstream_slots.clone().acquire_owned().await),
+            Some(wait) => tokio::time::timeout(wait, upstream(shared, eligible)).await.ok(),
+            None => Some(upstream(shared, eligible).await),
         }
     };
     // A drain ends the wait: a waiting client is not a session, and would only be cut at its deadline.
-    let slot = tokio::select! {
-        slot = acquire => Ok(slot),
+    let got = tokio::select! {
+        got = acquire => Ok(got),
         _ = crate::state::until_draining(&mut draining) => Err(Refusal::Draining),
     };
     shared.state.stats.waiting.sub();
     drop(waiting);
-    let upstream_slot = match slot {
-        Ok(Some(Ok(slot))) => slot,
+    let (upstream_slot, warm) = match got {
+        Ok(Some(Some(Upstream::Slot(slot)))) => (slot, None),
+        Ok(Some(Some(Upstream::Warm(warm)))) => {
+            let warm = *warm;
+            (warm.slot, Some(warm.session))
+        }
         Err(refusal) => {
             refuse(shared, origin, &mut client, refusal).await;
             return None;
@@ -592,8 +585,43 @@ async fn admit(shared: &Shared, authenticated: Authenticated) -> Option<Admitted
         parameters,
         negotiation,
         upstream_slot,
-        warm: None,
+        warm,
     })
+}
+
+/// What a waiting client gets: a free slot, or a warm session (with its slot).
+enum Upstream {
+    Slot(OwnedSemaphorePermit),
+    Warm(Box<warm::WarmSession>),
+}
+
+/// Waits for a slot: a free one, a warm session signed in meanwhile (for a client that can use one),
+/// or the slot of an idle warm session (for one that cannot); `None` if the slots were closed.
+async fn upstream(shared: &Shared, eligible: bool) -> Option<Upstream> {
+    let stats = &shared.state.stats;
+    loop {
+        let pushed = shared.warm.pushed();
+        tokio::pin!(pushed);
+        // Registered before looking, so a session pushed after the look still wakes this client.
+        pushed.as_mut().enable();
+        if eligible {
+            if let Some(warm) = shared.warm.take(stats) {
+                return Some(Upstream::Warm(Box::new(warm)));
+            }
+        }
+        if let Ok(slot) = shared.upstream_slots.clone().try_acquire_owned() {
+            return Some(Upstream::Slot(slot));
+        }
+        if !eligible {
+            if let Some(slot) = shared.warm.surrender(stats) {
+                return Some(Upstream::Slot(slot));
+            }
+        }
+        tokio::select! {
+            slot = shared.upstream_slots.clone().acquire_owned() => return slot.ok().map(Upstream::Slot),
+            _ = &mut pushed => {}
+        }
+    }
 }
 
 /// The role and database an authenticated client asks for must be the proxy's.

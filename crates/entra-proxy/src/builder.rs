@@ -213,11 +213,13 @@ impl ProxyBuilder {
         self
     }
 
-    /// How long a warm session may wait for its client (default [`DEFAULT_WARM_LIFETIME`]): it is
-    /// replaced once nine tenths of this old (the replacement signed in first), so that no client gets a
-    /// session older than this, and role settings changed upstream reach new clients within it.
+    /// How long a warm session may wait for its client (default [`DEFAULT_WARM_LIFETIME`], at least
+    /// 1 s): it is replaced from where the pool's replace-ahead starts
+    /// ([`REPLACE_AHEAD_FRACTION`](entra_postgres::REPLACE_AHEAD_FRACTION) before its end; the
+    /// replacement signed in first), so that no client gets a session older than this, and role settings
+    /// changed upstream reach new clients within it.
     pub fn warm_lifetime(mut self, lifetime: Duration) -> Self {
-        self.warm_lifetime = lifetime;
+        self.warm_lifetime = lifetime.max(warm::MIN_LIFETIME);
         self
     }
 

@@ -100,6 +100,8 @@ pub(crate) async fn run(shared: Arc<Shared>, admitted: Admitted) {
     }
     let _ = upstream.shutdown().await;
     drop(upstream_slot);
+    // A slot is free: the warmer may sign in a session ahead.
+    shared.warm.wake();
 }
 
 /// A warm session with the client's parameters applied, or `None` (and the session closed) when it
@@ -111,18 +113,8 @@ async fn take_warm(
     parameters: &[(String, String)],
 ) -> Option<RawSession> {
     let stats = &shared.state.stats;
-    // Bounded as a fresh sign-in is, by the plan's connect timeout: a server that stopped answering
-    // must not hold the client (and its slot) for ever.
-    let applied = match shared.connector.plan().config().get_connect_timeout() {
-        Some(bound) => match tokio::time::timeout(*bound, session.apply_parameters(parameters)).await {
-            Ok(applied) => applied,
-            Err(_) => Err(SessionError::Protocol {
-                host: session.host().to_string(),
-                what: format!("no answer within the connect timeout ({bound:?})"),
-            }),
-        },
-        None => session.apply_parameters(parameters).await,
-    };
+    // Bounded by the plan's connect timeout, as a fresh sign-in is.
+    let applied = session.apply_parameters(parameters).await;
     match applied {
         Ok(()) => {
             stats.warm_used.add();

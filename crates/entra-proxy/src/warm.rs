@@ -5,25 +5,30 @@
 //!   it, as a fresh one would: nothing a client did can reach another.
 //! - **The client's own start.** The client's startup parameters are applied with `set_config` in one
 //!   round trip ([`RawSession::apply_parameters`]); what the server reports back is in the greeting the
-//!   client gets, then a backend key of the proxy's own and `ReadyForQuery`, as for a fresh session. A
-//!   client with `options` (settable only at connection start) gets a fresh session, and so does one
-//!   whose parameters the server refuses to set: the server decides, and the fresh session then answers
+//!   client gets, then a backend key of the proxy's own and `ReadyForQuery`, as for a fresh session.
+//!   Only the parameters a transaction-mode PgBouncer tracks per client ([`TRACKED`]) are applied so:
+//!   behind such a pooler (Azure's on port 6432) a parameter set by SQL on a shared server connection
+//!   would reach its next client unless the pooler restores it, and it restores exactly these. A client
+//!   with any other parameter (`search_path`, `options`…) gets a fresh session, as does one whose
+//!   parameters the server refuses to set: the server decides, and the fresh session then answers
 //!   exactly as a server does at startup.
 //! - **Never a dead one.** A warm session is checked for a closed socket while it waits and again when
 //!   it is taken, and the round trip that applies the parameters (made even when there are none) proves
 //!   it is open before the client is greeted; a session that fails any of these is dropped and the next
 //!   one (or a fresh sign-in) is used.
-//! - **Renewed ahead.** A warm session is replaced once it is nine tenths of its lifetime old (the new
-//!   one is signed in first, as replace-ahead does for the pool) and never handed out past its lifetime.
+//! - **Renewed ahead.** A warm session is replaced from the point of its lifetime where the pool's
+//!   replace-ahead starts ([`REPLACE_AHEAD_FRACTION`] before its end; the new one is signed in first)
+//!   and never handed out past its lifetime.
 //! - **Clients first.** Each warm session holds one of the `max_size` upstream slots, taken only when
-//!   one is free (a waiting client always gets a freed slot first), and a client that needs a slot when
-//!   none is free and cannot use a warm session takes a warm session's slot.
+//!   one is free and no client waits for one (a waiting client always gets a freed slot first). A client
+//!   that waits takes the next warm session signed in, or, if it cannot use one, its slot.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use entra_postgres::{RawSession, SessionError};
+use entra_postgres::{RawSession, SessionError, REPLACE_AHEAD_FRACTION};
+use entra_token::RetryPolicy;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
@@ -34,8 +39,21 @@ use crate::Shared;
 
 /// How often idle warm sessions are checked for a closed socket between hand-overs.
 const CHECK_EVERY: Duration = Duration::from_secs(2);
-/// The longest wait before warming again after failed sign-ins.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The shortest lifetime a warm session is given: shorter would have the warmer sign in without pause.
+pub(crate) const MIN_LIFETIME: Duration = Duration::from_secs(1);
+
+/// The startup parameters a warm session takes on for its client: those PgBouncer tracks per client
+/// in transaction mode (`client_encoding`, `DateStyle`, `TimeZone`, `standard_conforming_strings`,
+/// `application_name`, and `IntervalStyle` in its default `track_extra_parameters`), compared as
+/// PostgreSQL compares parameter names, without regard to case.
+pub(crate) const TRACKED: [&str; 6] = [
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "TimeZone",
+    "IntervalStyle",
+    "standard_conforming_strings",
+];
 
 /// A warm session handed to a client, with the upstream slot it holds.
 pub(crate) struct WarmSession {
@@ -55,14 +73,18 @@ pub(crate) struct Warm {
     target: usize,
     lifetime: Duration,
     idle: Mutex<VecDeque<Idle>>,
-    /// Wakes the warmer when a session was taken.
+    /// Wakes the warmer when a session was taken or a client's session ended.
     taken: Notify,
+    /// Wakes clients waiting for a slot when a warm session is ready.
+    pushed: Notify,
 }
 
-/// Whether a client with these startup parameters can be given a warm session: `options` can only be
-/// given at connection start.
+/// Whether a client with these startup parameters can be given a warm session: every one of them is
+/// [`TRACKED`].
 pub(crate) fn eligible(parameters: &[(String, String)]) -> bool {
-    !parameters.iter().any(|(k, _)| k == "options")
+    parameters
+        .iter()
+        .all(|(k, _)| TRACKED.iter().any(|t| t.eq_ignore_ascii_case(k)))
 }
 
 impl Warm {
@@ -72,12 +94,29 @@ impl Warm {
             lifetime,
             idle: Mutex::new(VecDeque::new()),
             taken: Notify::new(),
+            pushed: Notify::new(),
         }
     }
 
     /// When a session opened at `opened` is due for renewal.
     fn renew_at(&self, opened: Instant) -> Instant {
-        opened + self.lifetime.mul_f64(0.9)
+        opened + self.lifetime.mul_f64(1.0 - REPLACE_AHEAD_FRACTION)
+    }
+
+    /// Whether a session opened at `opened` is past its lifetime at `now`: never handed out.
+    fn lapsed(&self, opened: Instant, now: Instant) -> bool {
+        now >= opened + self.lifetime
+    }
+
+    /// Wakes the warmer: a slot may be free.
+    pub(crate) fn wake(&self) {
+        self.taken.notify_one();
+    }
+
+    /// Resolves once a warm session is ready after this call; enable it before looking, so none is
+    /// missed.
+    pub(crate) fn pushed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.pushed.notified()
     }
 
     /// The oldest warm session still within its lifetime and open, if any; the others met on the way
@@ -93,7 +132,7 @@ impl Warm {
                 break None;
             };
             counters.warm_idle.sub();
-            if now >= next.opened + self.lifetime {
+            if self.lapsed(next.opened, now) {
                 counters.warm_retired.add();
             } else if !next.session.is_open() {
                 counters.warm_discarded_closed.add();
@@ -111,8 +150,12 @@ impl Warm {
 
     /// Closes an idle warm session and returns its slot, for a client that needs one now.
     pub(crate) fn surrender(&self, counters: &Counters) -> Option<OwnedSemaphorePermit> {
-        let idle = self.idle.lock().pop_back()?;
-        counters.warm_idle.sub();
+        let idle = {
+            let mut idle = self.idle.lock();
+            let oldest = idle.pop_front()?;
+            counters.warm_idle.sub();
+            oldest
+        };
         counters.warm_retired.add();
         self.taken.notify_one();
         // Dropped rather than closed politely: the client is waiting for the slot.
@@ -121,23 +164,29 @@ impl Warm {
     }
 
     fn push(&self, counters: &Counters, session: RawSession, slot: OwnedSemaphorePermit, opened: Instant) {
-        self.idle.lock().push_back(Idle {
+        let mut idle = self.idle.lock();
+        idle.push_back(Idle {
             session,
             slot,
             opened,
         });
+        // Counted while the lock is held, so a take cannot count it out first.
         counters.warm_idle.add();
+        drop(idle);
+        self.pushed.notify_waiters();
     }
 
     /// Drops idle sessions found closed and those past their lifetime, and retires those due for
     /// renewal once enough younger ones are warm. Returns how many are warm and not due, when the next
-    /// one falls due (or lapses), and the retired sessions, to close politely.
-    fn sweep(&self, counters: &Counters, now: Instant) -> (usize, Option<Instant>, Vec<RawSession>) {
+    /// one falls due (or lapses), the retired sessions (to close politely) and how many were found
+    /// closed.
+    fn sweep(&self, counters: &Counters, now: Instant) -> Sweep {
         let mut idle = self.idle.lock();
         let mut closing = Vec::new();
         let before = idle.len();
+        let closed_before = counters.warm_discarded_closed.get();
         idle.retain_mut(|warm| {
-            if now >= warm.opened + self.lifetime {
+            if self.lapsed(warm.opened, now) {
                 counters.warm_retired.add();
                 false
             } else if !warm.session.is_open() {
@@ -172,7 +221,12 @@ impl Warm {
                 }
             })
             .min();
-        (fresh, next_due, closing)
+        Sweep {
+            fresh,
+            next_due,
+            closing,
+            found_closed: counters.warm_discarded_closed.get() > closed_before,
+        }
     }
 
     /// Takes a due session's slot (closing it), when a replacement finds no free one.
@@ -185,14 +239,31 @@ impl Warm {
         Some((old.session, old.slot))
     }
 
-    /// Takes every idle warm session out, to close.
+    /// Takes every idle warm session out, to close (counted as retired).
     pub(crate) fn drain_all(&self, counters: &Counters) -> Vec<RawSession> {
-        let all: Vec<Idle> = self.idle.lock().drain(..).collect();
-        for _ in &all {
-            counters.warm_idle.sub();
-        }
+        let all: Vec<Idle> = {
+            let mut idle = self.idle.lock();
+            let all: Vec<Idle> = idle.drain(..).collect();
+            for _ in &all {
+                counters.warm_idle.sub();
+                counters.warm_retired.add();
+            }
+            all
+        };
         all.into_iter().map(|w| w.session).collect()
     }
+}
+
+/// What a sweep found.
+struct Sweep {
+    /// Warm sessions not due for renewal.
+    fresh: usize,
+    /// When the next one falls due, or lapses.
+    next_due: Option<Instant>,
+    /// Sessions retired, to close politely.
+    closing: Vec<RawSession>,
+    /// Whether a session was found closed by its server.
+    found_closed: bool,
 }
 
 /// Keeps the proxy's warm sessions signed in: as many as asked for, renewed ahead of their lifetime,
@@ -206,18 +277,32 @@ pub(crate) async fn keep_warm(shared: Arc<Shared>) {
     let mut draining = shared.state.drain_signal();
     let mut opening: JoinSet<(Result<RawSession, SessionError>, OwnedSemaphorePermit, Instant)> =
         JoinSet::new();
+    // Failures in a row: failed sign-ins, sessions that arrive due or are found closed (a server that
+    // ends idle sessions), each backing the warmer off by the token's retry rule.
     let mut failures = 0u32;
     let mut retry_at: Option<Instant> = None;
+    let backoff = RetryPolicy::default();
+    let failed = |failures: &mut u32, why: &str| {
+        *failures = failures.saturating_add(1);
+        let wait = backoff.backoff_ceiling(*failures);
+        tracing::warn!(retry_in = ?wait, "proxy: {why}; warming again later");
+        Instant::now() + wait
+    };
     loop {
         if *draining.borrow_and_update() {
             break;
         }
         let now = Instant::now();
-        let (fresh, next_due, closing) = warm.sweep(counters, now);
-        close_all(closing).await;
-        if retry_at.is_none_or(|at| now >= at) {
+        let sweep = warm.sweep(counters, now);
+        close_all(sweep.closing).await;
+        if sweep.found_closed {
+            retry_at = Some(failed(&mut failures, "a warm session was ended by its server"));
+        }
+        // Clients waiting for a slot come first: no slot is taken for warming while one waits.
+        let clients_wait = counters.waiting.get() > 0;
+        if !clients_wait && retry_at.is_none_or(|at| now >= at) {
             retry_at = None;
-            for _ in (fresh + opening.len())..warm.target {
+            for _ in (sweep.fresh + opening.len())..warm.target {
                 let slot = match shared.upstream_slots.clone().try_acquire_owned() {
                     Ok(slot) => slot,
                     Err(_) => match warm.take_due_slot(counters, now) {
@@ -237,7 +322,7 @@ pub(crate) async fn keep_warm(shared: Arc<Shared>) {
                 });
             }
         }
-        let wake_at = [next_due, retry_at, Some(now + CHECK_EVERY)]
+        let wake_at = [sweep.next_due, retry_at, Some(now + CHECK_EVERY)]
             .into_iter()
             .flatten()
             .min()
@@ -245,23 +330,24 @@ pub(crate) async fn keep_warm(shared: Arc<Shared>) {
         tokio::select! {
             Some(done) = opening.join_next(), if !opening.is_empty() => match done {
                 Ok((Ok(session), slot, started)) => {
-                    failures = 0;
                     counters.warm_opened.add();
+                    if Instant::now() >= warm.renew_at(started) {
+                        // Due on arrival: the sign-in took most of the lifetime. Kept while it lasts,
+                        // but renewing at this pace would sign in without pause.
+                        retry_at = Some(failed(&mut failures, "a warm session's sign-in took most of --warm-lifetime"));
+                    } else {
+                        failures = 0;
+                    }
                     warm.push(counters, session, slot, started);
                 }
                 Ok((Err(e), _slot, _)) => {
-                    failures = failures.saturating_add(1);
-                    let backoff = Duration::from_millis(100)
-                        .saturating_mul(2u32.saturating_pow(failures.min(16)))
-                        .min(MAX_BACKOFF);
-                    retry_at = Some(Instant::now() + backoff);
                     tracing::warn!(
                         error = %entra_postgres::report(&e),
-                        retry_in = ?backoff,
                         "proxy: a warm session could not be opened"
                     );
+                    retry_at = Some(failed(&mut failures, "a warm session's sign-in failed"));
                 }
-                Err(_) => {}
+                Err(_) => retry_at = Some(failed(&mut failures, "a warm session's sign-in task ended")),
             },
             _ = warm.taken.notified() => {}
             _ = tokio::time::sleep_until(wake_at) => {}

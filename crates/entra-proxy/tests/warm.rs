@@ -67,7 +67,7 @@ async fn a_warm_session_whose_server_ended_it_is_never_handed_out() {
     let emulator = Emulator::start().await.unwrap();
     let proxy = proxy(&emulator, short_tokens(), |b| b.warm(2)).await;
     warmed(&proxy, 2).await;
-    // The two warm sessions are the only ones.
+    // The two warm sessions are the only ones (a third, if the proxy replaced one meanwhile, is fine).
     entra_testkit::terminate_sessions(emulator.gate(), proxy.role(), 2, 60).await;
 
     // At once, before the proxy's own periodic check: the client still gets a working session.
@@ -75,7 +75,7 @@ async fn a_warm_session_whose_server_ended_it_is_never_handed_out() {
     assert_eq!(one(&client, "SELECT current_user::text").await, proxy.role());
     // Both terminated sessions were found closed and dropped, whoever found them first.
     until(60, "both terminated sessions dropped", || {
-        proxy.stats().warm_discarded_closed == 2
+        proxy.stats().warm_discarded_closed >= 2
     })
     .await;
     let stats = proxy.stats();
@@ -147,13 +147,14 @@ async fn warm_sessions_are_renewed_within_their_lifetime_and_closed_by_a_drain()
         b.warm(1).warm_lifetime(Duration::from_secs(1))
     })
     .await;
-    // Renewed again and again (the replacement is signed in first when the sign-in takes less than a
-    // tenth of the lifetime; a busy machine may take longer, so that order is not asserted here).
+    // Renewed again and again (the replacement is signed in first when the sign-in takes less than the
+    // replace-ahead share of the lifetime; a busy machine may take longer, so that order is not
+    // asserted here, nor that a session is warm at any given moment).
     until(60, "three renewals", || proxy.stats().warm_retired >= 3).await;
-    warmed(&proxy, 1).await;
     let stats = proxy.stats();
     assert_eq!(stats.warm_discarded_closed, 0, "{stats:?}");
-    assert!(stats.warm_opened > 3, "{stats:?}");
+    assert!(stats.warm_opened >= 3, "{stats:?}");
+    // A client is served, warm or fresh.
     let client = connect(&tcp_config(&proxy)).await.unwrap();
     assert_eq!(one(&client, "SELECT current_user::text").await, proxy.role());
     drop(client);
@@ -164,4 +165,35 @@ async fn warm_sessions_are_renewed_within_their_lifetime_and_closed_by_a_drain()
         "warm sessions are not client sessions: {drained:?}"
     );
     assert_eq!(proxy.stats().warm_idle, 0);
+}
+
+/// A client that arrives while the warmer signs in on the only slot gets that warm session as soon as it
+/// is ready, and one that cannot use a warm session gets its slot: neither waits for a slot that a warm
+/// session holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_waiting_for_the_only_slot_get_the_warm_session_or_its_slot() {
+    let emulator = Emulator::builder()
+        .sign_in_delay(Duration::from_millis(300))
+        .start()
+        .await
+        .unwrap();
+    let proxy = proxy(&emulator, short_tokens(), |b| {
+        b.max_size(1).warm(1).wait_timeout(Some(Duration::from_secs(120)))
+    })
+    .await;
+    // Likely while the warm session signs in; either way the client is served.
+    let client = bounded(60, "a client beside the warmer", connect(&tcp_config(&proxy)))
+        .await
+        .unwrap();
+    assert_eq!(one(&client, "SELECT current_user::text").await, proxy.role());
+    drop(client);
+    warmed(&proxy, 1).await;
+    let mut config = tcp_config(&proxy);
+    config.options("-c search_path=entra_only_slot");
+    let client = bounded(60, "a client needing the warm session's slot", connect(&config))
+        .await
+        .unwrap();
+    assert_eq!(one(&client, "SHOW search_path").await, "entra_only_slot");
+    let stats = proxy.stats();
+    assert_eq!(stats.refused_full, 0, "{stats:?}");
 }

@@ -8,8 +8,8 @@ use postgres_protocol::message::{backend, frontend};
 use postgres_protocol::IsNull;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
-use super::startup::{read_backend, server_error, RESERVED_PARAMETERS};
-use super::{RawSession, SessionError};
+use super::startup::{read_backend, server_error};
+use super::{refuse_reserved, within_connect_timeout, RawSession, SessionError};
 use crate::refusal::Phase;
 
 /// What sets one parameter: `set_config(name, value, false)` takes the value as the raw text a startup
@@ -32,15 +32,16 @@ impl RawSession {
     /// The session is then unusable: close it.
     ///
     /// With no parameters this is still one round trip (`Sync`), which proves the session is open and
-    /// idle. One difference from a session started with these parameters remains: `RESET` (and
+    /// idle. Bounded by the plan's connect timeout, as the session's opening was. One difference from a session started with these parameters remains: `RESET` (and
     /// `DISCARD ALL`) return a parameter to the server's default, not to the value given here.
     pub async fn apply_parameters(&mut self, parameters: &[(String, String)]) -> Result<(), SessionError> {
-        if let Some((key, _)) = parameters
-            .iter()
-            .find(|(k, _)| RESERVED_PARAMETERS.contains(&k.as_str()))
-        {
-            return Err(SessionError::ReservedParameter(key.clone()));
-        }
+        refuse_reserved(parameters)?;
+        let (timeout, port) = (self.connect_timeout, self.port);
+        let host = self.host.clone();
+        within_connect_timeout(timeout, &host, port, self.set_parameters(parameters)).await
+    }
+
+    async fn set_parameters(&mut self, parameters: &[(String, String)]) -> Result<(), SessionError> {
         let host = self.host.clone();
         let failed = |what: String| SessionError::Protocol {
             host: host.clone(),

@@ -28,7 +28,7 @@ use dial::secure;
 pub use dial::CancelTarget;
 pub(crate) use dial::{connect_to, request_tls, Address, Socket};
 use greeting::Greeting;
-use startup::RESERVED_PARAMETERS;
+pub use startup::RESERVED_STARTUP_PARAMETERS;
 pub use stream::SessionStream;
 
 /// Why a raw session could not be opened.
@@ -144,6 +144,9 @@ pub struct RawSession {
     greeting: Greeting,
     cancel: Option<CancelTarget>,
     host: String,
+    port: u16,
+    /// The plan's connect timeout, which also bounds [`apply_parameters`](Self::apply_parameters).
+    connect_timeout: Option<std::time::Duration>,
 }
 
 impl RawSession {
@@ -195,12 +198,7 @@ impl ConnectionPlan {
         password: &[u8],
         parameters: &[(String, String)],
     ) -> Result<RawSession, SessionError> {
-        if let Some((key, _)) = parameters
-            .iter()
-            .find(|(k, _)| RESERVED_PARAMETERS.contains(&k.as_str()))
-        {
-            return Err(SessionError::ReservedParameter(key.clone()));
-        }
+        refuse_reserved(parameters)?;
         let attrs = self
             .settings()
             .target_session_attrs
@@ -259,21 +257,45 @@ impl ConnectionPlan {
                     secret_key,
                 }),
                 host: host.to_string(),
+                port,
+                connect_timeout: timeout,
             })
         };
-        match timeout {
-            Some(t) => tokio::time::timeout(t, open).await.unwrap_or_else(|_| {
-                Err(SessionError::Connect {
-                    host: host.to_string(),
-                    port,
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("no session within the connect timeout ({t:?})"),
-                    ),
-                })
-            }),
-            None => open.await,
-        }
+        within_connect_timeout(timeout, host, port, open).await
+    }
+}
+
+/// Runs `step` of a session on `host:port` within the plan's connect timeout (none: as long as it
+/// takes): opening it, and applying parameters to it later, are bounded alike.
+async fn within_connect_timeout<T>(
+    timeout: Option<std::time::Duration>,
+    host: &str,
+    port: u16,
+    step: impl std::future::Future<Output = Result<T, SessionError>>,
+) -> Result<T, SessionError> {
+    match timeout {
+        Some(t) => tokio::time::timeout(t, step).await.unwrap_or_else(|_| {
+            Err(SessionError::Connect {
+                host: host.to_string(),
+                port,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within the connect timeout ({t:?})"),
+                ),
+            })
+        }),
+        None => step.await,
+    }
+}
+
+/// Refuses the startup parameters the plan decides ([`RESERVED_STARTUP_PARAMETERS`]).
+fn refuse_reserved(parameters: &[(String, String)]) -> Result<(), SessionError> {
+    match parameters
+        .iter()
+        .find(|(k, _)| RESERVED_STARTUP_PARAMETERS.contains(&k.as_str()))
+    {
+        Some((key, _)) => Err(SessionError::ReservedParameter(key.clone())),
+        None => Ok(()),
     }
 }
 

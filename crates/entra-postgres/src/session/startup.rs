@@ -15,8 +15,8 @@ use crate::refusal::Phase;
 /// The largest message accepted before the session is handed over (PostgreSQL's own parameter and
 /// error messages are far smaller).
 const MAX_STARTUP_MESSAGE: usize = 1 << 20;
-/// Startup parameters a relay may not set: the plan decides who signs in and where.
-pub(super) const RESERVED_PARAMETERS: [&str; 3] = ["user", "database", "replication"];
+/// Startup parameters a relay may not pass on: the plan decides who signs in, where and how.
+pub const RESERVED_STARTUP_PARAMETERS: [&str; 3] = ["user", "database", "replication"];
 
 impl ConnectionPlan {
     /// StartupMessage, the password exchange, and the server's messages up to `ReadyForQuery`.
