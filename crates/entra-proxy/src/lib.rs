@@ -32,8 +32,10 @@
 //!   ahead, so a client that connects does not wait for a sign-in. Each serves one client and is never
 //!   reused; the client's startup parameters are applied with `set_config` and its greeting is that of
 //!   a session started with them (one difference: `RESET` returns a parameter to the server's default,
-//!   not to the client's startup value). A client with `options`, or with a parameter the server will
-//!   not set after connection start, gets a fresh session.
+//!   not to the client's startup value). Only the parameters a transaction-mode PgBouncer tracks per
+//!   client are applied so (behind such a pooler anything else set by SQL would reach its next client);
+//!   a client with any other (`search_path`, `options`…), or one the server will not set after
+//!   connection start, gets a fresh session.
 //! - **Graceful drain** ([`ProxyHandle::drain`]): readiness fails and the listeners close at once; open
 //!   sessions go on until their clients end them or the grace runs out.
 //!

@@ -48,7 +48,9 @@ pub(crate) struct ProxyArgs {
     max_upstream: usize,
     /// Keep this many upstream sessions signed in ahead of clients (0: off). Each serves one client
     /// and is never reused; a client gets one at once instead of waiting for a sign-in, with its
-    /// startup parameters applied by SET. Each holds one of the --max-upstream slots while it waits.
+    /// startup parameters applied by set_config (those a PgBouncer tracks: application_name,
+    /// client_encoding, DateStyle, TimeZone, IntervalStyle, standard_conforming_strings; a client with
+    /// others signs in afresh). Each holds one of the --max-upstream slots while it waits.
     #[arg(long, value_name = "N", default_value_t = entra_proxy::DEFAULT_WARM)]
     warm: usize,
     /// Seconds a warm session may wait for its client; it is replaced (the new one signed in first)
