@@ -59,47 +59,10 @@ async fn psql_pgbench_and_psycopg_sign_in_through_twenty_token_rotations() {
     ]);
     let pgbench = tokio::spawn(run(pgbench, RUN.as_secs() + 60));
 
-    // psycopg, when the pinned Python environment is there.
-    let python = entra_emulator::clients::python_with(&["psycopg"]);
-    let psycopg = python.map(|python| {
-        let mut cmd = std::process::Command::new(python);
-        cmd.arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/psycopg_loop.py"
-        ))
-        .arg(RUN.as_secs().to_string())
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin");
-        for (k, v) in &env {
-            cmd.env(k, v);
-        }
-        tokio::spawn(run(cmd, RUN.as_secs() + 60))
-    });
-    if psycopg.is_none() {
-        entra_emulator::clients::skip(
-            "(psycopg part) no Python with psycopg (run `bash .ci/setup`, or set ENTRA_PYTHON)",
-        );
-    }
-    // pg8000, which sends search_path as a startup parameter of its own.
-    let pg8000 = entra_emulator::clients::python_with(&["pg8000"]).map(|python| {
-        let mut cmd = std::process::Command::new(python);
-        cmd.arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/pg8000_loop.py"
-        ))
-        .arg(RUN.as_secs().to_string())
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin");
-        for (k, v) in &env {
-            cmd.env(k, v);
-        }
-        tokio::spawn(run(cmd, RUN.as_secs() + 60))
-    });
-    if pg8000.is_none() {
-        entra_emulator::clients::skip(
-            "(pg8000 part) no Python with pg8000 (run `bash .ci/setup`, or set ENTRA_PYTHON)",
-        );
-    }
+    // psycopg, and pg8000 (which sends search_path as a startup parameter of its own), when the pinned
+    // Python environment is there.
+    let psycopg = python_loop("psycopg", "psycopg_loop.py", &env);
+    let pg8000 = python_loop("pg8000", "pg8000_loop.py", &env);
 
     // psql, one process (one connection) after another, beside the others for RUN and then until 20
     // rotations went by and sessions signed in with 20 tokens: events, however long a busy machine takes.
@@ -310,4 +273,28 @@ async fn a_clients_datestyle_refused_by_the_server_is_its_own_error_and_costs_no
     let (stdout, stderr) = text(&out);
     assert_eq!(stdout.trim(), proxy.role(), "{stderr}");
     assert_eq!(emulator.identity().token_requests(), 1);
+}
+
+/// Runs `tests/python/<script>` for [`RUN`] with `env` (and nothing else of ours) where a Python with
+/// `module` is found; otherwise says it skips that part.
+fn python_loop(
+    module: &str,
+    script: &str,
+    env: &[(String, String)],
+) -> Option<tokio::task::JoinHandle<std::process::Output>> {
+    let Some(python) = entra_emulator::clients::python_with(&[module]) else {
+        entra_emulator::clients::skip(&format!(
+            "({module} part) no Python with {module} (run `bash .ci/setup`, or set ENTRA_PYTHON)"
+        ));
+        return None;
+    };
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg(format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR")))
+        .arg(RUN.as_secs().to_string())
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Some(tokio::spawn(run(cmd, RUN.as_secs() + 60)))
 }
