@@ -49,22 +49,23 @@ fn load(report: &BenchReport, args: &BenchArgs) -> Result<ExitCode, CliError> {
 
 /// `--mode proxy`: pgbench through the proxy against the same straight at the gate; its table and file.
 fn proxy(report: &ProxyBenchReport, args: &BenchArgs) -> Result<ExitCode, CliError> {
-    print!("{}", report.table());
-    match report.write(&args.out) {
-        Ok(path) => println!("\n  results: {}", path.display()),
-        Err(e) => eprintln!(
-            "entra-pg: could not write the results: {}",
-            entra_postgres::report(&e)
-        ),
-    }
-    Ok(ExitCode::SUCCESS)
+    table_and_file(report.table(), report.write(&args.out))
 }
 
 /// `--mode proxy-connect`: `pgbench -C` through the proxy against the same straight at the gate; its
 /// table and file.
 fn proxy_connect(report: &ProxyConnectReport, args: &BenchArgs) -> Result<ExitCode, CliError> {
-    print!("{}", report.table());
-    match report.write(&args.out) {
+    table_and_file(report.table(), report.write(&args.out))
+}
+
+/// Prints a proxy benchmark's table, then where its results were written (or why they were not: the
+/// figures are on the screen, so that is not a failure).
+fn table_and_file(
+    table: String,
+    written: Result<std::path::PathBuf, LoadError>,
+) -> Result<ExitCode, CliError> {
+    print!("{table}");
+    match written {
         Ok(path) => println!("\n  results: {}", path.display()),
         Err(e) => eprintln!(
             "entra-pg: could not write the results: {}",
