@@ -28,9 +28,9 @@ pub async fn until(secs: u64, what: &str, mut condition: impl FnMut() -> bool) {
 }
 
 /// Terminates `role`'s sessions at `gate` until at least `count` have been terminated, failing the
-/// test after `secs` seconds; returns how many were. A session a client has just opened is registered
-/// by the gate a moment after the client is told it is ready, so one call may find it not there yet:
-/// this waits for the event, not a guess at the moment.
+/// test after `secs` seconds; returns how many were. Sessions the code under test opens in the background
+/// (spares, warm sessions) may not exist yet at the first call: this waits for the event, not a guess at
+/// the moment.
 pub async fn terminate_sessions(
     gate: &entra_emulator::EntraGate,
     role: &str,

@@ -433,7 +433,8 @@ impl EntraGate {
         self.pause.send_replace(paused);
     }
 
-    /// Sessions let through so far, in order.
+    /// Sessions let through so far, in order. A session is recorded (and can be terminated) before its
+    /// client reads ReadyForQuery, so a client that is signed in always finds its session here.
     pub fn sessions(&self) -> Vec<SessionRecord> {
         self.shared.sessions.lock().clone()
     }

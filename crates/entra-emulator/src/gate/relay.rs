@@ -21,12 +21,25 @@ const TLS_HANDSHAKE: u8 = 0x16;
 /// Relay buffer per direction.
 const RELAY_BUFFER: usize = 64 * 1024;
 
-/// A session past authentication, ready to relay.
+/// A session past authentication, recorded, registered and greeted: ready to relay.
 struct Admitted<S> {
     client: S,
     upstream: UnixStream,
+    active: Active,
+    stop: oneshot::Receiver<()>,
+}
+
+/// A session's entry in the gate's active sessions (what a test can terminate), removed when dropped, so
+/// that no path out of the relay leaves it behind.
+struct Active {
+    shared: Arc<Shared>,
     id: u64,
-    role: String,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.shared.unregister_active(self.id);
+    }
 }
 
 /// Serve one accepted TCP connection to its end.
@@ -36,7 +49,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream) {
     let Ok(Some(admitted)) = admitted else {
         return;
     };
-    relay(&shared, admitted).await;
+    relay(admitted).await;
 }
 
 /// Everything up to a relayable session; `None` when the connection was answered and closed (or failed).
@@ -180,8 +193,8 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             return None;
         }
     };
-    let backend_pid = match open_upstream(&mut client, &mut upstream, &startup).await {
-        Ok(Some(pid)) => pid,
+    let (backend_pid, ready) = match open_upstream(&mut client, &mut upstream, &startup).await {
+        Ok(Some(opened)) => opened,
         Ok(None) => {
             // The server's own error (e.g. database does not exist) was relayed.
             shared.record_rejection(Some(role), RejectReason::Upstream);
@@ -196,6 +209,8 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
 
+    // Recorded and registered before the client reads ReadyForQuery: a client that is signed in is one
+    // the gate has already counted and can terminate, so tests read the gate's records without waiting.
     let id = shared.next_session_id();
     shared.record_session(SessionRecord {
         id,
@@ -206,22 +221,30 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         backend_pid,
         at: SystemTime::now(),
     });
+    let (stop_tx, stop) = oneshot::channel();
+    shared.register_active(id, role, stop_tx);
+    let active = Active {
+        shared: Arc::clone(shared),
+        id,
+    };
+    write_flush(&mut client, &ready).await.ok()?;
     Some(Admitted {
         client,
         upstream,
-        id,
-        role,
+        active,
+        stop,
     })
 }
 
 /// Send the StartupMessage rebuilt from the checked parameters upstream (trusted on the socket) and relay
-/// the server's answer up to ReadyForQuery. `Ok(Some(pid))` when the session is open; `Ok(None)` when the
-/// server refused (its ErrorResponse was relayed).
+/// the server's answer up to, not including, ReadyForQuery. `Ok(Some((pid, ready)))` when the session is
+/// open, with the ReadyForQuery message still to send; `Ok(None)` when the server refused (its
+/// ErrorResponse was relayed).
 async fn open_upstream<S: AsyncWrite + Unpin>(
     client: &mut S,
     upstream: &mut UnixStream,
     startup: &Startup,
-) -> Result<Option<Option<i32>>, ProtocolError> {
+) -> Result<Option<(Option<i32>, Vec<u8>)>, ProtocolError> {
     upstream.write_all(startup.upstream_packet()).await?;
     let mut pid = None;
     loop {
@@ -233,38 +256,30 @@ async fn open_upstream<S: AsyncWrite + Unpin>(
                 ));
             }
             b'K' => pid = protocol::backend_pid(&body),
+            b'Z' => return Ok(Some((pid, protocol::message(tag, &body)))),
             _ => {}
         }
         client.write_all(&protocol::message(tag, &body)).await?;
-        match tag {
-            b'Z' => {
-                client.flush().await?;
-                return Ok(Some(pid));
-            }
-            b'E' => {
-                client.flush().await?;
-                return Ok(None);
-            }
-            _ => {}
+        if tag == b'E' {
+            client.flush().await?;
+            return Ok(None);
         }
     }
 }
 
 /// Copy bytes both ways until either side closes or the session is terminated by a test control.
-async fn relay<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, admitted: Admitted<S>) {
+async fn relay<S: AsyncRead + AsyncWrite + Unpin>(admitted: Admitted<S>) {
     let Admitted {
         mut client,
         mut upstream,
-        id,
-        role,
+        active,
+        stop,
     } = admitted;
-    let (stop_tx, stop_rx) = oneshot::channel();
-    shared.register_active(id, role, stop_tx);
     tokio::select! {
         _ = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, RELAY_BUFFER, RELAY_BUFFER) => {}
-        _ = stop_rx => {}
+        _ = stop => {}
     }
-    shared.unregister_active(id);
+    drop(active);
 }
 
 /// Forward a CancelRequest to the upstream server (its pid and key were relayed at startup), wait for the
