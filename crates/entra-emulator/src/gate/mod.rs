@@ -106,7 +106,8 @@ pub struct RejectionRecord {
 pub struct GateStats {
     /// Sessions let through.
     pub accepted: u64,
-    /// Sessions relaying now.
+    /// Sessions open now: registered when signed in, just before the client is sent ReadyForQuery, until
+    /// the relay ends.
     pub active: u64,
     /// Refusals per reason.
     pub rejected: BTreeMap<RejectReason, u64>,
