@@ -254,12 +254,14 @@ impl Shared {
 async fn follow(pool: PgPool, shared: Arc<Shared>) {
     let mut rx = shared.tokens.watch();
     loop {
+        // Read after subscribing, then after each change: a token published between the build's `get()`
+        // and this task's subscription is pushed too, instead of waiting for the next rotation.
+        if let Some(token) = shared.tokens.current() {
+            shared.push(&pool, token);
+        }
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { break },
             _ = pool.close_event() => break,
-        }
-        if let Some(token) = shared.tokens.current() {
-            shared.push(&pool, token);
         }
     }
     tracing::debug!("sqlx token follower stopped");

@@ -65,10 +65,11 @@ where
             }
         }
     };
+    // Subscribed before the first record: a token published in between is then a change, not missed.
+    let mut changes = handle.watch();
     record(handle);
     let watcher = {
         let (handle, record) = (handle.clone(), record.clone());
-        let mut changes = handle.watch();
         tokio::spawn(async move {
             while changes.changed().await.is_ok() {
                 record(&handle);

@@ -234,12 +234,16 @@ impl TokenHandle {
         let deadline = Instant::now() + self.shared.policy.get_timeout;
         let mut rx = self.shared.status.subscribe();
         loop {
-            // Checked after subscribing, so a publication between the two cannot be missed.
-            if let Some(token) = self.current() {
-                return Ok(token);
-            }
+            // The status is marked seen before the cache is read: `publish` stores the token before it
+            // sends the status, so a token published before this mark is in the cache below, and one
+            // published after it wakes `changed()`. The other order lost a wakeup: a token published
+            // between reading an empty cache and marking its status seen left the caller waiting for a
+            // change that had already come, until `get_timeout`.
             {
                 let status = rx.borrow_and_update();
+                if let Some(token) = self.current() {
+                    return Ok(token);
+                }
                 match status.state {
                     TokenState::Stopped => return Err(TokenError::Shutdown),
                     TokenState::Unavailable if status.consecutive_failures > 0 => {

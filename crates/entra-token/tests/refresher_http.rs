@@ -10,13 +10,13 @@ mod common;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use common::{http, imds_source};
 use entra_emulator::{Claims, Endpoint, FakeIdentity, Fault, OSSRDBMS_RESOURCE};
 use entra_token::{
-    AccessToken, FetchFuture, ImdsSource, RefreshPolicy, Refresher, StartMode, TokenError, TokenHandle,
-    TokenSource, TokenState, OSSRDBMS_SCOPE,
+    AccessToken, FetchFuture, ImdsSource, RefreshPolicy, Refresher, StartMode, StaticSource, TokenError,
+    TokenHandle, TokenSource, TokenState, OSSRDBMS_SCOPE,
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -60,7 +60,7 @@ fn first_answer_lasts_three_seconds(fake: &FakeIdentity) {
 /// refresher" around its own steps with an event, where a delayed answer would race them.
 #[derive(Debug)]
 struct Held {
-    inner: ImdsSource,
+    inner: Box<dyn TokenSource>,
     from: usize,
     fetches: AtomicUsize,
     released: watch::Sender<bool>,
@@ -68,8 +68,12 @@ struct Held {
 
 impl Held {
     fn new(fake: &FakeIdentity, from: usize) -> Arc<Self> {
+        Held::wrapping(imds_source(fake), from)
+    }
+
+    fn wrapping(inner: impl TokenSource + 'static, from: usize) -> Arc<Self> {
         Arc::new(Held {
-            inner: imds_source(fake),
+            inner: Box::new(inner),
             from,
             fetches: AtomicUsize::new(0),
             released: watch::Sender::new(false),
@@ -95,6 +99,43 @@ impl TokenSource for Held {
             }
             answer
         })
+    }
+}
+
+/// A token published while gets are between their look at the empty cache and their wait reaches them
+/// all. `get()` once looked at the cache before marking the status seen; a token published in between
+/// left that get waiting for a change that had already come, until its `get_timeout`. The window is two
+/// atomic loads wide, so this test opens it many times: each round releases the first answer (a fixed
+/// token, no HTTP, so rounds are short) half-way through starting its gets. It caught the old order in
+/// most runs on the development machine; the thousand cold gets below caught it only on a busy one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gets_in_flight_when_the_token_lands_all_receive_it() {
+    const ROUNDS: usize = 2000;
+    const GETS: usize = 200;
+    let token = AccessToken::new(
+        "header.payload.signature",
+        SystemTime::now() + Duration::from_secs(3600),
+    );
+    for round in 0..ROUNDS {
+        let source = Held::wrapping(StaticSource::new(token.clone()), 0);
+        let handle = Refresher::spawn(source.clone(), OSSRDBMS_SCOPE, RefreshPolicy::default());
+        let mut gets = JoinSet::new();
+        for i in 0..GETS {
+            if i == GETS / 2 {
+                source.release();
+            }
+            let handle = handle.clone();
+            gets.spawn(async move { handle.get().await });
+        }
+        let results = within("the gets of a round", gets.join_all()).await;
+        let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert!(
+            failed.is_empty(),
+            "round {round}: {} of {GETS} gets failed, the first with {:?}",
+            failed.len(),
+            failed[0]
+        );
+        assert_eq!(source.fetches.load(Ordering::SeqCst), 1, "round {round}");
     }
 }
 
