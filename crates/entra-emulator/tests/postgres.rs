@@ -197,3 +197,66 @@ async fn dropping_during_a_panic_still_cleans_up() {
     assert_eq!(common::processes_mentioning(&data_dir), Vec::<u32>::new());
     assert!(!data_dir.exists());
 }
+
+/// Set for the helper below when the test that kills it runs it.
+const KILLED_HELPER: &str = "ENTRA_EMULATOR_TEST_KILLED_HELPER";
+
+/// Not a test of its own: run in a process of its own by
+/// `a_cluster_left_by_a_killed_process_is_stopped_and_removed_by_the_next`, it starts a cluster, says where,
+/// and waits to be killed.
+#[tokio::test]
+#[ignore = "a helper, run by a_cluster_left_by_a_killed_process_is_stopped_and_removed_by_the_next"]
+async fn helper_start_a_cluster_and_wait_to_be_killed() {
+    if std::env::var_os(KILLED_HELPER).is_none() {
+        return;
+    }
+    let pg = start().await;
+    println!("cluster {}", pg.data_dir().display());
+    // Killed long before; if not, the cluster is dropped and the test that waits for it fails.
+    tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+}
+
+#[tokio::test]
+async fn a_cluster_left_by_a_killed_process_is_stopped_and_removed_by_the_next() {
+    use tokio::io::AsyncBufReadExt as _;
+
+    let mut helper = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "helper_start_a_cluster_and_wait_to_be_killed",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(KILLED_HELPER, "1")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(helper.stdout.take().unwrap()).lines();
+    let data_dir = entra_testkit::bounded(120, "the helper's cluster", async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(path) = line.strip_prefix("cluster ") {
+                return std::path::PathBuf::from(path);
+            }
+        }
+        panic!("the helper ended without starting a cluster");
+    })
+    .await;
+    let root = data_dir.parent().unwrap().to_path_buf();
+
+    // SIGKILL: no drop runs, the postmaster outlives its owner.
+    helper.start_kill().unwrap();
+    entra_testkit::bounded(60, "the helper's end", helper.wait())
+        .await
+        .unwrap();
+    let postmaster = common::processes_mentioning(&data_dir);
+    assert!(!postmaster.is_empty(), "the killed process's postmaster runs on");
+
+    let reaped = tokio::task::spawn_blocking(entra_emulator::postgres::reap_orphans)
+        .await
+        .unwrap();
+
+    assert!(reaped.removed.contains(&root), "{reaped:?}");
+    assert_eq!(common::processes_mentioning(&data_dir), Vec::<u32>::new());
+    assert!(!root.exists(), "{} was left behind", root.display());
+}

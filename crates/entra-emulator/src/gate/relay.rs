@@ -201,7 +201,9 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             let _ = client.shutdown().await;
             return None;
         }
-        Err(e) => {
+        // The client went away while the server's answers were relayed: nobody to answer, and no refusal.
+        Err(StartupFailure::ClientGone) => return None,
+        Err(StartupFailure::Upstream(e)) => {
             tracing::warn!(error = %e, "gate: upstream session failed during startup");
             let rejection = Rejection::new(RejectReason::Upstream, &role);
             reject(shared, &mut client, Some(role), rejection).await;
@@ -236,6 +238,14 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     })
 }
 
+/// Why a session's startup ended before ReadyForQuery.
+enum StartupFailure {
+    /// Writing to the client failed: it left.
+    ClientGone,
+    /// The upstream server failed, or broke the protocol.
+    Upstream(ProtocolError),
+}
+
 /// Send the StartupMessage rebuilt from the checked parameters upstream (trusted on the socket) and relay
 /// the server's answer up to, not including, ReadyForQuery. `Ok(Some((pid, ready)))` when the session is
 /// open, with the ReadyForQuery message still to send; `Ok(None)` when the server refused (its
@@ -244,24 +254,32 @@ async fn open_upstream<S: AsyncWrite + Unpin>(
     client: &mut S,
     upstream: &mut UnixStream,
     startup: &Startup,
-) -> Result<Option<(Option<i32>, Vec<u8>)>, ProtocolError> {
-    upstream.write_all(startup.upstream_packet()).await?;
+) -> Result<Option<(Option<i32>, Vec<u8>)>, StartupFailure> {
+    let failed = |e: ProtocolError| StartupFailure::Upstream(e);
+    let left = |_: std::io::Error| StartupFailure::ClientGone;
+    upstream
+        .write_all(startup.upstream_packet())
+        .await
+        .map_err(|e| failed(e.into()))?;
     let mut pid = None;
     loop {
-        let (tag, body) = protocol::read_message(upstream, 1 << 20).await?;
+        let (tag, body) = protocol::read_message(upstream, 1 << 20).await.map_err(failed)?;
         match tag {
             b'R' if protocol::auth_code(&body) != Some(0) => {
-                return Err(ProtocolError::Malformed(
+                return Err(failed(ProtocolError::Malformed(
                     "the upstream server asked for a password on its trusted unix socket",
-                ));
+                )));
             }
             b'K' => pid = protocol::backend_pid(&body),
             b'Z' => return Ok(Some((pid, protocol::message(tag, &body)))),
             _ => {}
         }
-        client.write_all(&protocol::message(tag, &body)).await?;
+        client
+            .write_all(&protocol::message(tag, &body))
+            .await
+            .map_err(left)?;
         if tag == b'E' {
-            client.flush().await?;
+            client.flush().await.map_err(left)?;
             return Ok(None);
         }
     }

@@ -7,12 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::Once;
 
 use rand::Rng as _;
 use tempfile::TempDir;
 
 use super::binaries::PgBinaries;
 use super::certs::EmulatorCa;
+use super::orphans;
 use super::{quote_ident, quote_literal};
 use crate::error::EmulatorError;
 
@@ -92,7 +94,8 @@ struct RunAs {
 /// passwords) and on a private unix socket (trusted: the harness's own way in).
 ///
 /// Dropping it stops the server (`pg_ctl stop -m immediate`) and deletes its directory, also when a test
-/// panics.
+/// panics. When the process is killed instead, the next process to start a cluster does both
+/// ([`reap_orphans`](super::reap_orphans)).
 pub struct TestPostgres {
     binaries: PgBinaries,
     run_as: Option<RunAs>,
@@ -138,11 +141,13 @@ impl TestPostgres {
         settings: Vec<(String, String)>,
     ) -> Result<TestPostgres, EmulatorError> {
         let run_as = run_as()?;
+        reap_orphans_once().await;
         let dir = tempfile::Builder::new()
-            .prefix("entra-emulator-pg-")
+            .prefix(orphans::DIR_PREFIX)
             .tempdir()
             .map_err(|e| EmulatorError::io("creating a temporary directory for PostgreSQL", e))?;
         let root = dir.path().to_path_buf();
+        orphans::record_owner(&root)?;
         let password: String = rand::rng()
             .sample_iter(rand::distr::Alphanumeric)
             .take(32)
@@ -514,6 +519,17 @@ impl Drop for TestPostgres {
             }
         }
     }
+}
+
+/// Before a process's first cluster, the clusters of killed test processes are stopped and removed
+/// ([`orphans`]): they would otherwise hold memory, a port and disk until the machine restarts.
+async fn reap_orphans_once() {
+    static REAPED: Once = Once::new();
+    if REAPED.is_completed() {
+        return;
+    }
+    // Waiting for a postmaster to shut down blocks: not on the runtime's threads.
+    let _ = tokio::task::spawn_blocking(|| REAPED.call_once(|| drop(orphans::reap_orphans()))).await;
 }
 
 fn run_as() -> Result<Option<RunAs>, EmulatorError> {

@@ -3,14 +3,17 @@
 //! - [`binaries`]: finding `initdb`, `pg_ctl` and `postgres`.
 //! - [`certs`]: the emulator's CA and server certificates (shared with the gate).
 //! - [`cluster`]: creating, starting, restarting and removing a cluster.
+//! - [`orphans`]: stopping and removing the clusters of test processes that were killed.
 
 pub mod binaries;
 pub mod certs;
 pub mod cluster;
+pub mod orphans;
 
 pub use binaries::PgBinaries;
 pub use certs::{EmulatorCa, ServerCert};
 pub use cluster::{TestPostgres, TestPostgresBuilder};
+pub use orphans::{reap_orphans, Reaped};
 
 use crate::error::EmulatorError;
 
