@@ -5,8 +5,11 @@
 //! The first cluster a process starts first stops (SIGQUIT, PostgreSQL's immediate shutdown) and removes
 //! every cluster whose owner is gone. A pid the kernel gave to another process since is told apart by
 //! its start time, and a postmaster is signalled only when its working directory is the cluster's data
-//! directory, so a live cluster and an unrelated process are never touched.
+//! directory, so a live cluster and an unrelated process are never touched. Only real directories
+//! (not links) holding an owner file this user wrote are looked at: in a shared temporary directory,
+//! another user could otherwise name another server's data directory and have it stopped.
 
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -119,12 +122,29 @@ fn reap_in(dir: &Path) -> Reaped {
     reaped
 }
 
+/// Whether `root` is a cluster directory this user's process created and left: a real directory (not a
+/// link to one), holding an owner file that this user wrote (another local user cannot make one in a
+/// shared temporary directory) naming a process that is gone.
 fn is_orphan(root: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(root.join(OWNER_FILE)) else {
+    if !is_real_dir(root) {
+        return false;
+    }
+    let owner = root.join(OWNER_FILE);
+    let written_by_us = std::fs::symlink_metadata(&owner)
+        .is_ok_and(|m| m.file_type().is_file() && m.uid() == nix::unistd::geteuid().as_raw());
+    if !written_by_us {
+        return false;
+    }
+    let Ok(text) = std::fs::read_to_string(&owner) else {
         return false;
     };
     // An owner file that does not parse was not written by `record_owner`: not ours to judge.
     Process::parse(&text).is_some_and(|owner| !owner.is_running())
+}
+
+/// A directory itself, not a symbolic link to one.
+fn is_real_dir(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_dir())
 }
 
 fn stop_and_remove(root: &Path) -> Result<(), String> {
@@ -142,6 +162,10 @@ fn stop_and_remove(root: &Path) -> Result<(), String> {
 
 /// The running postmaster of `data_dir`: the pid in `postmaster.pid`, if that process works in `data_dir`.
 fn postmaster_of(data_dir: &Path) -> Option<Process> {
+    // A link would let the cluster's directory name another server's data directory.
+    if !is_real_dir(data_dir) {
+        return None;
+    }
     let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
     let pid: i32 = text.lines().next()?.trim().parse().ok()?;
     let process = Process::read(pid)?;
@@ -228,5 +252,22 @@ mod tests {
         assert!(!orphan.exists());
         assert!(live.exists(), "a live owner's cluster stays");
         assert!(other.exists(), "only emulator clusters are looked at");
+    }
+
+    #[test]
+    fn a_link_named_like_a_cluster_is_not_followed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir_all(elsewhere.join("data")).expect("mkdir");
+        let me = Process::current().expect("this process is in /proc");
+        let gone = format!("{} {}\n", me.pid, me.started.wrapping_add(1));
+        std::fs::write(elsewhere.join(OWNER_FILE), gone).expect("write");
+        let link = dir.path().join(format!("{DIR_PREFIX}link"));
+        std::os::unix::fs::symlink(&elsewhere, &link).expect("symlink");
+
+        let reaped = reap_in(dir.path());
+
+        assert!(reaped.removed.is_empty(), "{:?}", reaped.removed);
+        assert!(elsewhere.join("data").exists() && link.exists());
     }
 }
