@@ -256,7 +256,11 @@ async fn a_cluster_left_by_a_killed_process_is_stopped_and_removed_by_the_next()
         .await
         .unwrap();
 
-    assert!(reaped.removed.contains(&root), "{reaped:?}");
+    // A test process starting beside this one may have reaped it first: what counts is that it is gone.
+    assert!(
+        !reaped.failed.iter().any(|(failed, _)| *failed == root),
+        "{reaped:?}"
+    );
     assert_eq!(common::processes_mentioning(&data_dir), Vec::<u32>::new());
     assert!(!root.exists(), "{} was left behind", root.display());
 }

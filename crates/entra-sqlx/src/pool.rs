@@ -238,10 +238,12 @@ struct Shared {
 }
 
 impl Shared {
-    /// Hands sqlx options with `token` as the password, unless it already has that very token.
+    /// Hands sqlx options with `token` as the password, unless it already has that token or a newer one:
+    /// the follower and a recovery may read tokens in one order and push them in the other, and an older
+    /// token must not replace a newer one (it may be the one a server just refused).
     fn push(&self, pool: &PgPool, token: AccessToken) {
         let mut pushed = self.pushed.lock();
-        if pushed.same_as(&token) {
+        if pushed.same_as(&token) || token.generation() < pushed.generation() {
             return;
         }
         pool.set_connect_options(self.base.clone().password(token.secret()));

@@ -274,14 +274,15 @@ async fn open_upstream<S: AsyncWrite + Unpin>(
             b'Z' => return Ok(Some((pid, protocol::message(tag, &body)))),
             _ => {}
         }
+        if tag == b'E' {
+            // The server refused: a refusal whether or not the client is still there to read it.
+            let _ = write_flush(client, &protocol::message(tag, &body)).await;
+            return Ok(None);
+        }
         client
             .write_all(&protocol::message(tag, &body))
             .await
             .map_err(left)?;
-        if tag == b'E' {
-            client.flush().await.map_err(left)?;
-            return Ok(None);
-        }
     }
 }
 

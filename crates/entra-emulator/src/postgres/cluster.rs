@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::sync::Once;
 
 use rand::Rng as _;
 use tempfile::TempDir;
@@ -524,12 +523,13 @@ impl Drop for TestPostgres {
 /// Before a process's first cluster, the clusters of killed test processes are stopped and removed
 /// ([`orphans`]): they would otherwise hold memory, a port and disk until the machine restarts.
 async fn reap_orphans_once() {
-    static REAPED: Once = Once::new();
-    if REAPED.is_completed() {
+    static STARTED: AtomicBool = AtomicBool::new(false);
+    // Set before reaping: a reaper that fails or panics is not tried again by every later cluster.
+    if STARTED.swap(true, Ordering::SeqCst) {
         return;
     }
     // Waiting for a postmaster to shut down blocks: not on the runtime's threads.
-    let _ = tokio::task::spawn_blocking(|| REAPED.call_once(|| drop(orphans::reap_orphans()))).await;
+    let _ = tokio::task::spawn_blocking(orphans::reap_orphans).await;
 }
 
 fn run_as() -> Result<Option<RunAs>, EmulatorError> {
