@@ -1,13 +1,15 @@
 //! Clusters left running by a test process that was killed (SIGKILL, a harness's timeout) before
 //! [`TestPostgres`](super::TestPostgres)'s drop could stop them.
 //!
-//! Each cluster's directory holds an `owner` file: the pid and start time of the process that created it.
-//! The first cluster a process starts first stops (SIGQUIT, PostgreSQL's immediate shutdown) and removes
-//! every cluster whose owner is gone. A pid the kernel gave to another process since is told apart by
-//! its start time, and a postmaster is signalled only when its working directory is the cluster's data
-//! directory, so a live cluster and an unrelated process are never touched. Only real directories
-//! (not links) holding an owner file this user wrote are looked at: in a shared temporary directory,
-//! another user could otherwise name another server's data directory and have it stopped.
+//! Each cluster's directory holds an `owner` file: the pid, start time and pid namespace of the process
+//! that created it. The first cluster a process starts first stops (SIGQUIT, PostgreSQL's immediate
+//! shutdown) and removes every cluster whose owner is gone. A pid the kernel gave to another process since
+//! is told apart by its start time; what `/proc` cannot tell (another namespace, an unreadable entry) is
+//! never taken for gone. A postmaster is signalled only when it works in the cluster's data directory
+//! itself (device and inode) as that directory's owner, so a live cluster and an unrelated process are
+//! never touched. Only real directories (not links) holding an owner file this user wrote are looked at:
+//! in a shared temporary directory, another user could otherwise name another server's data directory
+//! and have it stopped.
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
