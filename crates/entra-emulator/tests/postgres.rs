@@ -233,7 +233,9 @@ async fn a_cluster_left_by_a_killed_process_is_stopped_and_removed_by_the_next()
         .spawn()
         .unwrap();
     let mut lines = tokio::io::BufReader::new(helper.stdout.take().unwrap()).lines();
-    let data_dir = entra_testkit::bounded(120, "the helper's cluster", async {
+    // A hang guard only: in the stress run's one-core pass the helper's start (a process, initdb, pg_ctl)
+    // took over 120 s.
+    let data_dir = entra_testkit::bounded(400, "the helper's cluster", async {
         while let Some(line) = lines.next_line().await.unwrap() {
             if let Some(path) = line.strip_prefix("cluster ") {
                 return std::path::PathBuf::from(path);
