@@ -255,18 +255,19 @@ async fn open_upstream<S: AsyncWrite + Unpin>(
     upstream: &mut UnixStream,
     startup: &Startup,
 ) -> Result<Option<(Option<i32>, Vec<u8>)>, StartupFailure> {
-    let failed = |e: ProtocolError| StartupFailure::Upstream(e);
     let left = |_: std::io::Error| StartupFailure::ClientGone;
     upstream
         .write_all(startup.upstream_packet())
         .await
-        .map_err(|e| failed(e.into()))?;
+        .map_err(|e| StartupFailure::Upstream(e.into()))?;
     let mut pid = None;
     loop {
-        let (tag, body) = protocol::read_message(upstream, 1 << 20).await.map_err(failed)?;
+        let (tag, body) = protocol::read_message(upstream, 1 << 20)
+            .await
+            .map_err(StartupFailure::Upstream)?;
         match tag {
             b'R' if protocol::auth_code(&body) != Some(0) => {
-                return Err(failed(ProtocolError::Malformed(
+                return Err(StartupFailure::Upstream(ProtocolError::Malformed(
                     "the upstream server asked for a password on its trusted unix socket",
                 )));
             }
