@@ -200,6 +200,8 @@ async fn dropping_during_a_panic_still_cleans_up() {
 
 /// Set for the helper below when the test that kills it runs it.
 const KILLED_HELPER: &str = "ENTRA_EMULATOR_TEST_KILLED_HELPER";
+/// What the helper prints before its cluster's data directory.
+const HELPER_CLUSTER: &str = "HELPER'S CLUSTER: ";
 
 /// Not a test of its own: run in a process of its own by
 /// `a_cluster_left_by_a_killed_process_is_stopped_and_removed_by_the_next`, it starts a cluster, says where,
@@ -211,7 +213,7 @@ async fn helper_start_a_cluster_and_wait_to_be_killed() {
         return;
     }
     let pg = start().await;
-    println!("cluster {}", pg.data_dir().display());
+    println!("{HELPER_CLUSTER}{}", pg.data_dir().display());
     // Killed long before; if not, the cluster is dropped and the test that waits for it fails.
     tokio::time::sleep(std::time::Duration::from_secs(600)).await;
 }
@@ -221,23 +223,20 @@ async fn a_cluster_left_by_a_killed_process_is_stopped_and_removed_by_the_next()
     use tokio::io::AsyncBufReadExt as _;
 
     let mut helper = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args([
+        .args(entra_testkit::rerun_args(
             "helper_start_a_cluster_and_wait_to_be_killed",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
+        ))
+        .arg("--ignored")
         .env(KILLED_HELPER, "1")
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = tokio::io::BufReader::new(helper.stdout.take().unwrap()).lines();
-    // A hang guard only: in the stress run's one-core pass the helper's start (a process, initdb, pg_ctl)
-    // took over 120 s.
-    let data_dir = entra_testkit::bounded(400, "the helper's cluster", async {
+    // A hang guard only: the helper's start (a process, initdb, pg_ctl) takes seconds.
+    let data_dir = entra_testkit::bounded(120, "the helper's cluster", async {
         while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(path) = line.strip_prefix("cluster ") {
+            if let Some(path) = entra_testkit::after_marker(&line, HELPER_CLUSTER) {
                 return std::path::PathBuf::from(path);
             }
         }

@@ -135,11 +135,9 @@ fn a_vanished_server_is_noticed_within_the_bound_and_the_pool_recovers() {
     let mut child = Command::new("ip")
         .args(["netns", "exec", &ns.name])
         .arg(&exe)
-        .args([
-            "--exact",
+        .args(entra_testkit::rerun_args(
             "a_vanished_server_is_noticed_within_the_bound_and_the_pool_recovers",
-            "--nocapture",
-        ])
+        ))
         .env(CHILD, "1")
         .env("ENTRA_DH_ADDR", ns.host_ip.to_string())
         .env("ENTRA_DH_PORT", emu.port().to_string())
@@ -153,17 +151,15 @@ fn a_vanished_server_is_noticed_within_the_bound_and_the_pool_recovers() {
         .expect("the test re-runs itself in the namespace");
     let mut to_child = child.stdin.take().expect("stdin");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut expect = |prefix: &str| -> String {
+    let mut expect = |marker: &str| -> String {
         for line in lines.by_ref() {
             let line = line.expect("child output");
             eprintln!("child: {line}");
-            // Anywhere in the line: on one CPU, libtest prints "test … … " before the test runs, so the
-            // child's first line begins with it.
-            if let Some(at) = line.find(prefix) {
-                return line[at + prefix.len()..].trim().to_string();
+            if let Some(rest) = entra_testkit::after_marker(&line, marker) {
+                return rest.trim().to_string();
             }
         }
-        panic!("the child ended before printing {prefix}");
+        panic!("the child ended before printing {marker}");
     };
 
     expect("READY");

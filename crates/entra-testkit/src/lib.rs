@@ -17,7 +17,7 @@ pub mod sockets;
 pub mod wait;
 
 pub use pool::{config, emulator, http, pool_builder, settled};
-pub use process::{pg_client, run, run_blocking, text};
+pub use process::{after_marker, pg_client, rerun_args, run, run_blocking, text};
 pub use relay::relay;
 pub use rotation::{rotations_under_load, RotationLoad};
 pub use wait::{bounded, terminate_sessions, until};

@@ -90,3 +90,18 @@ pub fn pg_client(program: &str, env: &[(String, String)]) -> Option<Command> {
     }
     Some(cmd)
 }
+
+/// The arguments that make this test binary (`std::env::current_exe()`) run its test `name` again, alone,
+/// in a process of its own, printing as it goes. One test thread, so that the child's output has the same
+/// shape on every machine (see [`after_marker`]); add `--ignored` for a test marked so.
+pub fn rerun_args(name: &str) -> [&str; 4] {
+    ["--exact", name, "--nocapture", "--test-threads=1"]
+}
+
+/// The text after `marker` in a line a re-run test printed ([`rerun_args`]), or `None`. Looked for
+/// anywhere in the line: with one test thread libtest prints `test NAME ... ` before the test runs, so
+/// the test's first line begins with that. A reader that wanted the marker at the line's start waited
+/// forever where libtest saw one CPU (a stress run's one-core pass) and passed everywhere else.
+pub fn after_marker<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
+    line.split_once(marker).map(|(_, rest)| rest)
+}
