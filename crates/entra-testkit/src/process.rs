@@ -102,6 +102,14 @@ pub fn rerun_args(name: &str) -> [&str; 4] {
 /// anywhere in the line: with one test thread libtest prints `test NAME ... ` before the test runs, so
 /// the test's first line begins with that. A reader that wanted the marker at the line's start waited
 /// forever where libtest saw one CPU (a stress run's one-core pass) and passed everywhere else.
+///
+/// ```
+/// let marker = "CLUSTER: ";
+/// let line = "test helper ... CLUSTER: /tmp/entra-emulator-pg-x/data";
+/// assert_eq!(entra_testkit::after_marker(line, marker), Some("/tmp/entra-emulator-pg-x/data"));
+/// assert_eq!(entra_testkit::after_marker("CLUSTER: /d", marker), Some("/d"));
+/// assert_eq!(entra_testkit::after_marker("running 1 test", marker), None);
+/// ```
 pub fn after_marker<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
     line.split_once(marker).map(|(_, rest)| rest)
 }
