@@ -1,9 +1,17 @@
 //! Replace-ahead: with spares signed in in the background, connections retiring under load are replaced
 //! without any `get()` waiting for a sign-in (the gate adds a sign-in delay, as Azure's sign-in costs).
+//!
+//! Whether spares keep up is a race in real time between their sign-ins and the connections' lifetimes,
+//! and a sign-in's CPU part (TLS, the token's check, SCRAM upstream, in a debug build) is many times
+//! slower on a third of a core than on an idle one. So each test first measures how long a spare takes
+//! to sign in on this machine now ([`sign_in_pace`]) and sets the lifetimes to a multiple of it: a busy
+//! machine runs the same race slower, with the same margin. With fixed lifetimes (20 s for eight
+//! connections and two spares, the first version) one `get()` in three runs signed in itself, pinned to
+//! one core beside two busy loops.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use entra_emulator::Emulator;
 use entra_postgres::EntraPool;
@@ -11,7 +19,10 @@ use entra_testkit::{bounded, pool_builder};
 
 /// `tasks` tasks doing `SELECT 1` in a loop until the pool has taken `taken_ahead` connections from its
 /// spares in all (an event, however long a loaded machine takes to get there); any failure fails the
-/// test. The pool's counts are watched apart from the load, which runs as a service's would.
+/// test. The pool's counts are watched apart from the load, which runs as a service's would. A checkout
+/// per task every 50 ms finds a connection near its end or at its lifetime soon enough, and leaves the
+/// CPU to the spares' sign-ins, measured without load (every 5 ms, the load took most of a third of a
+/// core).
 async fn load(pool: &EntraPool, tasks: usize, taken_ahead: u64) {
     let done = Arc::new(AtomicBool::new(false));
     let mut running = tokio::task::JoinSet::new();
@@ -25,7 +36,7 @@ async fn load(pool: &EntraPool, tasks: usize, taken_ahead: u64) {
                     .await
                     .map_err(|e| entra_postgres::report(&e))?;
                 drop(client);
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Ok::<(), String>(())
         });
@@ -40,6 +51,28 @@ async fn load(pool: &EntraPool, tasks: usize, taken_ahead: u64) {
     }
 }
 
+/// How long one spare takes to sign in on this machine now: `spares` of them opened one after another
+/// (as the pool's warmer opens them) by a pool of its own, which is then dropped. Its sessions stay in
+/// the gate's log: the caller counts from the returned length on.
+async fn sign_in_pace(emulator: &Emulator, spares: usize) -> (Duration, usize) {
+    let pool = pool_builder(emulator)
+        .max_size(1)
+        .replace_ahead(spares)
+        .build()
+        .await
+        .expect("pool");
+    let started = Instant::now();
+    entra_testkit::until(120, "the measuring pool's spares", || {
+        pool.status().connections.spares_ready >= spares
+    })
+    .await;
+    let pace = started.elapsed() / spares as u32;
+    // Its warmer opens nothing more (its spares are all ready), so the gate's log is complete here.
+    let sessions = emulator.gate().sessions().len();
+    drop(pool);
+    (pace, sessions)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retiring_connections_are_replaced_by_spares_signed_in_ahead() {
     let emulator = Emulator::builder()
@@ -47,10 +80,15 @@ async fn retiring_connections_are_replaced_by_spares_signed_in_ahead() {
         .start()
         .await
         .expect("emulator");
+    // The first four checkouts take the four spares at once, so their connections retire together, from
+    // 76 % of a lifetime on (its last 15 % less 10 % jitter); by then the warmer must have signed in four
+    // more, one after another. A lifetime of 16 sign-ins leaves three times that; 3 s at least.
+    let (pace, earlier_sessions) = sign_in_pace(&emulator, 4).await;
+    let lifetime = (pace * 16).max(Duration::from_secs(3));
+    eprintln!("a spare signs in in {pace:?} here: lifetime {lifetime:?}");
     let pool = pool_builder(&emulator)
         .max_size(4)
-        // Four spares of 100 ms sign-ins refill in well under a lifetime, even on a third of a core.
-        .max_lifetime(Some(Duration::from_secs(3)))
+        .max_lifetime(Some(lifetime))
         .replace_ahead(4)
         .build()
         .await
@@ -67,7 +105,7 @@ async fn retiring_connections_are_replaced_by_spares_signed_in_ahead() {
     let counts = pool.status().connections;
     assert_eq!(
         counts.opened_in_checkout, 0,
-        "no get() signed in itself: {counts:?}"
+        "no get() signed in itself: {counts:?}; a spare signs in in {pace:?} here, lifetime {lifetime:?}"
     );
     assert!(
         counts.taken_ahead >= 8,
@@ -76,28 +114,37 @@ async fn retiring_connections_are_replaced_by_spares_signed_in_ahead() {
     // Every sign-in was a spare's: the gate's count and the spares' agree once no spare is half-way (the
     // gate records a session before the pool counts the spare it becomes).
     entra_testkit::until(60, "the gate's sign-ins and the spares' count to agree", || {
-        emulator.gate().sessions().len() as u64 == pool.status().connections.opened_ahead
+        (emulator.gate().sessions().len() - earlier_sessions) as u64 == pool.status().connections.opened_ahead
     })
     .await;
-    assert_eq!(pool.status().connections.opened_in_checkout, 0);
+    assert_eq!(
+        pool.status().connections.opened_in_checkout,
+        0,
+        "a spare signs in in {pace:?} here; lifetime {lifetime:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_opened_together_hand_over_to_fewer_spares_one_after_another() {
-    // 8 connections opened at once retire at random within ±10 % of 20 s, so some within one 300 ms
-    // sign-in of each other, more than two spares can replace at their lifetimes. Two spares keep up only
-    // because connections near their end (the last 15 %, 3 s) retire early, one per spare opened. The
-    // margin is wide, so that a busy machine does not decide the outcome: 8 sign-ins one after another
-    // take about 2.5 s of the 7 s from the first early window to the last lifetime (a third of a core
-    // slows the CPU part of a sign-in, not the gate's 300 ms).
+    // 8 connections opened at once retire at random within ±10 % of one lifetime, four times as many as
+    // the spares. Two spares keep up because connections near their end (the last 15 %) retire early, one
+    // per spare opened (the test checks that at least four did). Early hand-overs take whichever
+    // connection near its end is checked out first, and wait while fewer than two spares are ready, so
+    // eight of them, one sign-in apart, must fit in the early windows of the lowest lifetimes: 13.5 % of
+    // a lifetime when all eight fall at the low end. A lifetime of 180 sign-ins leaves three times the
+    // eight sign-ins there; 20 s at least. (At a fixed 20 s with 300 ms sign-ins, the first version left
+    // barely one time: it failed on a third of a core.)
     let emulator = Emulator::builder()
-        .sign_in_delay(Duration::from_millis(300))
+        .sign_in_delay(Duration::from_millis(100))
         .start()
         .await
         .expect("emulator");
+    let (pace, _) = sign_in_pace(&emulator, 2).await;
+    let lifetime = (pace * 180).max(Duration::from_secs(20));
+    eprintln!("a spare signs in in {pace:?} here: lifetime {lifetime:?}");
     let pool = pool_builder(&emulator)
         .max_size(8)
-        .max_lifetime(Some(Duration::from_secs(20)))
+        .max_lifetime(Some(lifetime))
         .replace_ahead(2)
         .build()
         .await
@@ -123,7 +170,8 @@ async fn connections_opened_together_hand_over_to_fewer_spares_one_after_another
     let counts = pool.status().connections;
     assert_eq!(
         counts.opened_in_checkout, filled.opened_in_checkout,
-        "no get() signed in itself after the pool filled: {counts:?}"
+        "no get() signed in itself after the pool filled: {counts:?}; a spare signs in in {pace:?} \
+         here, lifetime {lifetime:?}"
     );
     assert!(
         counts.retired_early >= 4,
