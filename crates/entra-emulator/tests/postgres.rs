@@ -265,3 +265,168 @@ async fn a_cluster_left_by_a_killed_process_is_stopped_and_removed_by_the_next()
     assert_eq!(common::processes_mentioning(&data_dir), Vec::<u32>::new());
     assert!(!root.exists(), "{} was left behind", root.display());
 }
+
+// ---------------------------------------------------------------- The initdb template
+
+/// A fresh directory for templates, which the server's user (`postgres` when the tests run as root) may
+/// pass through, as it may through /tmp.
+fn template_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    dir
+}
+
+async fn start_from(templates: &std::path::Path) -> TestPostgres {
+    match TestPostgres::builder().template_dir(templates).start().await {
+        Ok(pg) => pg,
+        Err(e) => panic!("{}", report::report(&e)),
+    }
+}
+
+/// The template in `templates`, which holds nothing else (no half-made one left behind).
+fn the_template(templates: &std::path::Path) -> std::path::PathBuf {
+    let entries: Vec<_> = std::fs::read_dir(templates)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let name = entries[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("entra-emulator-template-"), "{name}");
+    entries[0].clone()
+}
+
+/// Chosen by `initdb` (time of day and pid): the copies of one template share it, an `initdb` of its own
+/// gets another.
+async fn system_identifier(pg: &TestPostgres) -> i64 {
+    pg.superuser_client()
+        .await
+        .unwrap()
+        .query_one("SELECT system_identifier FROM pg_control_system()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Only its own password signs `pg`'s superuser in over TCP.
+async fn signs_in_with_its_own_password_only(pg: &TestPostgres, other: &TestPostgres) {
+    assert_ne!(pg.superuser_password(), other.superuser_password());
+    let client = tls_client(pg, pg.superuser_password()).await.unwrap();
+    assert_eq!(select_one(&client).await, 1);
+    let err = tls_client(pg, other.superuser_password())
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("28P01"), "{err}");
+}
+
+#[tokio::test]
+async fn clusters_copied_from_the_template_have_their_own_password_and_leave_nothing_in_it() {
+    let templates = template_dir();
+    let a = start_from(templates.path()).await;
+    let b = start_from(templates.path()).await;
+    assert_eq!(
+        system_identifier(&a).await,
+        system_identifier(&b).await,
+        "both copies of the template"
+    );
+
+    signs_in_with_its_own_password_only(&a, &b).await;
+    signs_in_with_its_own_password_only(&b, &a).await;
+
+    let data = the_template(templates.path()).join("data");
+    for file in [
+        "server.crt",
+        "server.key",
+        "entra-emulator.conf",
+        "postmaster.pid",
+    ] {
+        assert!(!data.join(file).exists(), "{file} in the template");
+    }
+    for file in ["postgresql.conf", "pg_hba.conf"] {
+        let text = std::fs::read_to_string(data.join(file)).unwrap();
+        assert!(
+            !text.contains("entra-emulator"),
+            "{file} of the template was configured"
+        );
+    }
+    // The template outlives its clusters: the next run copies it too.
+    drop((a, b));
+    assert!(data.is_dir());
+}
+
+/// Starts a cluster from `templates` and checks it is not a copy of the template whose clusters have
+/// `template_id`, yet works.
+async fn starts_without_the_template(templates: &std::path::Path, template_id: i64, what: &str) {
+    let pg = start_from(templates).await;
+    assert_ne!(
+        system_identifier(&pg).await,
+        template_id,
+        "{what}: the template was used"
+    );
+    let client = tls_client(&pg, pg.superuser_password()).await.unwrap();
+    assert_eq!(select_one(&client).await, 1, "{what}");
+}
+
+#[tokio::test]
+async fn a_template_that_is_a_link_writable_by_others_or_unmarked_is_not_used() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let chmod = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let templates = template_dir();
+    let template_id = system_identifier(&start_from(templates.path()).await).await;
+    let template = the_template(templates.path());
+    let data = template.join("data");
+    // The control: a sound template is used.
+    assert_eq!(
+        system_identifier(&start_from(templates.path()).await).await,
+        template_id
+    );
+
+    let elsewhere = templates.path().join("elsewhere");
+    std::fs::rename(&template, &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &template).unwrap();
+    starts_without_the_template(templates.path(), template_id, "a link").await;
+    std::fs::remove_file(&template).unwrap();
+    std::fs::rename(&elsewhere, &template).unwrap();
+
+    let mode = std::fs::metadata(&template).unwrap().permissions().mode();
+    chmod(&template, mode | 0o002);
+    starts_without_the_template(templates.path(), template_id, "writable by others").await;
+    chmod(&template, mode);
+
+    chmod(&data, 0o770);
+    starts_without_the_template(templates.path(), template_id, "data writable by group").await;
+    chmod(&data, 0o700);
+
+    let marker = template.join("complete");
+    let moved = templates.path().join("complete");
+    std::fs::rename(&marker, &moved).unwrap();
+    starts_without_the_template(templates.path(), template_id, "no marker").await;
+    std::fs::rename(&moved, &marker).unwrap();
+
+    // None of those fallbacks touched the template: sound again, it is used again.
+    assert_eq!(
+        system_identifier(&start_from(templates.path()).await).await,
+        template_id
+    );
+}
+
+#[tokio::test]
+async fn clusters_started_at_once_without_a_template_all_use_the_one_that_won() {
+    let templates = template_dir();
+    let (a, b, c) = tokio::join!(
+        start_from(templates.path()),
+        start_from(templates.path()),
+        start_from(templates.path())
+    );
+    // Each made a template; one rename won, and the others deleted theirs and copied the winner's.
+    the_template(templates.path());
+    let id = system_identifier(&a).await;
+    assert_eq!(system_identifier(&b).await, id);
+    assert_eq!(system_identifier(&c).await, id);
+    signs_in_with_its_own_password_only(&a, &b).await;
+    signs_in_with_its_own_password_only(&b, &c).await;
+    signs_in_with_its_own_password_only(&c, &a).await;
+}

@@ -1,6 +1,8 @@
-//! A throwaway PostgreSQL cluster: `initdb` in a temp dir, TLS on, started with `pg_ctl`, stopped and
-//! deleted on drop.
+//! A throwaway PostgreSQL cluster: a data directory in a temp dir (a copy of an `initdb` template, see
+//! `postgres/template.rs`), TLS on, started with `pg_ctl`, stopped and deleted on drop. The template is
+//! not deleted: every later cluster of this user and PostgreSQL, in any process, is copied from it.
 
+use std::ffi::OsStr;
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -14,13 +16,14 @@ use tempfile::TempDir;
 use super::binaries::PgBinaries;
 use super::certs::EmulatorCa;
 use super::orphans;
+use super::template::DataDirs;
 use super::{quote_ident, quote_literal};
 use crate::error::EmulatorError;
 
 /// The superuser every cluster is created with.
-const SUPERUSER: &str = "postgres";
+pub(super) const SUPERUSER: &str = "postgres";
 /// The unprivileged user the server runs as when the harness runs as root.
-const UNPRIVILEGED_USER: &str = "postgres";
+pub(super) const UNPRIVILEGED_USER: &str = "postgres";
 /// Attempts at finding a free port (another process may take the one we picked before the server binds it).
 const PORT_ATTEMPTS: usize = 5;
 
@@ -31,6 +34,7 @@ pub struct TestPostgresBuilder {
     version: Option<u32>,
     ca: Option<Arc<EmulatorCa>>,
     settings: Vec<(String, String)>,
+    templates: Option<PathBuf>,
 }
 
 impl TestPostgresBuilder {
@@ -58,6 +62,14 @@ impl TestPostgresBuilder {
         self
     }
 
+    /// Keep `initdb` templates in `dir` instead of the temporary directory: for the template's own tests.
+    /// The server's user must be able to pass through `dir`.
+    #[doc(hidden)]
+    pub fn template_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.templates = Some(dir.into());
+        self
+    }
+
     /// Create and start the cluster.
     pub async fn start(self) -> Result<TestPostgres, EmulatorError> {
         let binaries = match (self.binaries, self.version) {
@@ -78,15 +90,16 @@ impl TestPostgresBuilder {
                 });
             }
         }
-        TestPostgres::create(binaries, ca, self.settings).await
+        let templates = self.templates.unwrap_or_else(std::env::temp_dir);
+        TestPostgres::create(binaries, ca, self.settings, &templates).await
     }
 }
 
 /// The uid/gid the server runs as when the harness is root.
 #[derive(Debug, Clone)]
-struct RunAs {
-    uid: nix::unistd::Uid,
-    gid: nix::unistd::Gid,
+pub(super) struct RunAs {
+    pub(super) uid: nix::unistd::Uid,
+    pub(super) gid: nix::unistd::Gid,
 }
 
 /// A throwaway PostgreSQL server for tests, listening on `127.0.0.1:<free port>` (TLS required, SCRAM
@@ -94,7 +107,8 @@ struct RunAs {
 ///
 /// Dropping it stops the server (`pg_ctl stop -m immediate`) and deletes its directory, also when a test
 /// panics. When the process is killed instead, the next process to start a cluster does both
-/// ([`reap_orphans`](super::reap_orphans)).
+/// ([`reap_orphans`](super::reap_orphans)). Its data directory is a copy of an `initdb` template in the
+/// temporary directory (`entra-emulator-template-*`), which stays for later clusters and runs.
 pub struct TestPostgres {
     binaries: PgBinaries,
     run_as: Option<RunAs>,
@@ -138,6 +152,7 @@ impl TestPostgres {
         binaries: PgBinaries,
         ca: Arc<EmulatorCa>,
         settings: Vec<(String, String)>,
+        templates: &Path,
     ) -> Result<TestPostgres, EmulatorError> {
         let run_as = run_as()?;
         reap_orphans_once().await;
@@ -167,36 +182,40 @@ impl TestPostgres {
             _dir: dir,
         };
         pg.give(&pg.root)?;
-        pg.init().await?;
+        pg.init(templates).await?;
         pg.configure()?;
         pg.first_start(&settings).await?;
+        pg.set_password().await?;
         Ok(pg)
     }
 
-    async fn init(&self) -> Result<(), EmulatorError> {
+    /// The socket directory, and the data directory as initdb leaves it (copied from the template).
+    async fn init(&self, templates: &Path) -> Result<(), EmulatorError> {
         std::fs::create_dir(&self.socket_dir)
             .map_err(|e| EmulatorError::io(format!("creating {}", self.socket_dir.display()), e))?;
         self.give(&self.socket_dir)?;
-        let pwfile = self.root.join("superuser-password");
-        self.write_private(&pwfile, self.password.as_bytes())?;
-        let mut initdb = self.pg_command("initdb");
-        initdb
-            .arg("-D")
-            .arg(&self.data_dir)
-            .args(["-U", SUPERUSER, "--auth-local=trust", "--auth-host=scram-sha-256"])
-            .args(["--no-locale", "-E", "UTF8", "--no-sync", "--no-instructions"])
-            .arg(format!("--pwfile={}", pwfile.display()));
-        let hint = match self.run_as {
-            Some(_) => format!(
-                "; initdb runs as user {UNPRIVILEGED_USER}, who must be able to reach {} \
-                 (set TMPDIR to a directory it can enter, e.g. /tmp)",
-                self.root.display()
-            ),
-            None => String::new(),
+        let data_dirs = DataDirs {
+            binaries: &self.binaries,
+            run_as: self.run_as.as_ref(),
+            templates,
         };
-        let result = run(initdb, &hint).await;
-        let _ = std::fs::remove_file(&pwfile);
-        result
+        data_dirs.create(&self.root, &self.data_dir).await
+    }
+
+    /// Gives the superuser this cluster's own password. The data directory has none (copies of one
+    /// template would share it): until now, no one could sign in over TCP. The server hashes it, as initdb
+    /// did, with SCRAM whatever the cluster's `password_encryption`, and the statement stays out of the
+    /// server log whatever its logging settings.
+    async fn set_password(&self) -> Result<(), EmulatorError> {
+        self.execute(&format!(
+            "SET password_encryption = 'scram-sha-256'; \
+             SET log_statement = 'none'; \
+             SET log_min_duration_statement = -1; \
+             ALTER ROLE {} PASSWORD {}",
+            quote_ident(SUPERUSER)?,
+            quote_literal(&self.password)?
+        ))
+        .await
     }
 
     fn configure(&self) -> Result<(), EmulatorError> {
@@ -452,34 +471,12 @@ impl TestPostgres {
 
     /// A command running PostgreSQL program `name`, as the unprivileged user when we are root.
     fn pg_command(&self, name: &str) -> Command {
-        let program = self.binaries.program(name);
-        let mut cmd = match &self.run_as {
-            Some(_) => {
-                let mut cmd = Command::new(runuser());
-                cmd.args(["-u", UNPRIVILEGED_USER, "--"]).arg(program);
-                cmd
-            }
-            None => Command::new(program),
-        };
-        // The server user may not be allowed into the caller's working directory.
-        cmd.current_dir(&self.root).stdin(Stdio::null());
-        for var in ["PGDATA", "PGPORT", "PGHOST", "PGUSER", "PGDATABASE", "PGOPTIONS"] {
-            cmd.env_remove(var);
-        }
-        cmd
+        server_command(self.run_as.as_ref(), self.binaries.program(name), &self.root)
     }
 
     /// Hand `path` to the server's user when we are root.
     fn give(&self, path: &Path) -> Result<(), EmulatorError> {
-        if let Some(run_as) = &self.run_as {
-            nix::unistd::chown(path, Some(run_as.uid), Some(run_as.gid)).map_err(|e| {
-                EmulatorError::io(
-                    format!("giving {} to user {UNPRIVILEGED_USER}", path.display()),
-                    e.into(),
-                )
-            })?;
-        }
-        Ok(())
+        give(self.run_as.as_ref(), path)
     }
 
     /// Write a file only the server's user can read (PostgreSQL insists on it for the key).
@@ -547,6 +544,37 @@ fn run_as() -> Result<Option<RunAs>, EmulatorError> {
     }
 }
 
+/// A command running `program` as the server's user (`run_as`, or the caller when `None`) in `cwd`.
+pub(super) fn server_command(run_as: Option<&RunAs>, program: impl AsRef<OsStr>, cwd: &Path) -> Command {
+    let mut cmd = match run_as {
+        Some(_) => {
+            let mut cmd = Command::new(runuser());
+            cmd.args(["-u", UNPRIVILEGED_USER, "--"]).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    };
+    // The server user may not be allowed into the caller's working directory.
+    cmd.current_dir(cwd).stdin(Stdio::null());
+    for var in ["PGDATA", "PGPORT", "PGHOST", "PGUSER", "PGDATABASE", "PGOPTIONS"] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Hand `path` to the server's user (`run_as`) when we are root.
+pub(super) fn give(run_as: Option<&RunAs>, path: &Path) -> Result<(), EmulatorError> {
+    if let Some(run_as) = run_as {
+        nix::unistd::chown(path, Some(run_as.uid), Some(run_as.gid)).map_err(|e| {
+            EmulatorError::io(
+                format!("giving {} to user {UNPRIVILEGED_USER}", path.display()),
+                e.into(),
+            )
+        })?;
+    }
+    Ok(())
+}
+
 fn runuser() -> PathBuf {
     ["/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser"]
         .iter()
@@ -573,7 +601,7 @@ fn free_port() -> Result<u16, EmulatorError> {
 }
 
 /// Run `cmd` to completion; a failure carries its output and `hint`.
-async fn run(cmd: Command, hint: &str) -> Result<(), EmulatorError> {
+pub(super) async fn run(cmd: Command, hint: &str) -> Result<(), EmulatorError> {
     let command = format!("{:?}", cmd).replace('"', "");
     let output = tokio::process::Command::from(cmd)
         .output()

@@ -3,12 +3,15 @@
 //! - [`binaries`]: finding `initdb`, `pg_ctl` and `postgres`.
 //! - [`certs`]: the emulator's CA and server certificates (shared with the gate).
 //! - [`cluster`]: creating, starting, restarting and removing a cluster.
+//! - `template`: a cluster's data directory, copied from an `initdb` template that every test process
+//!   shares through the temporary directory and that is never removed.
 //! - [`orphans`]: stopping and removing the clusters of test processes that were killed.
 
 pub mod binaries;
 pub mod certs;
 pub mod cluster;
 pub mod orphans;
+mod template;
 
 pub use binaries::PgBinaries;
 pub use certs::{EmulatorCa, ServerCert};
