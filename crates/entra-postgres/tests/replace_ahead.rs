@@ -9,7 +9,6 @@
 //! connections and two spares, the first version) one `get()` in three runs signed in itself, pinned to
 //! one core beside two busy loops.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,38 +16,47 @@ use entra_emulator::Emulator;
 use entra_postgres::EntraPool;
 use entra_testkit::{bounded, pool_builder};
 
-/// `tasks` tasks doing `SELECT 1` in a loop until the pool has taken `taken_ahead` connections from its
-/// spares in all (an event, however long a loaded machine takes to get there); any failure fails the
-/// test. The pool's counts are watched apart from the load, which runs as a service's would. A checkout
-/// per task every 50 ms finds a connection near its end or at its lifetime soon enough, and leaves the
-/// CPU to the spares' sign-ins, measured without load (every 5 ms, the load took most of a third of a
-/// core).
-async fn load(pool: &EntraPool, tasks: usize, taken_ahead: u64) {
-    let done = Arc::new(AtomicBool::new(false));
-    let mut running = tokio::task::JoinSet::new();
-    for _ in 0..tasks {
-        let (pool, done) = (pool.clone(), done.clone());
-        running.spawn(async move {
-            while !done.load(Ordering::Relaxed) {
-                let client = pool.get().await.map_err(|e| entra_postgres::report(&e))?;
-                client
-                    .simple_query("SELECT 1")
-                    .await
-                    .map_err(|e| entra_postgres::report(&e))?;
-                drop(client);
-                tokio::time::sleep(Duration::from_millis(50)).await;
+/// Rounds of `tasks` checkouts doing `SELECT 1`, every task holding its connection until all do, 50 ms
+/// apart, until the pool has taken `taken_ahead` connections from its spares in all (an event, however
+/// long a loaded machine takes to get there), within `secs`; any failure fails the test.
+///
+/// With as many tasks as the pool's `max_size`, every connection is checked out in every round, so a
+/// connection retired in a round (at its lifetime or early) is replaced in that round and takes a spare
+/// then. Tasks that each loop on their own would leave that to chance: deadpool replaces a retired
+/// connection only when no idle one is left, so the pool would shrink while the spares stay ready, and a
+/// later burst of checkouts would want more new connections than there are spares. The pause between
+/// rounds leaves the CPU to the spares' sign-ins, measured without load (a checkout every 5 ms per task,
+/// the first version, took most of a third of a core).
+async fn load(pool: &EntraPool, tasks: usize, taken_ahead: u64, secs: u64) {
+    bounded(secs, "the hand-overs", async {
+        while pool.status().connections.taken_ahead < taken_ahead {
+            let all_held = Arc::new(tokio::sync::Barrier::new(tasks));
+            let mut round = tokio::task::JoinSet::new();
+            for _ in 0..tasks {
+                let (pool, all_held) = (pool.clone(), all_held.clone());
+                round.spawn(async move {
+                    let client = pool.get().await.map_err(|e| entra_postgres::report(&e))?;
+                    client
+                        .simple_query("SELECT 1")
+                        .await
+                        .map_err(|e| entra_postgres::report(&e))?;
+                    all_held.wait().await;
+                    Ok::<(), String>(())
+                });
             }
-            Ok::<(), String>(())
-        });
-    }
-    entra_testkit::until(120, "the hand-overs", || {
-        pool.status().connections.taken_ahead >= taken_ahead
+            while let Some(joined) = round.join_next().await {
+                joined.expect("no panic").expect("no failed query");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     })
     .await;
-    done.store(true, Ordering::Relaxed);
-    while let Some(joined) = bounded(120, "the load", running.join_next()).await {
-        joined.expect("no panic").expect("no failed query");
-    }
+}
+
+/// A hang bound for `load`: a loaded machine's lifetimes are longer (`sign_in_pace`), and it takes two
+/// of them to replace every connection twice.
+fn hang_bound(lifetime: Duration) -> u64 {
+    120 + 3 * lifetime.as_secs()
 }
 
 /// How long one spare takes to sign in on this machine now: `spares` of them opened one after another
@@ -100,8 +108,8 @@ async fn retiring_connections_are_replaced_by_spares_signed_in_ahead() {
         }
     })
     .await;
-    // Eight hand-overs: each of the four connections retired (3 s lifetimes) twice at least.
-    load(&pool, 4, 8).await;
+    // Eight hand-overs: each of the four connections retired twice at least.
+    load(&pool, 4, 8, hang_bound(lifetime)).await;
     let counts = pool.status().connections;
     assert_eq!(
         counts.opened_in_checkout, 0,
@@ -166,7 +174,7 @@ async fn connections_opened_together_hand_over_to_fewer_spares_one_after_another
     }
     let filled = pool.status().connections;
     // Until every connection of the first fill has been replaced from the spares.
-    load(&pool, 8, filled.taken_ahead + 8).await;
+    load(&pool, 8, filled.taken_ahead + 8, hang_bound(lifetime)).await;
     let counts = pool.status().connections;
     assert_eq!(
         counts.opened_in_checkout, filled.opened_in_checkout,

@@ -203,17 +203,16 @@ impl TestPostgres {
     }
 
     /// Gives the superuser this cluster's own password. The data directory has none (copies of one
-    /// template would share it): until now, no one could sign in over TCP. The server hashes it, as initdb
-    /// did, with SCRAM whatever the cluster's `password_encryption`, and the statement stays out of the
-    /// server log whatever its logging settings.
+    /// template would share it): until now, no one could sign in over TCP. The statement carries the
+    /// SCRAM verifier computed here, as initdb stores it, never the password: PostgreSQL decides whether
+    /// to log a statement before running it, so a `SET log_statement` in the same batch could not keep
+    /// it out of a cluster's log that a test's settings make verbose.
     async fn set_password(&self) -> Result<(), EmulatorError> {
+        let verifier = postgres_protocol::password::scram_sha_256(self.password.as_bytes());
         self.execute(&format!(
-            "SET password_encryption = 'scram-sha-256'; \
-             SET log_statement = 'none'; \
-             SET log_min_duration_statement = -1; \
-             ALTER ROLE {} PASSWORD {}",
+            "ALTER ROLE {} PASSWORD {}",
             quote_ident(SUPERUSER)?,
-            quote_literal(&self.password)?
+            quote_literal(&verifier)?
         ))
         .await
     }
