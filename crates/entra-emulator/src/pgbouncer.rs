@@ -23,10 +23,9 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::error::EmulatorError;
+use crate::postgres::cluster::{give, run_as, RunAs};
 use crate::postgres::TestPostgres;
 
-/// The unprivileged user PgBouncer runs as when the harness runs as root (the cluster's owner).
-const UNPRIVILEGED_USER: &str = "postgres";
 /// Attempts at finding a free port (another process may take the one we picked before PgBouncer binds it).
 const PORT_ATTEMPTS: usize = 5;
 /// How long PgBouncer may take to accept connections: generous, it takes milliseconds.
@@ -135,7 +134,7 @@ impl TestPgBouncerBuilder {
         std::fs::create_dir(&socket_dir)
             .map_err(|e| EmulatorError::io(format!("creating {}", socket_dir.display()), e))?;
         for path in [&root, &socket_dir] {
-            give(path, run_as.as_ref())?;
+            give(run_as.as_ref(), path)?;
         }
         let mut bouncer = TestPgBouncer {
             child: None,
@@ -368,44 +367,10 @@ impl Drop for TestPgBouncer {
     }
 }
 
-/// The uid/gid PgBouncer runs as when the harness is root (it refuses to run as root).
-#[derive(Debug, Clone, Copy)]
-struct RunAs {
-    uid: nix::unistd::Uid,
-    gid: nix::unistd::Gid,
-}
-
-fn run_as() -> Result<Option<RunAs>, EmulatorError> {
-    if !nix::unistd::geteuid().is_root() {
-        return Ok(None);
-    }
-    match nix::unistd::User::from_name(UNPRIVILEGED_USER) {
-        Ok(Some(user)) => Ok(Some(RunAs {
-            uid: user.uid,
-            gid: user.gid,
-        })),
-        _ => Err(EmulatorError::NoUnprivilegedUser {
-            user: UNPRIVILEGED_USER.to_string(),
-        }),
-    }
-}
-
-fn give(path: &Path, run_as: Option<&RunAs>) -> Result<(), EmulatorError> {
-    if let Some(run_as) = run_as {
-        nix::unistd::chown(path, Some(run_as.uid), Some(run_as.gid)).map_err(|e| {
-            EmulatorError::io(
-                format!("giving {} to user {UNPRIVILEGED_USER}", path.display()),
-                e.into(),
-            )
-        })?;
-    }
-    Ok(())
-}
-
 fn write_file(path: &Path, contents: &str, run_as: Option<&RunAs>) -> Result<(), EmulatorError> {
     std::fs::write(path, contents)
         .map_err(|e| EmulatorError::io(format!("writing {}", path.display()), e))?;
-    give(path, run_as)
+    give(run_as, path)
 }
 
 fn spawn(program: &Path, bouncer: &TestPgBouncer, run_as: Option<&RunAs>) -> Result<Child, EmulatorError> {

@@ -22,7 +22,7 @@ use crate::error::EmulatorError;
 
 /// The superuser every cluster is created with.
 pub(super) const SUPERUSER: &str = "postgres";
-/// The unprivileged user the server runs as when the harness runs as root.
+/// The unprivileged user the servers (PostgreSQL, PgBouncer) run as when the harness runs as root.
 pub(super) const UNPRIVILEGED_USER: &str = "postgres";
 /// Attempts at finding a free port (another process may take the one we picked before the server binds it).
 const PORT_ATTEMPTS: usize = 5;
@@ -95,11 +95,11 @@ impl TestPostgresBuilder {
     }
 }
 
-/// The uid/gid the server runs as when the harness is root.
+/// The uid/gid the servers run as when the harness is root (PostgreSQL and PgBouncer both refuse root).
 #[derive(Debug, Clone)]
-pub(super) struct RunAs {
-    pub(super) uid: nix::unistd::Uid,
-    pub(super) gid: nix::unistd::Gid,
+pub(crate) struct RunAs {
+    pub(crate) uid: nix::unistd::Uid,
+    pub(crate) gid: nix::unistd::Gid,
 }
 
 /// A throwaway PostgreSQL server for tests, listening on `127.0.0.1:<free port>` (TLS required, SCRAM
@@ -528,7 +528,8 @@ async fn reap_orphans_once() {
     let _ = tokio::task::spawn_blocking(orphans::reap_orphans).await;
 }
 
-fn run_as() -> Result<Option<RunAs>, EmulatorError> {
+/// The unprivileged user to run the servers as, when the harness is root; `None` otherwise.
+pub(crate) fn run_as() -> Result<Option<RunAs>, EmulatorError> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(None);
     }
@@ -562,7 +563,7 @@ pub(super) fn server_command(run_as: Option<&RunAs>, program: impl AsRef<OsStr>,
 }
 
 /// Hand `path` to the server's user (`run_as`) when we are root.
-pub(super) fn give(run_as: Option<&RunAs>, path: &Path) -> Result<(), EmulatorError> {
+pub(crate) fn give(run_as: Option<&RunAs>, path: &Path) -> Result<(), EmulatorError> {
     if let Some(run_as) = run_as {
         nix::unistd::chown(path, Some(run_as.uid), Some(run_as.gid)).map_err(|e| {
             EmulatorError::io(
