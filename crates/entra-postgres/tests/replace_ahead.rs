@@ -53,8 +53,8 @@ async fn load(pool: &EntraPool, tasks: usize, taken_ahead: u64, secs: u64) {
     .await;
 }
 
-/// A hang bound for `load`: a loaded machine's lifetimes are longer (`sign_in_pace`), and it takes two
-/// of them to replace every connection twice.
+/// A hang bound for `load`: a loaded machine's lifetimes are longer (`sign_in_pace`). Replacing every
+/// connection twice takes two of them; the bound allows three, plus 120 s for a slow start.
 fn hang_bound(lifetime: Duration) -> u64 {
     120 + 3 * lifetime.as_secs()
 }
